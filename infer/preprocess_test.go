@@ -13,7 +13,7 @@ func TestResizedSizeFollowsMMDetection(t *testing.T) {
 		s      Scale
 		rw, rh int
 	}{
-		{640, 480, Scale{1333, 800}, 1067, 800}, // short side binds: 800/480
+		{640, 480, Scale{1333, 800}, 1067, 800},   // short side binds: 800/480
 		{1920, 1080, Scale{1333, 800}, 1333, 750}, // long side binds: 1333/1920
 		{480, 640, Scale{1333, 800}, 800, 1067},   // portrait
 		{2, 1, Scale{320, 320}, 320, 160},
