@@ -1,0 +1,60 @@
+package cascade
+
+import "sort"
+
+// NMS returns the indices of boxes kept by greedy non-maximum suppression,
+// best score first: a box is dropped when its IoU with a kept box is above
+// iou (torchvision and mmcv's rule). Ties in score keep the input order, so
+// the result is deterministic. Boxes with a NaN score or coordinate are
+// dropped.
+func NMS(boxes []Box, scores []float32, iou float32) []int {
+	order := make([]int, 0, len(boxes))
+	for i := range boxes {
+		if scores[i] == scores[i] && boxes[i].Finite() {
+			order = append(order, i)
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool { return scores[order[a]] > scores[order[b]] })
+	keep := make([]int, 0, len(order))
+	suppressed := make([]bool, len(boxes))
+	for n, i := range order {
+		if suppressed[i] {
+			continue
+		}
+		keep = append(keep, i)
+		for _, j := range order[n+1:] {
+			if !suppressed[j] && IoU(boxes[i], boxes[j]) > iou {
+				suppressed[j] = true
+			}
+		}
+	}
+	return keep
+}
+
+// BatchedNMS runs NMS separately within each group (class or level) and
+// returns the kept indices of all groups merged, best score first — the
+// result of mmcv's batched_nms.
+func BatchedNMS(boxes []Box, scores []float32, groups []int, iou float32) []int {
+	byGroup := map[int][]int{}
+	for i, g := range groups {
+		byGroup[g] = append(byGroup[g], i)
+	}
+	var keep []int
+	for _, idx := range byGroup {
+		b := make([]Box, len(idx))
+		s := make([]float32, len(idx))
+		for k, i := range idx {
+			b[k], s[k] = boxes[i], scores[i]
+		}
+		for _, k := range NMS(b, s, iou) {
+			keep = append(keep, idx[k])
+		}
+	}
+	sort.SliceStable(keep, func(a, b int) bool {
+		if scores[keep[a]] != scores[keep[b]] {
+			return scores[keep[a]] > scores[keep[b]]
+		}
+		return keep[a] < keep[b]
+	})
+	return keep
+}

@@ -1,0 +1,103 @@
+package cascade
+
+import "math"
+
+// PasteMask writes the binary mask of one instance into dst, a frameW x
+// frameH row-major bitmap (1 = inside), from prob, its size x size
+// probability map over box (frame pixels). It samples prob bilinearly at
+// every frame pixel centre, with zeros outside the map, exactly as
+// mmdetection's _do_paste_mask does through grid_sample(align_corners=False),
+// and sets pixels whose probability is at least thr. Like mmdetection on CPU
+// it only visits the box's pixels plus a one-pixel margin; dst elsewhere is
+// left untouched (callers pass a zeroed bitmap).
+func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float32, dst []byte) {
+	if !box.Finite() || size <= 0 || len(prob) < size*size {
+		return
+	}
+	x0 := max(0, int(math.Floor(float64(box.X1)))-1)
+	y0 := max(0, int(math.Floor(float64(box.Y1)))-1)
+	x1 := min(frameW, int(math.Ceil(float64(box.X2)))+1)
+	y1 := min(frameH, int(math.Ceil(float64(box.Y2)))+1)
+	bw := box.X2 - box.X1
+	bh := box.Y2 - box.Y1
+	if x1 <= x0 || y1 <= y0 || bw <= 0 || bh <= 0 {
+		return
+	}
+	fs := float32(size)
+	// Horizontal sample positions and weights are the same for every row.
+	cols := make([]bilinear, x1-x0)
+	for x := x0; x < x1; x++ {
+		cols[x-x0] = bilinearTap((float32(x)+0.5-box.X1)/bw*fs-0.5, size)
+	}
+	for y := y0; y < y1; y++ {
+		ty := bilinearTap((float32(y)+0.5-box.Y1)/bh*fs-0.5, size)
+		if ty.w0 == 0 && ty.w1 == 0 {
+			continue
+		}
+		row := dst[y*frameW:]
+		for x := x0; x < x1; x++ {
+			tx := cols[x-x0]
+			var v float32
+			if ty.w0 != 0 {
+				r := prob[ty.i0*size:]
+				v += ty.w0 * (tx.w0*r[tx.i0] + tx.w1*r[tx.i1])
+			}
+			if ty.w1 != 0 {
+				r := prob[ty.i1*size:]
+				v += ty.w1 * (tx.w0*r[tx.i0] + tx.w1*r[tx.i1])
+			}
+			if v >= thr {
+				row[x] = 1
+			}
+		}
+	}
+}
+
+// bilinear is one axis of a bilinear sample: two neighbours and weights.
+type bilinear struct {
+	i0, i1 int
+	w0, w1 float32
+}
+
+// bilinearTap returns the two neighbours of continuous index u in [0,size)
+// and their weights; a neighbour outside the map gets weight zero
+// (grid_sample's zero padding).
+func bilinearTap(u float32, size int) bilinear {
+	f := float32(math.Floor(float64(u)))
+	i0 := int(f)
+	w1 := u - f
+	w0 := 1 - w1
+	i1 := i0 + 1
+	if i0 < 0 || i0 >= size {
+		w0, i0 = 0, 0
+	}
+	if i1 < 0 || i1 >= size {
+		w1, i1 = 0, 0
+	}
+	return bilinear{i0, i1, w0, w1}
+}
+
+// MeanMasks averages n probability maps of size x size laid out one after
+// another in maps; where flipped[k] is set, map k is mirrored left-right
+// first (a flipped view's mask). dst must hold size*size values.
+func MeanMasks(maps []float32, size int, flipped []bool, dst []float32) {
+	clear(dst)
+	n := len(maps) / (size * size)
+	for k := 0; k < n; k++ {
+		m := maps[k*size*size : (k+1)*size*size]
+		flip := k < len(flipped) && flipped[k]
+		for y := 0; y < size; y++ {
+			for x := 0; x < size; x++ {
+				sx := x
+				if flip {
+					sx = size - 1 - x
+				}
+				dst[y*size+x] += m[y*size+sx]
+			}
+		}
+	}
+	inv := 1 / float32(n)
+	for i := range dst {
+		dst[i] *= inv
+	}
+}
