@@ -1,0 +1,561 @@
+package cascade
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"gocv.io/x/gocv"
+
+	"github.com/htcstream/htcstream/infer"
+)
+
+// Image is one frame to segment: packed 8-bit pixels, 3 channels.
+type Image struct {
+	Width, Height int
+	Pix           []byte
+	Order         infer.PixelOrder
+}
+
+// Result is what the model found in one frame.
+type Result struct {
+	Width, Height int
+	Detections    []Detection
+}
+
+// Options configures a Model beyond what its bundle fixes.
+type Options struct {
+	// Views is the TTA plan: every frame is run at each view and the
+	// results merged. Default: one view at the bundle's first test scale.
+	Views []infer.View
+	// Ensemble combines the stages' class scores; default: logits mode,
+	// equal weights (mmdetection's HTC).
+	Ensemble Ensemble
+	// ScoreThreshold overrides the bundle's R-CNN score threshold when > 0
+	// (the bundle's 0.001 suits evaluation; display wants ~0.3).
+	ScoreThreshold float32
+	// Masks enables the mask heads; default true through DefaultOptions.
+	SkipMasks bool
+}
+
+// Timings accumulates where a Detect call spent its time.
+type Timings struct {
+	Preprocess, Backbone, Proposals, BBoxHeads, Merge, MaskHeads, Paste time.Duration
+}
+
+// Add sums another call's timings into t.
+func (t *Timings) Add(o Timings) {
+	t.Preprocess += o.Preprocess
+	t.Backbone += o.Backbone
+	t.Proposals += o.Proposals
+	t.BBoxHeads += o.BBoxHeads
+	t.Merge += o.Merge
+	t.MaskHeads += o.MaskHeads
+	t.Paste += o.Paste
+}
+
+// Graph is the time spent inside the graphs.
+func (t Timings) Graph() time.Duration { return t.Backbone + t.BBoxHeads + t.MaskHeads }
+
+// Model runs HTC's test procedure on frames with a loaded bundle. A Model is
+// used by one goroutine at a time (the batcher's).
+type Model struct {
+	b        *infer.Bundle
+	m        *infer.Manifest
+	norm     infer.Normalization
+	grids    *AnchorGrids
+	rpn      RPNConfig
+	det      DetectConfig
+	ensemble Ensemble
+	views    []infer.View
+	masks    bool
+	tensor   []float32
+}
+
+// NewModel prepares the test procedure of bundle b.
+func NewModel(b *infer.Bundle, o Options) (*Model, error) {
+	m := b.Manifest
+	if o.Ensemble.Mode == "" {
+		o.Ensemble.Mode = EnsembleLogits
+	}
+	if err := o.Ensemble.Validate(m.NumStages); err != nil {
+		return nil, err
+	}
+	views := o.Views
+	if len(views) == 0 {
+		s := m.Input.TestScales[0]
+		views = []infer.View{{Scale: infer.Scale{Long: max(s[0], s[1]), Short: min(s[0], s[1])}}}
+	}
+	for _, v := range views {
+		if v.Scale.Long <= 0 || v.Scale.Short <= 0 {
+			return nil, fmt.Errorf("tta view scale %dx%d", v.Scale.Long, v.Scale.Short)
+		}
+	}
+	clip := m.RPN.DeltaClip
+	if clip == 0 {
+		clip = DefaultDeltaClip
+	}
+	det := DetectConfig{ScoreThreshold: m.RCNN.ScoreThreshold, NMSIoU: m.RCNN.NMSIoU, MaxPerImage: m.RCNN.MaxPerImage}
+	if o.ScoreThreshold > 0 {
+		det.ScoreThreshold = o.ScoreThreshold
+	}
+	return &Model{
+		b: b, m: m, norm: m.Normalization(),
+		grids: NewAnchorGrids(AnchorConfig{Strides: m.Anchors.Strides, Scales: m.Anchors.Scales, Ratios: m.Anchors.Ratios}),
+		rpn: RPNConfig{NMSPre: m.RPN.NMSPre, NMSIoU: m.RPN.NMSIoU, MaxProposals: m.RPN.MaxProposals,
+			MinBoxSize: m.RPN.MinBoxSize, DeltaClip: clip},
+		det:      det,
+		ensemble: o.Ensemble,
+		views:    views,
+		masks:    !o.SkipMasks,
+	}, nil
+}
+
+// Views returns the TTA plan in use.
+func (md *Model) Views() []infer.View { return md.views }
+
+// viewRun holds one view's graph outputs for a batch. The backbone outputs
+// are owned here and destroyed by release.
+type viewRun struct {
+	view  infer.View
+	prep  []infer.Prepared
+	outs  []ort.Value // backbone outputs, contract order
+	sizes *ort.Tensor[float32]
+}
+
+func (v *viewRun) release() {
+	for _, o := range v.outs {
+		if o != nil {
+			o.Destroy()
+		}
+	}
+	v.outs = nil
+	if v.sizes != nil {
+		v.sizes.Destroy()
+		v.sizes = nil
+	}
+}
+
+// Detect segments a batch of frames of one size with every view of the
+// plan and returns one Result per frame.
+func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
+	var tm Timings
+	if len(frames) == 0 {
+		return nil, tm, nil
+	}
+	w, h := frames[0].Width, frames[0].Height
+	for i, f := range frames {
+		if f.Width != w || f.Height != h {
+			return nil, tm, fmt.Errorf("batch mixes frame sizes: %dx%d and %dx%d (frame %d)", w, h, f.Width, f.Height, i)
+		}
+		if f.Width <= 0 || f.Height <= 0 || len(f.Pix) < f.Width*f.Height*3 {
+			return nil, tm, fmt.Errorf("frame %d: %dx%d with %d bytes of pixels", i, f.Width, f.Height, len(f.Pix))
+		}
+	}
+	runs := make([]*viewRun, 0, len(md.views))
+	defer func() {
+		for _, r := range runs {
+			r.release()
+		}
+	}()
+	// Proposals of every view, mapped back to frame pixels, per frame.
+	props := make([][][]Proposal, len(frames))
+	for _, v := range md.views {
+		run, err := md.runBackbone(frames, v, &tm)
+		if err != nil {
+			return nil, tm, err
+		}
+		runs = append(runs, run)
+		t0 := time.Now()
+		for i := range frames {
+			p, err := md.proposals(run, i)
+			if err != nil {
+				return nil, tm, err
+			}
+			for k := range p {
+				p[k].Box = toFrame(p[k].Box, run.prep[i])
+			}
+			props[i] = append(props[i], p)
+		}
+		tm.Proposals += time.Since(t0)
+	}
+	t0 := time.Now()
+	shared := make([][]Box, len(frames))
+	for i := range frames {
+		shared[i] = mergeProposals(props[i], md.rpn)
+	}
+	tm.Proposals += time.Since(t0)
+
+	dets, err := md.detectBoxes(runs, shared, w, h, &tm)
+	if err != nil {
+		return nil, tm, err
+	}
+	if md.masks {
+		if err := md.segment(runs, dets, w, h, &tm); err != nil {
+			return nil, tm, err
+		}
+	}
+	out := make([]Result, len(frames))
+	for i := range frames {
+		out[i] = Result{Width: w, Height: h, Detections: dets[i]}
+	}
+	return out, tm, nil
+}
+
+func (md *Model) runBackbone(frames []Image, v infer.View, tm *Timings) (*viewRun, error) {
+	t0 := time.Now()
+	w, h := frames[0].Width, frames[0].Height
+	rw, rh := infer.ResizedSize(w, h, v.Scale)
+	pw, ph := infer.PaddedSize(rw, rh, md.m.Input.SizeDivisor)
+	per := 3 * pw * ph
+	n := per * len(frames)
+	// Each view gets its own tensor: ORT reads it during Run only, but the
+	// backbone outputs of all views stay alive until the batch is done.
+	tensor := make([]float32, n)
+	run := &viewRun{view: v, prep: make([]infer.Prepared, len(frames))}
+	sizes := make([]float32, 0, 2*len(frames))
+	for i, f := range frames {
+		mat, err := gocv.NewMatFromBytes(f.Height, f.Width, gocv.MatTypeCV8UC3, f.Pix[:f.Width*f.Height*3])
+		if err != nil {
+			return nil, fmt.Errorf("frame %d: %w", i, err)
+		}
+		p, err := infer.Preprocess(mat, f.Order, v, md.norm, pw, ph, tensor[i*per:(i+1)*per])
+		mat.Close()
+		if err != nil {
+			return nil, fmt.Errorf("frame %d: %w", i, err)
+		}
+		run.prep[i] = p
+		sizes = append(sizes, float32(p.Height), float32(p.Width))
+	}
+	img, err := ort.NewTensor(ort.NewShape(int64(len(frames)), 3, int64(ph), int64(pw)), tensor)
+	if err != nil {
+		return nil, fmt.Errorf("image tensor: %w", err)
+	}
+	defer img.Destroy()
+	if run.sizes, err = ort.NewTensor(ort.NewShape(int64(len(frames)), 2), sizes); err != nil {
+		return nil, fmt.Errorf("image size tensor: %w", err)
+	}
+	t1 := time.Now()
+	tm.Preprocess += t1.Sub(t0)
+	outs, err := md.b.Backbone.Run(img)
+	tm.Backbone += time.Since(t1)
+	if err != nil {
+		run.release()
+		return nil, err
+	}
+	run.outs = outs
+	return run, nil
+}
+
+// Backbone output positions (docs/model-bundle.md).
+const (
+	outP2           = 0
+	outSemanticFeat = 5
+	outRPNCls       = 7
+	outRPNReg       = 12
+)
+
+// proposals decodes frame i's RPN outputs in view coordinates.
+func (md *Model) proposals(run *viewRun, i int) ([]Proposal, error) {
+	levels := make([]RPNLevel, 5)
+	for l := 0; l < 5; l++ {
+		cls, cshape, err := infer.Float32Output(run.outs[outRPNCls+l])
+		if err != nil {
+			return nil, fmt.Errorf("rpn_cls_%d: %w", l+2, err)
+		}
+		reg, _, err := infer.Float32Output(run.outs[outRPNReg+l])
+		if err != nil {
+			return nil, fmt.Errorf("rpn_reg_%d: %w", l+2, err)
+		}
+		a, hh, ww := int(cshape[1]), int(cshape[2]), int(cshape[3])
+		per := a * hh * ww
+		levels[l] = RPNLevel{Objectness: cls[i*per : (i+1)*per], Deltas: reg[4*i*per : 4*(i+1)*per], H: hh, W: ww}
+	}
+	p := run.prep[i]
+	return Proposals(md.grids, levels, md.rpn, p.Width, p.Height)
+}
+
+// toFrame maps a box from a view's network input back to frame pixels.
+func toFrame(b Box, p infer.Prepared) Box {
+	if p.Flip {
+		b = b.FlipX(float32(p.Width))
+	}
+	return b.Scale(float32(1/p.ScaleX), float32(1/p.ScaleY))
+}
+
+// toView maps a box in frame pixels into a view's network input.
+func toView(b Box, p infer.Prepared) Box {
+	b = b.Scale(float32(p.ScaleX), float32(p.ScaleY))
+	if p.Flip {
+		b = b.FlipX(float32(p.Width))
+	}
+	return b
+}
+
+// mergeProposals turns the proposals of all views (frame pixels) into the
+// one set every view scores: with a single view, its proposals as they are;
+// with several, mmdetection's merge_aug_proposals — all concatenated, NMS at
+// the RPN's threshold, the best MaxProposals.
+func mergeProposals(views [][]Proposal, cfg RPNConfig) []Box {
+	if len(views) == 1 {
+		out := make([]Box, len(views[0]))
+		for i, p := range views[0] {
+			out[i] = p.Box
+		}
+		return out
+	}
+	var boxes []Box
+	var scores []float32
+	for _, v := range views {
+		for _, p := range v {
+			boxes = append(boxes, p.Box)
+			scores = append(scores, p.Score)
+		}
+	}
+	keep := NMS(boxes, scores, cfg.NMSIoU)
+	if cfg.MaxProposals > 0 && len(keep) > cfg.MaxProposals {
+		keep = keep[:cfg.MaxProposals]
+	}
+	out := make([]Box, len(keep))
+	for i, k := range keep {
+		out[i] = boxes[k]
+	}
+	return out
+}
+
+// detectBoxes scores the shared proposals in every view, merges the views
+// and selects detections per frame (frame pixels).
+func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timings) ([][]Detection, error) {
+	t := md.m.NumStages
+	c1 := len(md.m.Things) + 1
+	total := 0
+	for _, s := range shared {
+		total += len(s)
+	}
+	dets := make([][]Detection, len(shared))
+	if total == 0 {
+		return dets, nil
+	}
+	probs := make([]float32, total*c1)     // summed over views
+	boxes := make([]Box, total)            // summed over views, frame pixels
+	stage := make([]float32, total*t*c1)   // per-stage softmax, summed over views
+	viewProbs := make([]float32, total*c1) // one view's ensemble
+	tmp := make([]float32, c1)
+	for _, run := range runs {
+		rois := make([]float32, 0, 5*total)
+		for i, s := range shared {
+			for _, b := range s {
+				vb := toView(b, run.prep[i])
+				rois = append(rois, float32(i), vb.X1, vb.Y1, vb.X2, vb.Y2)
+			}
+		}
+		t0 := time.Now()
+		logits, vboxes, err := md.runBBoxHeads(run, rois, total)
+		tm.BBoxHeads += time.Since(t0)
+		if err != nil {
+			return nil, err
+		}
+		t1 := time.Now()
+		if err := finite(logits, "stage_logits"); err != nil {
+			return nil, err
+		}
+		md.ensemble.Scores(logits, total, t, c1, viewProbs)
+		for r := range probs {
+			probs[r] += viewProbs[r]
+		}
+		r := 0
+		for i, s := range shared {
+			for range s {
+				last := vboxes[(r*t+t-1)*4:]
+				b := Box{last[0], last[1], last[2], last[3]}
+				fb := toFrame(b, run.prep[i])
+				boxes[r].X1 += fb.X1
+				boxes[r].Y1 += fb.Y1
+				boxes[r].X2 += fb.X2
+				boxes[r].Y2 += fb.Y2
+				for st := 0; st < t; st++ {
+					softmax(logits[(r*t+st)*c1:(r*t+st+1)*c1], tmp)
+					for k := range tmp {
+						stage[(r*t+st)*c1+k] += tmp[k]
+					}
+				}
+				r++
+			}
+		}
+		tm.Merge += time.Since(t1)
+	}
+	t0 := time.Now()
+	nv := float32(len(runs))
+	for r := range boxes {
+		boxes[r] = Box{boxes[r].X1 / nv, boxes[r].Y1 / nv, boxes[r].X2 / nv, boxes[r].Y2 / nv}
+	}
+	for k := range probs {
+		probs[k] /= nv
+	}
+	r0 := 0
+	for i, s := range shared {
+		n := len(s)
+		d := SelectDetections(boxes[r0:r0+n], probs[r0*c1:(r0+n)*c1], c1, md.det)
+		for k := range d {
+			roi := r0 + d[k].roi
+			d[k].StageScores = make([]float32, t)
+			for st := 0; st < t; st++ {
+				d[k].StageScores[st] = stage[(roi*t+st)*c1+d[k].Label] / nv
+			}
+		}
+		dets[i] = d
+		r0 += n
+	}
+	tm.Merge += time.Since(t0)
+	return dets, nil
+}
+
+func (md *Model) runBBoxHeads(run *viewRun, rois []float32, n int) (logits, boxes []float32, err error) {
+	rt, err := ort.NewTensor(ort.NewShape(int64(n), 5), rois)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rois tensor: %w", err)
+	}
+	defer rt.Destroy()
+	outs, err := md.b.BBoxHeads.Run(md.features(run, rt, run.sizes)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer destroyAll(outs)
+	l, _, err := infer.Float32Output(outs[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("stage_logits: %w", err)
+	}
+	b, _, err := infer.Float32Output(outs[1])
+	if err != nil {
+		return nil, nil, fmt.Errorf("stage_boxes: %w", err)
+	}
+	t, c1 := md.m.NumStages, len(md.m.Things)+1
+	if len(l) != n*t*c1 || len(b) != n*t*4 {
+		return nil, nil, fmt.Errorf("bbox heads returned %d logits and %d box values for %d RoIs, %d stages, %d classes",
+			len(l), len(b), n, t, c1)
+	}
+	// The outputs die with outs; copy what the merge keeps.
+	return append([]float32(nil), l...), append([]float32(nil), b...), nil
+}
+
+// features lists the graph inputs shared by both heads, then extra.
+func (md *Model) features(run *viewRun, extra ...ort.Value) []ort.Value {
+	in := make([]ort.Value, 0, 5+len(extra))
+	in = append(in, run.outs[outP2:outP2+4]...)
+	in = append(in, run.outs[outSemanticFeat])
+	return append(in, extra...)
+}
+
+// segment runs the mask heads of every view on the detections, averages
+// stages and views, and pastes each mask into its frame.
+func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timings) error {
+	total := 0
+	for _, d := range dets {
+		total += len(d)
+	}
+	if total == 0 {
+		return nil
+	}
+	t := md.m.NumStages
+	size := md.m.RCNN.MaskSize
+	area := size * size
+	maps := make([]float32, total*len(runs)*t*area)
+	flips := make([]bool, len(runs)*t)
+	labels := make([]int64, 0, total)
+	for _, d := range dets {
+		for _, x := range d {
+			labels = append(labels, int64(x.Label))
+		}
+	}
+	for vi, run := range runs {
+		rois := make([]float32, 0, 5*total)
+		for i, d := range dets {
+			for _, x := range d {
+				vb := toView(x.Box, run.prep[i])
+				rois = append(rois, float32(i), vb.X1, vb.Y1, vb.X2, vb.Y2)
+			}
+		}
+		t0 := time.Now()
+		probs, err := md.runMaskHeads(run, rois, labels)
+		tm.MaskHeads += time.Since(t0)
+		if err != nil {
+			return err
+		}
+		for st := 0; st < t; st++ {
+			flips[vi*t+st] = run.view.Flip
+		}
+		// Regroup [M][T] maps of this view into [M][view*T] order.
+		for m := 0; m < total; m++ {
+			dst := maps[(m*len(runs)*t+vi*t)*area:]
+			copy(dst[:t*area], probs[m*t*area:(m+1)*t*area])
+		}
+	}
+	t0 := time.Now()
+	mean := make([]float32, area)
+	m := 0
+	for _, d := range dets {
+		for k := range d {
+			MeanMasks(maps[m*len(runs)*t*area:(m+1)*len(runs)*t*area], size, flips, mean)
+			bitmap := make([]byte, w*h)
+			PasteMask(mean, size, d[k].Box, w, h, md.m.RCNN.MaskThreshold, bitmap)
+			d[k].Mask = bitmap
+			m++
+		}
+	}
+	tm.Paste += time.Since(t0)
+	return nil
+}
+
+func (md *Model) runMaskHeads(run *viewRun, rois []float32, labels []int64) ([]float32, error) {
+	n := int64(len(labels))
+	rt, err := ort.NewTensor(ort.NewShape(n, 5), rois)
+	if err != nil {
+		return nil, fmt.Errorf("rois tensor: %w", err)
+	}
+	defer rt.Destroy()
+	lt, err := ort.NewTensor(ort.NewShape(n), labels)
+	if err != nil {
+		return nil, fmt.Errorf("labels tensor: %w", err)
+	}
+	defer lt.Destroy()
+	outs, err := md.b.MaskHeads.Run(md.features(run, rt, lt)...)
+	if err != nil {
+		return nil, err
+	}
+	defer destroyAll(outs)
+	p, _, err := infer.Float32Output(outs[0])
+	if err != nil {
+		return nil, fmt.Errorf("stage_masks: %w", err)
+	}
+	want := int(n) * md.m.NumStages * md.m.RCNN.MaskSize * md.m.RCNN.MaskSize
+	if len(p) != want {
+		return nil, fmt.Errorf("mask heads returned %d values, want %d", len(p), want)
+	}
+	if err := finite(p, "stage_masks"); err != nil {
+		return nil, err
+	}
+	return append([]float32(nil), p...), nil
+}
+
+// ErrNotFinite is returned when a graph emits NaN or Inf: a broken model
+// must fail loudly, not draw garbage.
+var ErrNotFinite = errors.New("graph output is not finite")
+
+func finite(v []float32, name string) error {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("%w: %s[%d] = %v", ErrNotFinite, name, i, x)
+		}
+	}
+	return nil
+}
+
+func destroyAll(vs []ort.Value) {
+	for _, v := range vs {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package infer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"gopkg.in/yaml.v3"
+)
+
+// Contract is the bundle contract version this build reads
+// (docs/model-bundle.md).
+const Contract = "htcstream-bundle/1"
+
+// ErrBundle is wrapped by every error about a bundle's content.
+var ErrBundle = errors.New("model bundle")
+
+// Manifest is a bundle's manifest.yaml (docs/model-bundle.md).
+type Manifest struct {
+	Contract  string   `yaml:"contract"`
+	Name      string   `yaml:"name"`
+	Things    []string `yaml:"things"`
+	Stuff     []string `yaml:"stuff"`
+	NumStages int      `yaml:"num_stages"`
+	Input     struct {
+		Color       string    `yaml:"color"`
+		Mean        []float32 `yaml:"mean"`
+		Std         []float32 `yaml:"std"`
+		SizeDivisor int       `yaml:"size_divisor"`
+		TestScales  [][2]int  `yaml:"test_scales"`
+	} `yaml:"input"`
+	Anchors struct {
+		Strides []int     `yaml:"strides"`
+		Scales  []float64 `yaml:"scales"`
+		Ratios  []float64 `yaml:"ratios"`
+	} `yaml:"anchors"`
+	RPN struct {
+		NMSPre       int     `yaml:"nms_pre"`
+		NMSIoU       float32 `yaml:"nms_iou"`
+		MaxProposals int     `yaml:"max_proposals"`
+		MinBoxSize   float32 `yaml:"min_box_size"`
+		DeltaClip    float32 `yaml:"delta_clip"`
+	} `yaml:"rpn"`
+	RCNN struct {
+		BoxStds        [][4]float32 `yaml:"box_stds"`
+		ScoreThreshold float32      `yaml:"score_threshold"`
+		NMSIoU         float32      `yaml:"nms_iou"`
+		MaxPerImage    int          `yaml:"max_per_image"`
+		MaskSize       int          `yaml:"mask_size"`
+		MaskThreshold  float32      `yaml:"mask_threshold"`
+	} `yaml:"rcnn"`
+	Graphs struct {
+		Backbone  string `yaml:"backbone"`
+		BBoxHeads string `yaml:"bbox_heads"`
+		MaskHeads string `yaml:"mask_heads"`
+	} `yaml:"graphs"`
+}
+
+// Normalization returns the manifest's input normalisation.
+func (m *Manifest) Normalization() Normalization {
+	var n Normalization
+	copy(n.Mean[:], m.Input.Mean)
+	copy(n.Std[:], m.Input.Std)
+	return n
+}
+
+// ReadManifest reads and validates dir/manifest.yaml; unknown keys are errors.
+func ReadManifest(dir string) (*Manifest, error) {
+	path := filepath.Join(dir, "manifest.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+	}
+	var m Manifest
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, path, err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, path, err)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) validate() error {
+	switch {
+	case m.Contract != Contract:
+		return fmt.Errorf("contract %q, this build reads %q", m.Contract, Contract)
+	case len(m.Things) == 0:
+		return errors.New("no thing classes")
+	case m.NumStages < 1:
+		return fmt.Errorf("num_stages %d", m.NumStages)
+	case m.Input.Color != "RGB":
+		return fmt.Errorf("input.color %q, want RGB", m.Input.Color)
+	case len(m.Input.Mean) != 3 || len(m.Input.Std) != 3:
+		return errors.New("input.mean and input.std need 3 values each")
+	case m.Input.SizeDivisor < 1:
+		return fmt.Errorf("input.size_divisor %d", m.Input.SizeDivisor)
+	case len(m.Input.TestScales) == 0:
+		return errors.New("input.test_scales is empty")
+	case len(m.Anchors.Strides) != 5:
+		return fmt.Errorf("anchors.strides has %d levels, the graphs have 5 (P2-P6)", len(m.Anchors.Strides))
+	case len(m.Anchors.Scales) == 0 || len(m.Anchors.Ratios) == 0:
+		return errors.New("anchors.scales and anchors.ratios must not be empty")
+	case len(m.RCNN.BoxStds) != m.NumStages:
+		return fmt.Errorf("rcnn.box_stds has %d rows for %d stages", len(m.RCNN.BoxStds), m.NumStages)
+	case m.RCNN.MaskSize < 1:
+		return fmt.Errorf("rcnn.mask_size %d", m.RCNN.MaskSize)
+	case m.Graphs.Backbone == "" || m.Graphs.BBoxHeads == "" || m.Graphs.MaskHeads == "":
+		return errors.New("graphs must name backbone, bbox_heads and mask_heads")
+	}
+	for i, s := range m.Input.Std {
+		if s <= 0 {
+			return fmt.Errorf("input.std[%d] = %v", i, s)
+		}
+	}
+	for _, sc := range m.Input.TestScales {
+		if sc[0] <= 0 || sc[1] <= 0 {
+			return fmt.Errorf("test scale %v", sc)
+		}
+	}
+	return nil
+}
+
+// Bundle is a loaded model bundle: its manifest and one session per graph.
+type Bundle struct {
+	Dir       string
+	Manifest  *Manifest
+	Backbone  *Session
+	BBoxHeads *Session
+	MaskHeads *Session
+}
+
+// LevelNames are the FPN levels the backbone graph outputs.
+var LevelNames = []string{"p2", "p3", "p4", "p5", "p6"}
+
+type port struct {
+	name  string
+	rank  int
+	dtype ort.TensorElementDataType
+}
+
+func f32(name string, rank int) port { return port{name, rank, ort.TensorElementDataTypeFloat} }
+
+// signatures are the graphs' inputs and outputs as the contract fixes them.
+func signatures() (backbone, bbox, mask [2][]port) {
+	backbone[0] = []port{f32("image", 4)}
+	for _, l := range LevelNames {
+		backbone[1] = append(backbone[1], f32(l, 4))
+	}
+	backbone[1] = append(backbone[1], f32("semantic_feat", 4), f32("semantic_logits", 4))
+	for i := 2; i <= 6; i++ {
+		backbone[1] = append(backbone[1], f32(fmt.Sprintf("rpn_cls_%d", i), 4))
+	}
+	for i := 2; i <= 6; i++ {
+		backbone[1] = append(backbone[1], f32(fmt.Sprintf("rpn_reg_%d", i), 4))
+	}
+	feats := []port{f32("p2", 4), f32("p3", 4), f32("p4", 4), f32("p5", 4), f32("semantic_feat", 4)}
+	bbox[0] = append(append([]port{}, feats...), f32("rois", 2), f32("image_sizes", 2))
+	bbox[1] = []port{f32("stage_logits", 3), f32("stage_boxes", 3)}
+	mask[0] = append(append([]port{}, feats...), f32("rois", 2), port{"labels", 1, ort.TensorElementDataTypeInt64})
+	mask[1] = []port{f32("stage_masks", 4)}
+	return
+}
+
+// checkSignature compares a session's inputs and outputs with the contract,
+// by name, order, rank and element type.
+func checkSignature(s *Session, want [2][]port) error {
+	for side, got := range [2][]ort.InputOutputInfo{s.Inputs, s.Outputs} {
+		kind := [2]string{"inputs", "outputs"}[side]
+		if len(got) != len(want[side]) {
+			return fmt.Errorf("%d %s, the contract has %d (%s)", len(got), kind, len(want[side]), portNames(want[side]))
+		}
+		for i, w := range want[side] {
+			g := got[i]
+			if g.Name != w.name {
+				return fmt.Errorf("%s %d is %q, the contract has %q (%s)", kind, i, g.Name, w.name, portNames(want[side]))
+			}
+			if g.OrtValueType != ort.ONNXTypeTensor || g.DataType != w.dtype {
+				return fmt.Errorf("%s %q has element type %v, want %v", kind, g.Name, g.DataType, w.dtype)
+			}
+			if len(g.Dimensions) != w.rank {
+				return fmt.Errorf("%s %q has rank %d, want %d", kind, g.Name, len(g.Dimensions), w.rank)
+			}
+		}
+	}
+	return nil
+}
+
+func portNames(ps []port) string {
+	var b bytes.Buffer
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.name)
+	}
+	return b.String()
+}
+
+// LoadBundle reads the bundle in dir, opens its three graphs with o and
+// checks each against the contract. The error names the file and the
+// mismatch. When the asked provider is unavailable, the first graph falls
+// back to CPU with one log line and the others follow it silently.
+func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bundle{Dir: dir, Manifest: m}
+	bb, bx, mk := signatures()
+	for _, g := range []struct {
+		file string
+		dst  **Session
+		sig  [2][]port
+	}{{m.Graphs.Backbone, &b.Backbone, bb}, {m.Graphs.BBoxHeads, &b.BBoxHeads, bx}, {m.Graphs.MaskHeads, &b.MaskHeads, mk}} {
+		path := filepath.Join(dir, g.file)
+		if _, err := os.Stat(path); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+		}
+		s, err := OpenSession(path, o)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+		}
+		*g.dst = s
+		o.Provider = s.Provider
+		if err := checkSignature(s, g.sig); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("%w: %s: %v", ErrBundle, path, err)
+		}
+	}
+	return b, nil
+}
+
+// Provider reports the execution provider the bundle's graphs run on.
+func (b *Bundle) Provider() Provider { return b.Backbone.Provider }
+
+// Close releases every session; idempotent.
+func (b *Bundle) Close() {
+	for _, s := range []*Session{b.Backbone, b.BBoxHeads, b.MaskHeads} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
