@@ -187,18 +187,20 @@ def test_categories_are_averaged_and_missing_ones_skipped():
     assert s2["AP"] == pytest.approx(0.75)
 
 
-def test_results_area_is_box_area_when_box_present():
-    # pycocotools' loadRes sets area = w*h whenever a result has a bbox, also
-    # for segm evaluation; without a bbox the mask area is used.
+def test_segm_detection_area_is_mask_area():
+    # For segm, a detection's size range follows its mask even when the
+    # result carries a box (mmdetection drops the box before loadRes for
+    # this reason); for bbox it is the box's w*h.
     gt = make_gt([[(1, [0, 0, 50, 50])]])
     m = np.zeros((H, W), dtype=np.uint8)
     m[0:5, 0:5] = 1
     with_box = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 50], "segmentation": rle.encode(m), "score": 0.5}
     no_box = {"image_id": 1, "category_id": 1, "segmentation": rle.encode(m), "score": 0.4}
     e = COCOEval(gt, [with_box, no_box], "segm")
-    areas = sorted(d["area"] for d in e._dts[(1, 1)])
-    assert areas == [25.0, 2500.0]
+    assert sorted(d["area"] for d in e._dts[(1, 1)]) == [25.0, 25.0]
     assert e._dts[(1, 1)][1]["bbox"] == [0.0, 0.0, 5.0, 5.0]
+    e = COCOEval(gt, [with_box], "bbox")
+    assert [d["area"] for d in e._dts[(1, 1)]] == [2500.0]
 
 
 def test_bad_inputs_raise_clear_errors():

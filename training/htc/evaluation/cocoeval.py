@@ -145,6 +145,12 @@ class COCOEval:
             else:
                 d["bbox"] = rle_mod.to_bbox(seg).tolist()
                 d["area"] = float(rle_mod.area(seg))
+            if self.iou_type == "segm" and has_seg:
+                # A detection's size range is its mask's area for segm, as
+                # mmdetection and detectron2 evaluate (they drop the box
+                # before pycocotools' loadRes, which would use the box area
+                # and shift APs/APm/APl).
+                d["area"] = float(rle_mod.area(seg))
             if self.iou_type == "segm":
                 if not has_seg:
                     raise ValueError(f"result {i} has no 'segmentation' but segm evaluation was asked for")
