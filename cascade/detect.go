@@ -11,9 +11,9 @@ type Detection struct {
 	// StageScores holds each stage's own softmax score for Label, kept
 	// for inspection of the cascade.
 	StageScores []float32
-	// Mask is the instance's binary mask over the whole frame (row-major,
-	// 1 = inside), nil until masks are pasted.
-	Mask []byte
+	// Mask is the instance's binary mask; empty (W = 0) until masks are
+	// pasted.
+	Mask Mask
 	// roi is the index of the RoI this detection came from.
 	roi int
 }

@@ -498,9 +498,7 @@ func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timi
 	for _, d := range dets {
 		for k := range d {
 			MeanMasks(maps[m*len(runs)*t*area:(m+1)*len(runs)*t*area], size, flips, mean)
-			bitmap := make([]byte, w*h)
-			PasteMask(mean, size, d[k].Box, w, h, md.m.RCNN.MaskThreshold, bitmap)
-			d[k].Mask = bitmap
+			d[k].Mask = PasteMask(mean, size, d[k].Box, w, h, md.m.RCNN.MaskThreshold)
 			m++
 		}
 	}

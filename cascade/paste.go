@@ -2,17 +2,44 @@ package cascade
 
 import "math"
 
-// PasteMask writes the binary mask of one instance into dst, a frameW x
-// frameH row-major bitmap (1 = inside), from prob, its size x size
-// probability map over box (frame pixels). It samples prob bilinearly at
-// every frame pixel centre, with zeros outside the map, exactly as
+// Mask is an instance's binary mask, stored for the frame region it can
+// cover (its box plus a one-pixel margin, clipped to the frame): a full-frame
+// bitmap per instance would cost 2 MB at 1080p, 200 MB for 100 instances.
+type Mask struct {
+	// X, Y, W, H: the region in frame pixels.
+	X, Y, W, H int
+	// Bits holds W*H values, row-major, 1 = inside the instance.
+	Bits []byte
+}
+
+// At reports whether frame pixel (x, y) is inside the instance.
+func (m *Mask) At(x, y int) bool {
+	x -= m.X
+	y -= m.Y
+	return x >= 0 && y >= 0 && x < m.W && y < m.H && m.Bits[y*m.W+x] != 0
+}
+
+// Area counts the instance's pixels.
+func (m *Mask) Area() int {
+	n := 0
+	for _, b := range m.Bits {
+		if b != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// PasteMask returns the binary mask of one instance from prob, its size x
+// size probability map over box (frame pixels). It samples prob bilinearly
+// at every frame pixel centre, with zeros outside the map, exactly as
 // mmdetection's _do_paste_mask does through grid_sample(align_corners=False),
 // and sets pixels whose probability is at least thr. Like mmdetection on CPU
-// it only visits the box's pixels plus a one-pixel margin; dst elsewhere is
-// left untouched (callers pass a zeroed bitmap).
-func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float32, dst []byte) {
+// it only visits the box's pixels plus a one-pixel margin: the region the
+// returned Mask covers.
+func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float32) Mask {
 	if !box.Finite() || size <= 0 || len(prob) < size*size {
-		return
+		return Mask{}
 	}
 	x0 := max(0, int(math.Floor(float64(box.X1)))-1)
 	y0 := max(0, int(math.Floor(float64(box.Y1)))-1)
@@ -21,8 +48,9 @@ func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float3
 	bw := box.X2 - box.X1
 	bh := box.Y2 - box.Y1
 	if x1 <= x0 || y1 <= y0 || bw <= 0 || bh <= 0 {
-		return
+		return Mask{}
 	}
+	out := Mask{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Bits: make([]byte, (x1-x0)*(y1-y0))}
 	fs := float32(size)
 	// Horizontal sample positions and weights are the same for every row.
 	cols := make([]bilinear, x1-x0)
@@ -34,7 +62,7 @@ func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float3
 		if ty.w0 == 0 && ty.w1 == 0 {
 			continue
 		}
-		row := dst[y*frameW:]
+		row := out.Bits[(y-y0)*out.W : (y-y0+1)*out.W]
 		for x := x0; x < x1; x++ {
 			tx := cols[x-x0]
 			var v float32
@@ -47,10 +75,11 @@ func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float3
 				v += ty.w1 * (tx.w0*r[tx.i0] + tx.w1*r[tx.i1])
 			}
 			if v >= thr {
-				row[x] = 1
+				row[x-x0] = 1
 			}
 		}
 	}
+	return out
 }
 
 // bilinear is one axis of a bilinear sample: two neighbours and weights.

@@ -98,11 +98,11 @@ for p, b in zip(probs, boxes):
 print(json.dumps({"probs": [p.flatten().tolist() for p in probs], "boxes": boxes.tolist(), "masks": masks, "w": W, "h": H}))
 `, &ref)
 	for i, b := range boxesFrom(ref.Boxes) {
-		got := make([]byte, ref.W*ref.H)
-		PasteMask(ref.Probs[i], 28, b, ref.W, ref.H, 0.5, got)
+		m := PasteMask(ref.Probs[i], 28, b, ref.W, ref.H, 0.5)
 		diff := 0
-		for p := range got {
-			if got[p] != ref.Masks[i][p] {
+		for p := range ref.Masks[i] {
+			in := m.At(p%ref.W, p/ref.W)
+			if in != (ref.Masks[i][p] == 1) {
 				diff++
 			}
 		}
