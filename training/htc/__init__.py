@@ -1,0 +1,1 @@
+"""htcstream's training package: the Hybrid Task Cascade model, its data, training, evaluation and export."""
