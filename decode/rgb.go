@@ -41,6 +41,9 @@ import (
 	"github.com/asticode/go-astiav"
 )
 
+// swsSlack is the spare room left after swscale's source and destination.
+const swsSlack = 64
+
 // rgbConverter owns one swscale context.
 type rgbConverter struct {
 	ctx    *C.struct_SwsContext
@@ -54,14 +57,16 @@ func (c *rgbConverter) convert(f *astiav.Frame) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("picture size: %w", err)
 	}
-	if cap(c.packed) < size {
-		c.packed = make([]byte, size)
+	// swscale's vector loops may read and write a few bytes past a plane's
+	// end; spare room keeps them inside Go memory we own.
+	if cap(c.packed) < size+swsSlack {
+		c.packed = make([]byte, size+swsSlack)
 	}
 	c.packed = c.packed[:size]
 	if _, err := f.ImageCopyToBuffer(c.packed, 1); err != nil {
 		return nil, fmt.Errorf("copy picture: %w", err)
 	}
-	rgb := make([]byte, w*h*3)
+	rgb := make([]byte, w*h*3, w*h*3+swsSlack)
 	rc := C.to_rgb(&c.ctx, (*C.uint8_t)(unsafe.Pointer(&c.packed[0])), C.int(w), C.int(h),
 		C.int(f.PixelFormat()), (*C.uint8_t)(unsafe.Pointer(&rgb[0])))
 	if rc != C.int(h) {

@@ -1,0 +1,267 @@
+package stream
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/htcstream/htcstream/cascade/coco"
+)
+
+// MaskRegion is an instance mask stored for a region of the frame: W*H
+// values row by row in Bits (Bits[y*W+x] for frame pixel (X+x, Y+y)),
+// non-zero = inside the instance. Pixels of the region outside the frame
+// are ignored.
+type MaskRegion struct {
+	X, Y, W, H int
+	Bits       []byte
+}
+
+// Detection is one instance found in a frame.
+type Detection struct {
+	// Box is x1, y1, x2, y2 in frame pixels.
+	Box   [4]float32
+	Score float32
+	// Label is the class name, ClassID its index in the model's classes.
+	Label   string
+	ClassID int
+	// StageScores holds each cascade stage's own score for the class.
+	StageScores []float32
+	// Mask is the instance's mask; a zero MaskRegion means none.
+	Mask MaskRegion
+}
+
+// FrameDetections is what one frame produced.
+type FrameDetections struct {
+	Stream string
+	Seq    int64
+	PTS    time.Duration
+	// Width and Height are the frame's size, the size of every mask's RLE.
+	Width, Height int
+	Detections    []Detection
+}
+
+// jsonLine is one line of the file. The field names are the file format:
+// change them only with the docs.
+type jsonLine struct {
+	Stream     string          `json:"stream"`
+	Seq        int64           `json:"seq"`
+	PTSms      float64         `json:"pts_ms"`
+	Width      int             `json:"width"`
+	Height     int             `json:"height"`
+	Detections []jsonDetection `json:"detections"`
+}
+
+type jsonDetection struct {
+	Box         [4]float32 `json:"box"`
+	Score       float32    `json:"score"`
+	Label       string     `json:"label"`
+	ClassID     int        `json:"class_id"`
+	StageScores []float32  `json:"stage_scores"`
+	// Mask is COCO's {"size":[h,w],"counts":"<compressed RLE>"} over the
+	// whole frame, as pycocotools' encode writes it; absent without a mask.
+	Mask *coco.RLE `json:"mask,omitempty"`
+}
+
+// JSONSink writes detections as JSON lines, one line a frame, each line
+// written to the file with a single write as soon as it is made: a run that
+// is interrupted, even killed, keeps every line written before. Write and
+// Close may be called from different goroutines (Close from a signal
+// handler's goroutine, as the pipeline does on SIGINT).
+type JSONSink struct {
+	mu     sync.Mutex
+	path   string
+	f      *os.File
+	off    int64 // end of the last complete line
+	closed bool
+
+	line   bytes.Buffer
+	enc    *json.Encoder
+	counts []uint32 // run lengths of one line's masks, reused
+	dets   []jsonDetection
+	rles   []coco.RLE
+}
+
+// NewJSONSink creates (or truncates) the file at path.
+func NewJSONSink(path string) (*JSONSink, error) {
+	if err := checkDir(path); err != nil {
+		return nil, fmt.Errorf("detections sink %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("detections sink: %w", err)
+	}
+	s := &JSONSink{path: path, f: f}
+	s.enc = json.NewEncoder(&s.line)
+	s.enc.SetEscapeHTML(false)
+	return s, nil
+}
+
+// Path is the file's name.
+func (s *JSONSink) Path() string { return s.path }
+
+// Write appends the line of one frame. A frame that cannot be written
+// (a mask whose Bits do not match its size, a NaN score) is an error and
+// leaves the file as it was.
+func (s *JSONSink) Write(fd FrameDetections) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("detections sink %s: %w", s.path, ErrClosed)
+	}
+	if err := s.format(fd); err != nil {
+		return fmt.Errorf("detections sink %s: frame %d: %w", s.path, fd.Seq, err)
+	}
+	n, err := s.f.Write(s.line.Bytes())
+	if err != nil {
+		// Cut a partial line off so the file stays valid JSON lines and
+		// later lines do not run into it.
+		if n > 0 {
+			if terr := s.f.Truncate(s.off); terr == nil {
+				s.f.Seek(s.off, io.SeekStart)
+			}
+		}
+		return fmt.Errorf("detections sink %s: %w", s.path, err)
+	}
+	s.off += int64(n)
+	return nil
+}
+
+// format renders fd as one line (with its newline) into s.line.
+func (s *JSONSink) format(fd FrameDetections) error {
+	s.line.Reset()
+	s.counts = s.counts[:0]
+	s.dets = s.dets[:0]
+	s.rles = s.rles[:0]
+	for i, d := range fd.Detections {
+		if err := checkFinite(d); err != nil {
+			return fmt.Errorf("detection %d: %w", i, err)
+		}
+		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
+			start := len(s.counts)
+			var err error
+			if s.counts, err = appendRegionRLE(s.counts, m, fd.Width, fd.Height); err != nil {
+				return fmt.Errorf("detection %d: %w", i, err)
+			}
+			s.rles = append(s.rles, coco.RLE{Size: [2]int{fd.Height, fd.Width}, Counts: s.counts[start:len(s.counts):len(s.counts)]})
+		}
+	}
+	// Pointers into s.rles are taken only now that it no longer grows.
+	r := 0
+	for _, d := range fd.Detections {
+		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores}
+		if jd.StageScores == nil {
+			jd.StageScores = []float32{}
+		}
+		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
+			jd.Mask = &s.rles[r]
+			r++
+		}
+		s.dets = append(s.dets, jd)
+	}
+	dets := s.dets
+	if dets == nil {
+		dets = []jsonDetection{}
+	}
+	return s.enc.Encode(jsonLine{
+		Stream: fd.Stream, Seq: fd.Seq, PTSms: float64(fd.PTS) / float64(time.Millisecond),
+		Width: fd.Width, Height: fd.Height, Detections: dets,
+	})
+}
+
+// checkFinite rejects the NaN and infinite numbers JSON cannot carry,
+// with a message that says which.
+func checkFinite(d Detection) error {
+	for i, v := range d.Box {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("box[%d] is %v", i, v)
+		}
+	}
+	if math.IsNaN(float64(d.Score)) || math.IsInf(float64(d.Score), 0) {
+		return fmt.Errorf("score is %v", d.Score)
+	}
+	for i, v := range d.StageScores {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("stage score %d is %v", i, v)
+		}
+	}
+	return nil
+}
+
+// appendRegionRLE appends to counts the COCO run lengths of m over a whole
+// fw x fh frame, without making the full-frame mask: COCO reads the mask
+// column by column, so the columns left and right of the region are one
+// run of zeros, and each column of the region is its zeros above, its own
+// pixels, its zeros below. The runs are those coco.Encode gives for the
+// full mask.
+func appendRegionRLE(counts []uint32, m MaskRegion, fw, fh int) ([]uint32, error) {
+	switch {
+	case m.W < 0 || m.H < 0:
+		return counts, fmt.Errorf("mask region has negative size %dx%d", m.W, m.H)
+	case len(m.Bits) != m.W*m.H:
+		return counts, fmt.Errorf("mask region %dx%d has %d values, want %d", m.W, m.H, len(m.Bits), m.W*m.H)
+	case fw <= 0 || fh <= 0:
+		return counts, fmt.Errorf("frame size %dx%d cannot hold a mask", fw, fh)
+	case uint64(fw)*uint64(fh) > math.MaxUint32:
+		return counts, fmt.Errorf("frame %dx%d has more pixels than COCO RLE counts hold", fw, fh)
+	}
+	x0, x1 := clampInt(m.X, 0, fw), clampInt(m.X+m.W, 0, fw)
+	y0, y1 := clampInt(m.Y, 0, fh), clampInt(m.Y+m.H, 0, fh)
+	if x0 >= x1 || y0 >= y1 {
+		return append(counts, uint32(fw*fh)), nil
+	}
+	var run uint32
+	fg := false
+	zeros := func(n int) {
+		if n == 0 {
+			return
+		}
+		if fg {
+			counts = append(counts, run)
+			run, fg = 0, false
+		}
+		run += uint32(n)
+	}
+	zeros(x0 * fh)
+	for x := x0; x < x1; x++ {
+		zeros(y0)
+		i := (y0-m.Y)*m.W + (x - m.X)
+		for y := y0; y < y1; y++ {
+			if v := m.Bits[i] != 0; v != fg {
+				counts = append(counts, run)
+				run, fg = 0, v
+			}
+			run++
+			i += m.W
+		}
+		zeros(fh - y1)
+	}
+	zeros((fw - x1) * fh)
+	return append(counts, run), nil
+}
+
+func clampInt(v, lo, hi int) int {
+	return min(max(v, lo), hi)
+}
+
+// Close flushes the file to disk and closes it. It is idempotent (later
+// calls return nil) and safe from another goroutine than Write's.
+func (s *JSONSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := errors.Join(s.f.Sync(), s.f.Close())
+	if err != nil {
+		return fmt.Errorf("detections sink %s: %w", s.path, err)
+	}
+	return nil
+}
