@@ -81,11 +81,10 @@ type JSONSink struct {
 	off    int64 // end of the last complete line
 	closed bool
 
-	line   bytes.Buffer
-	enc    *json.Encoder
-	counts []uint32 // run lengths of one line's masks, reused
-	dets   []jsonDetection
-	rles   []coco.RLE
+	line bytes.Buffer
+	enc  *json.Encoder
+	dets []jsonDetection
+	rles []coco.RLE
 }
 
 // NewJSONSink creates (or truncates) the file at path.
@@ -136,7 +135,6 @@ func (s *JSONSink) Write(fd FrameDetections) error {
 // format renders fd as one line (with its newline) into s.line.
 func (s *JSONSink) format(fd FrameDetections) error {
 	s.line.Reset()
-	s.counts = s.counts[:0]
 	s.dets = s.dets[:0]
 	s.rles = s.rles[:0]
 	for i, d := range fd.Detections {
@@ -144,12 +142,11 @@ func (s *JSONSink) format(fd FrameDetections) error {
 			return fmt.Errorf("detection %d: %w", i, err)
 		}
 		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
-			start := len(s.counts)
-			var err error
-			if s.counts, err = appendRegionRLE(s.counts, m, fd.Width, fd.Height); err != nil {
+			r, err := coco.EncodeRegion(m.X, m.Y, m.W, m.H, m.Bits, fd.Width, fd.Height)
+			if err != nil {
 				return fmt.Errorf("detection %d: %w", i, err)
 			}
-			s.rles = append(s.rles, coco.RLE{Size: [2]int{fd.Height, fd.Width}, Counts: s.counts[start:len(s.counts):len(s.counts)]})
+			s.rles = append(s.rles, r)
 		}
 	}
 	// Pointers into s.rles are taken only now that it no longer grows.
@@ -192,62 +189,6 @@ func checkFinite(d Detection) error {
 		}
 	}
 	return nil
-}
-
-// appendRegionRLE appends to counts the COCO run lengths of m over a whole
-// fw x fh frame, without making the full-frame mask: COCO reads the mask
-// column by column, so the columns left and right of the region are one
-// run of zeros, and each column of the region is its zeros above, its own
-// pixels, its zeros below. The runs are those coco.Encode gives for the
-// full mask.
-func appendRegionRLE(counts []uint32, m MaskRegion, fw, fh int) ([]uint32, error) {
-	switch {
-	case m.W < 0 || m.H < 0:
-		return counts, fmt.Errorf("mask region has negative size %dx%d", m.W, m.H)
-	case len(m.Bits) != m.W*m.H:
-		return counts, fmt.Errorf("mask region %dx%d has %d values, want %d", m.W, m.H, len(m.Bits), m.W*m.H)
-	case fw <= 0 || fh <= 0:
-		return counts, fmt.Errorf("frame size %dx%d cannot hold a mask", fw, fh)
-	case uint64(fw)*uint64(fh) > math.MaxUint32:
-		return counts, fmt.Errorf("frame %dx%d has more pixels than COCO RLE counts hold", fw, fh)
-	}
-	x0, x1 := clampInt(m.X, 0, fw), clampInt(m.X+m.W, 0, fw)
-	y0, y1 := clampInt(m.Y, 0, fh), clampInt(m.Y+m.H, 0, fh)
-	if x0 >= x1 || y0 >= y1 {
-		return append(counts, uint32(fw*fh)), nil
-	}
-	var run uint32
-	fg := false
-	zeros := func(n int) {
-		if n == 0 {
-			return
-		}
-		if fg {
-			counts = append(counts, run)
-			run, fg = 0, false
-		}
-		run += uint32(n)
-	}
-	zeros(x0 * fh)
-	for x := x0; x < x1; x++ {
-		zeros(y0)
-		i := (y0-m.Y)*m.W + (x - m.X)
-		for y := y0; y < y1; y++ {
-			if v := m.Bits[i] != 0; v != fg {
-				counts = append(counts, run)
-				run, fg = 0, v
-			}
-			run++
-			i += m.W
-		}
-		zeros(fh - y1)
-	}
-	zeros((fw - x1) * fh)
-	return append(counts, run), nil
-}
-
-func clampInt(v, lo, hi int) int {
-	return min(max(v, lo), hi)
 }
 
 // Close flushes the file to disk and closes it. It is idempotent (later

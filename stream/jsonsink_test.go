@@ -167,7 +167,8 @@ func TestRegionRLEMatchesEncode(t *testing.T) {
 				m.Bits[i] = byte(1 + rng.Intn(255))
 			}
 		}
-		got, err := appendRegionRLE(nil, m, fw, fh)
+		r, err := coco.EncodeRegion(m.X, m.Y, m.W, m.H, m.Bits, fw, fh)
+		got := r.Counts
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +189,7 @@ func TestRegionRLEMatchesEncode(t *testing.T) {
 		{MaskRegion{W: 1, H: 1, Bits: []byte{1}}, 0, 4},
 		{MaskRegion{W: 1, H: 1, Bits: []byte{1}}, 1 << 20, 1 << 20},
 	} {
-		if _, err := appendRegionRLE(nil, c.m, c.fw, c.fh); err == nil {
+		if _, err := coco.EncodeRegion(c.m.X, c.m.Y, c.m.W, c.m.H, c.m.Bits, c.fw, c.fh); err == nil {
 			t.Errorf("region %+v in %dx%d: no error", c.m, c.fw, c.fh)
 		}
 	}
