@@ -26,6 +26,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "decode a video source and prepare its frames for the model", runCmd},
+		{"eval", "COCO box and mask AP of a model on a COCO-format set or a video with ground truth", evalCmd},
+		{"bench", "time each step of the model (graphs and Go) per frame", benchCmd},
 		{"version", "print htcstream's version and the native libraries it loaded", versionCmd},
 	}
 }

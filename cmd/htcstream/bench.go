@@ -1,0 +1,117 @@
+package main
+
+import (
+	"errors"
+	"image"
+	"fmt"
+	"io"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/infer"
+)
+
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", "bench [flags] VIDEO", stderr)
+	var mf modelFlags
+	mf.register(fs, 0)
+	frames := fs.Int("frames", 20, "frames to time (after one warm-up frame)")
+	size := fs.String("size", "", "resize the video's frames to WxH first (e.g. 1920x1080), to time a frame size")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *frames < 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: want one VIDEO and --frames >= 1", errUsage)
+	}
+	var rw, rh int
+	if *size != "" {
+		if _, err := fmt.Sscanf(*size, "%dx%d", &rw, &rh); err != nil || rw <= 0 || rh <= 0 {
+			return fmt.Errorf("%w: --size %q is not WxH", errUsage, *size)
+		}
+	}
+	dec, err := decode.Open(fs.Arg(0), decode.Options{})
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	b, md, err := mf.load()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	var (
+		total cascade.Timings
+		wall  time.Duration
+		n     int
+		w, h  int
+		dets  int
+	)
+	for n < *frames+1 {
+		f, err := dec.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		img := cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
+		if rw > 0 {
+			img, err = resized(img, rw, rh)
+			if err != nil {
+				return err
+			}
+		}
+		w, h = img.Width, img.Height
+		t0 := time.Now()
+		res, tm, err := md.Detect([]cascade.Image{img})
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", f.Seq, err)
+		}
+		if n > 0 { // the first frame warms up sessions and allocations
+			wall += time.Since(t0)
+			total.Add(tm)
+			dets += len(res[0].Detections)
+		}
+		n++
+	}
+	if n < 2 {
+		return fmt.Errorf("%s: fewer than 2 frames", fs.Arg(0))
+	}
+	k := float64(n - 1)
+	graph := total.Graph()
+	goSteps := total.Preprocess + total.Proposals + total.Merge + total.Paste
+	fmt.Fprintf(stdout, "model %s, %dx%d frames, %d views, provider %s, %d frames timed, %.1f detections/frame\n",
+		mf.bundle, w, h, len(md.Views()), b.Provider(), n-1, float64(dets)/k)
+	fmt.Fprintf(stdout, "%-22s %10s\n", "step", "ms/frame")
+	for _, row := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"preprocess (Go+OpenCV)", total.Preprocess}, {"backbone graph", total.Backbone}, {"proposals (Go)", total.Proposals},
+		{"bbox_heads graph", total.BBoxHeads}, {"ensemble+merge (Go)", total.Merge}, {"mask_heads graph", total.MaskHeads},
+		{"mask paste (Go)", total.Paste}, {"total (wall)", wall},
+	} {
+		fmt.Fprintf(stdout, "%-22s %10.2f\n", row.name, ms(row.d)/k)
+	}
+	fmt.Fprintf(stdout, "Go steps / graph time: %.1f%% (preprocess excluded: %.1f%%)\n",
+		100*float64(goSteps)/float64(graph), 100*float64(goSteps-total.Preprocess)/float64(graph))
+	return nil
+}
+
+// resized returns img scaled to w x h with OpenCV.
+func resized(img cascade.Image, w, h int) (cascade.Image, error) {
+	src, err := gocv.NewMatFromBytes(img.Height, img.Width, gocv.MatTypeCV8UC3, img.Pix)
+	if err != nil {
+		return img, err
+	}
+	defer src.Close()
+	dst := gocv.NewMat()
+	defer dst.Close()
+	gocv.Resize(src, &dst, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
+	return cascade.Image{Width: w, Height: h, Pix: dst.ToBytes(), Order: img.Order}, nil
+}
