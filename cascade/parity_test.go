@@ -1,0 +1,227 @@
+package cascade
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/infer"
+)
+
+// DefaultBundle is the bundled default model, relative to this package.
+const DefaultBundle = "../examples/models/htc_tiny_synthetic"
+
+// testBundle is the bundle the parity test runs: $HTCSTREAM_BUNDLE when set
+// (to check a freshly exported one), else the bundled default model.
+func testBundle(t *testing.T) string {
+	if p := os.Getenv("HTCSTREAM_BUNDLE"); p != "" {
+		return p
+	}
+	return DefaultBundle
+}
+
+func TestMain(m *testing.M) {
+	path, err := infer.FindLibrary("")
+	if err == nil {
+		err = infer.InitRuntime(path)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cascade tests:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+type fixtureFile struct {
+	Image string `yaml:"image"`
+	Plans []struct {
+		Name  string `yaml:"name"`
+		Views []struct {
+			Scale [2]int `yaml:"scale"`
+			Flip  bool   `yaml:"flip"`
+		} `yaml:"views"`
+		Detections string `yaml:"detections"`
+	} `yaml:"plans"`
+}
+
+type fixtureDetections struct {
+	Proposals  [][5]float32 `json:"proposals"`
+	Detections []struct {
+		Box         [4]float32 `json:"box"`
+		Score       float32    `json:"score"`
+		Label       int        `json:"label"`
+		StageScores []float32  `json:"stage_scores"`
+		Mask        coco.RLE   `json:"mask"`
+	} `json:"detections"`
+}
+
+func loadPNG(t *testing.T, path string) Image {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b := img.Bounds()
+	out := Image{Width: b.Dx(), Height: b.Dy(), Pix: make([]byte, 0, b.Dx()*b.Dy()*3), Order: infer.RGB}
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			switch c := img.(type) {
+			case *image.NRGBA:
+				i := c.PixOffset(x, y)
+				out.Pix = append(out.Pix, c.Pix[i], c.Pix[i+1], c.Pix[i+2])
+			default:
+				r, g, bb, _ := img.At(x, y).RGBA()
+				out.Pix = append(out.Pix, byte(r>>8), byte(g>>8), byte(bb>>8))
+			}
+		}
+	}
+	return out
+}
+
+// TestParityWithPyTorch runs the bundle on its export fixture and matches
+// what PyTorch produced, with TTA off and with 2 scales x flip: boxes within
+// 1 px, scores within 1e-3, mask IoU >= 0.98 per instance. Detections near
+// the score threshold or the per-image cap may legitimately come and go with
+// float rounding, so the match is required for every detection scoring at
+// least minScore on either side.
+func TestParityWithPyTorch(t *testing.T) {
+	const minScore = 0.05
+	dir := testBundle(t)
+	b, err := infer.LoadBundle(dir, infer.SessionOptions{IntraOpThreads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	raw, err := os.ReadFile(filepath.Join(dir, "fixture", "fixture.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx fixtureFile
+	if err := yaml.Unmarshal(raw, &fx); err != nil {
+		t.Fatal(err)
+	}
+	img := loadPNG(t, filepath.Join(dir, "fixture", fx.Image))
+	if len(fx.Plans) < 2 {
+		t.Fatalf("fixture has %d plans, want TTA off and on", len(fx.Plans))
+	}
+	for _, plan := range fx.Plans {
+		t.Run(plan.Name, func(t *testing.T) {
+			var views []infer.View
+			for _, v := range plan.Views {
+				views = append(views, infer.View{Scale: infer.Scale{Long: max(v.Scale[0], v.Scale[1]), Short: min(v.Scale[0], v.Scale[1])}, Flip: v.Flip})
+			}
+			md, err := NewModel(b, Options{Views: views})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, _, err := md.Detect([]Image{img})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := res[0].Detections
+			raw, err := os.ReadFile(filepath.Join(dir, "fixture", plan.Detections))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want fixtureDetections
+			if err := json.Unmarshal(raw, &want); err != nil {
+				t.Fatal(err)
+			}
+			used := make([]bool, len(got))
+			matched, checked := 0, 0
+			var worstBox, worstScore float64
+			worstIoU := 1.0
+			for wi, w := range want.Detections {
+				best, bestD := -1, math.Inf(1)
+				for gi, g := range got {
+					if used[gi] || g.Label != w.Label {
+						continue
+					}
+					d := boxDist(g.Box, w.Box)
+					if d < bestD {
+						best, bestD = gi, d
+					}
+				}
+				if best < 0 || bestD > 1 {
+					if w.Score >= minScore {
+						t.Errorf("PyTorch detection %d (label %d, score %.4f, box %v) has no Go match (nearest %.2f px)", wi, w.Label, w.Score, w.Box, bestD)
+					}
+					continue
+				}
+				used[best] = true
+				g := got[best]
+				if w.Score < minScore && g.Score < minScore {
+					continue
+				}
+				checked++
+				worstBox = math.Max(worstBox, bestD)
+				ds := math.Abs(float64(g.Score - w.Score))
+				worstScore = math.Max(worstScore, ds)
+				if ds > 1e-3 {
+					t.Errorf("detection %d: score %.5f, PyTorch %.5f", wi, g.Score, w.Score)
+				}
+				iou, err := maskIoU(g.Mask, w.Mask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				worstIoU = math.Min(worstIoU, iou)
+				if iou < 0.98 {
+					t.Errorf("detection %d (label %d, score %.3f): mask IoU %.4f with PyTorch", wi, w.Label, w.Score, iou)
+				}
+				matched++
+			}
+			for gi, g := range got {
+				if !used[gi] && g.Score >= minScore {
+					t.Errorf("Go detection (label %d, score %.4f, box %v) has no PyTorch match", g.Label, g.Score, g.Box)
+				}
+			}
+			if checked == 0 {
+				t.Fatalf("no detection scored >= %v: the fixture checks nothing", minScore)
+			}
+			t.Logf("%s: %d Go / %d PyTorch detections, %d compared (score >= %v): worst box %.3f px, score %.2g, mask IoU %.4f",
+				plan.Name, len(got), len(want.Detections), checked, minScore, worstBox, worstScore, worstIoU)
+		})
+	}
+}
+
+func boxDist(a Box, b [4]float32) float64 {
+	return math.Max(math.Max(math.Abs(float64(a.X1-b[0])), math.Abs(float64(a.Y1-b[1]))),
+		math.Max(math.Abs(float64(a.X2-b[2])), math.Abs(float64(a.Y2-b[3]))))
+}
+
+// maskIoU compares a pasted mask with a full-frame COCO RLE.
+func maskIoU(m Mask, r coco.RLE) (float64, error) {
+	full, err := r.Decode()
+	if err != nil {
+		return 0, err
+	}
+	w := r.Width()
+	var inter, union int
+	for i, v := range full {
+		a := m.At(i%w, i/w)
+		bb := v != 0
+		if a && bb {
+			inter++
+		}
+		if a || bb {
+			union++
+		}
+	}
+	if union == 0 {
+		return 1, nil
+	}
+	return float64(inter) / float64(union), nil
+}

@@ -1,0 +1,500 @@
+"""Export a trained HTC checkpoint as a model bundle (docs/model-bundle.md, ``htcstream-bundle/1``).
+
+    cd training && python3 -m htc.export --checkpoint ../work_dirs/htc_tiny/latest.pth \\
+        --out ../work_dirs/bundle [--config CFG] [--name NAME] [--fixture-image IMG] \\
+        [--tta-scales 320x320,416x416] [--no-fixture]
+
+Writes ``manifest.yaml``, ``backbone.onnx``, ``bbox_heads.onnx`` and
+``mask_heads.onnx`` (opset 16, the contract's input/output names, order and
+ranks, dynamic batch, size and RoI axes), each checked with onnx.checker and
+against the contract's signatures; then the reference fixture in
+``fixture/``: the input image, and per TTA plan (``single``: the test scale;
+``tta``: 2 scales x flip) the shared proposals and the detections PyTorch
+produced (:mod:`htc.model.tta`, whose single view is ``HTC.predict``).
+
+Without ``--config`` the config saved in the checkpoint is used. Class names
+come from the checkpoint's ``meta`` (or the config's annotation files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+import torch
+import yaml
+from PIL import Image
+from torch import Tensor, nn
+
+from .builders import check_same_model, data_root, load_config_with_overrides
+from .config import Config
+from .evaluate_model import load_model_from_checkpoint
+from .evaluation import rle as rle_mod
+from .model.box_ops import MAX_LOG_RATIO
+from .model.detector import HTC
+from .model.tta import View, predict_aug
+
+CONTRACT = "htcstream-bundle/1"
+OPSET = 16
+GRAPH_FILES = {"backbone": "backbone.onnx", "bbox_heads": "bbox_heads.onnx", "mask_heads": "mask_heads.onnx"}
+LEVEL_STRIDES = (4, 8, 16, 32, 64)
+SEMANTIC_STRIDE = 8
+
+FLOAT = onnx.TensorProto.FLOAT
+INT64 = onnx.TensorProto.INT64
+_FEATS = [(n, 4, FLOAT) for n in ("p2", "p3", "p4", "p5", "semantic_feat")]
+# (name, rank, element type) of every input and output, in order: docs/model-bundle.md.
+SIGNATURES: Dict[str, Tuple[List[tuple], List[tuple]]] = {
+    "backbone": (
+        [("image", 4, FLOAT)],
+        [(f"p{i}", 4, FLOAT) for i in range(2, 7)]
+        + [("semantic_feat", 4, FLOAT), ("semantic_logits", 4, FLOAT)]
+        + [(f"rpn_cls_{i}", 4, FLOAT) for i in range(2, 7)]
+        + [(f"rpn_reg_{i}", 4, FLOAT) for i in range(2, 7)],
+    ),
+    "bbox_heads": (
+        _FEATS + [("rois", 2, FLOAT), ("image_sizes", 2, FLOAT)],
+        [("stage_logits", 3, FLOAT), ("stage_boxes", 3, FLOAT)],
+    ),
+    "mask_heads": (
+        _FEATS + [("rois", 2, FLOAT), ("labels", 1, INT64)],
+        [("stage_masks", 4, FLOAT)],
+    ),
+}
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+class BackboneGraph(nn.Module):
+    """FeatureNet with the contract's outputs. A model without the semantic branch
+    emits zeros for ``semantic_feat`` / ``semantic_logits`` (its heads never read them)."""
+
+    def __init__(self, model: HTC) -> None:
+        super().__init__()
+        self.net = model.feature_net()
+        self.num_semantic = model.cfg.num_semantic_classes
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
+        f = self.net.features(image)
+        if f.semantic_feat is None:
+            p3 = f.fpn[1]
+            sem_feat = p3 * 0.0
+            sem_logits = (p3[:, :1] * 0.0).repeat(1, self.num_semantic, 1, 1)
+        else:
+            sem_feat, sem_logits = f.semantic_feat, f.semantic_logits
+        return tuple(f.fpn) + (sem_feat, sem_logits) + tuple(f.rpn_cls) + tuple(f.rpn_reg)
+
+
+class _KeepInput(nn.Module):
+    """A cascade whose heads may not read ``semantic_feat`` (fusion off): the input is
+    still part of the graph's signature, touched by a zero-weight term."""
+
+    def __init__(self, inner: nn.Module, uses_semantic: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.uses_semantic = uses_semantic
+
+    def forward(self, p2, p3, p4, p5, semantic_feat, rois, extra):
+        out = self.inner(p2, p3, p4, p5, semantic_feat, rois, extra)
+        if self.uses_semantic:
+            return out
+        touch = semantic_feat.flatten()[:1].sum() * 0.0
+        if isinstance(out, tuple):
+            return (out[0] + touch,) + tuple(out[1:])
+        return out + touch
+
+
+def _feat_axes() -> Dict[str, Dict[int, str]]:
+    axes = {f"p{i}": {0: "batch", 2: f"h{s}", 3: f"w{s}"} for i, s in zip(range(2, 7), LEVEL_STRIDES)}
+    axes["semantic_feat"] = {0: "batch", 2: "h8", 3: "w8"}
+    axes["semantic_logits"] = {0: "batch", 2: "h8", 3: "w8"}
+    return axes
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
+            axes: Dict[str, Dict[int, str]]) -> None:
+    with warnings.catch_warnings():
+        # torchvision's tracing notes, aligned RoIAlign's opset-16 remark, shape-inference notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), opset_version=OPSET, input_names=list(inputs),
+                          output_names=list(outputs), dynamic_axes={k: v for k, v in axes.items()
+                                                                    if k in set(inputs) | set(outputs)},
+                          do_constant_folding=True)
+
+
+def check_graph(path: Path, kind: str) -> None:
+    """onnx.checker plus the contract's names, order, ranks and element types."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    if not any(o.domain in ("", "ai.onnx") and o.version == OPSET for o in model.opset_import):
+        raise ValueError(f"{path}: opset {[(o.domain, o.version) for o in model.opset_import]}, want {OPSET}")
+    want_in, want_out = SIGNATURES[kind]
+    init = {i.name for i in model.graph.initializer}
+    got_in = [i for i in model.graph.input if i.name not in init]
+    for side, got, want in (("inputs", got_in, want_in), ("outputs", list(model.graph.output), want_out)):
+        names = [g.name for g in got]
+        if names != [w[0] for w in want]:
+            raise ValueError(f"{path}: {side} {names}, the contract has {[w[0] for w in want]}")
+        for g, (name, rank, dtype) in zip(got, want):
+            t = g.type.tensor_type
+            if t.elem_type != dtype or len(t.shape.dim) != rank:
+                raise ValueError(f"{path}: {name} has element type {t.elem_type} and rank {len(t.shape.dim)}, "
+                                 f"want {dtype} and {rank}")
+
+
+@torch.no_grad()
+def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320)) -> Dict[str, Path]:
+    """Write the three graphs into ``out``; ``sample_hw`` is the (padded) trace size."""
+    model = model.eval()
+    cfg = model.cfg
+    h, w = sample_hw
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, h, w, generator=gen)
+    backbone = BackboneGraph(model)
+    outs = backbone(image)
+    p2, p3, p4, p5, _p6, sem_feat = outs[:6]
+    rois = torch.tensor([[0.0, 4.0, 6.0, 60.0, 50.0], [0.0, 10.0, 20.0, min(w, 300.0), min(h, 250.0)],
+                         [0.0, 1.0, 1.0, 9.0, 7.0]])
+    sizes = torch.tensor([[float(h), float(w)]])
+    labels = torch.tensor([0, cfg.num_classes - 1, 0], dtype=torch.int64)
+    fusion = set(model.roi_head.semantic_fusion)
+    feats_in = ["p2", "p3", "p4", "p5", "semantic_feat"]
+    axes = _feat_axes()
+    axes.update({"image": {0: "batch", 2: "height", 3: "width"}})
+    for i, s in zip(range(2, 7), LEVEL_STRIDES):
+        axes[f"rpn_cls_{i}"] = {0: "batch", 2: f"h{s}", 3: f"w{s}"}
+        axes[f"rpn_reg_{i}"] = {0: "batch", 2: f"h{s}", 3: f"w{s}"}
+    axes.update({"rois": {0: "rois"}, "image_sizes": {0: "batch"}, "labels": {0: "rois"},
+                 "stage_logits": {0: "rois"}, "stage_boxes": {0: "rois"}, "stage_masks": {0: "rois"}})
+    paths = {k: out / v for k, v in GRAPH_FILES.items()}
+    specs = {
+        "backbone": (backbone, (image,)),
+        "bbox_heads": (_KeepInput(model.box_cascade(), "bbox" in fusion), (p2, p3, p4, p5, sem_feat, rois, sizes)),
+        "mask_heads": (_KeepInput(model.mask_cascade(), "mask" in fusion), (p2, p3, p4, p5, sem_feat, rois, labels)),
+    }
+    for kind, (module, args) in specs.items():
+        ins, outs_ = SIGNATURES[kind]
+        # torch.onnx.export restores the wrapper's own training flag on the whole tree afterwards;
+        # a fresh wrapper is in training mode and would leave the model's BatchNorm training.
+        module.eval()
+        _export(module, args, paths[kind], [n for n, _, _ in ins], [n for n, _, _ in outs_], axes)
+        if kind == "mask_heads":
+            # the exporter loses the static T x S x S of the gathered masks; state them
+            size = 2 * cfg.roi.mask_roi_size
+            _set_static_dims(paths[kind], "stage_masks", {1: cfg.roi.num_stages, 2: size, 3: size})
+        check_graph(paths[kind], kind)
+    return paths
+
+
+def _set_static_dims(path: Path, output: str, dims: Dict[int, int]) -> None:
+    model = onnx.load(str(path))
+    for o in model.graph.output:
+        if o.name == output:
+            for i, v in dims.items():
+                d = o.type.tensor_type.shape.dim[i]
+                d.Clear()
+                d.dim_value = v
+    onnx.save(model, str(path))
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list):
+    # lists of numbers/strings (and lists of those) on one line, as the contract writes them
+    flat = all(not isinstance(x, (dict, list)) or (isinstance(x, list) and all(not isinstance(y, (dict, list))
+                                                                                 for y in x)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def long_short(scale: Sequence[int]) -> List[int]:
+    return [int(max(scale)), int(min(scale))]
+
+
+def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequence[str]) -> Dict[str, Any]:
+    """manifest.yaml of docs/model-bundle.md from the model/data config actually exported."""
+    m, d = cfg.model, cfg.data
+    if len(things) != m.num_classes:
+        raise ValueError(f"{len(things)} thing class names for model.num_classes {m.num_classes}")
+    if len(stuff) != m.num_stuff_classes:
+        raise ValueError(f"{len(stuff)} stuff class names for model.num_stuff_classes {m.num_stuff_classes}")
+    return {
+        "contract": CONTRACT,
+        "name": name,
+        "things": [str(t) for t in things],
+        "stuff": [str(s) for s in stuff],
+        "num_stages": m.roi.num_stages,
+        "input": {
+            "color": "RGB",
+            "mean": [float(v) for v in d.mean],
+            "std": [float(v) for v in d.std],
+            "size_divisor": d.size_divisor,
+            "test_scales": [long_short(d.test_scale)],
+        },
+        "anchors": {
+            "strides": [int(s) for s in m.rpn.anchor_strides],
+            "scales": [float(s) for s in m.rpn.anchor_scales],
+            "ratios": [float(r) for r in m.rpn.anchor_ratios],
+        },
+        "rpn": {
+            "nms_pre": m.rpn.test_pre_nms,
+            "nms_iou": float(m.rpn.nms_iou),
+            "max_proposals": m.rpn.test_max_proposals,
+            "min_box_size": 0,
+            "delta_clip": float(MAX_LOG_RATIO),
+        },
+        "rcnn": {
+            "box_stds": [[float(v) for v in s] for s in m.roi.box_stds],
+            "score_threshold": float(m.test.score_thr),
+            "nms_iou": float(m.test.nms_iou),
+            "max_per_image": m.test.max_per_img,
+            "mask_size": 2 * m.roi.mask_roi_size,
+            "mask_threshold": float(m.test.mask_thr),
+        },
+        "graphs": dict(GRAPH_FILES),
+    }
+
+
+# --------------------------------------------------------------------------- fixture
+
+
+def parse_scales(text: str) -> List[List[int]]:
+    """'320x320,416x416' -> [[320, 320], [416, 416]] as [long, short]."""
+    out = []
+    for part in text.split(","):
+        a, sep, b = part.strip().lower().partition("x")
+        if not sep or not a.isdigit() or not b.isdigit() or int(a) <= 0 or int(b) <= 0:
+            raise ValueError(f"--tta-scales: {part!r} is not LONGxSHORT (e.g. 1333x800)")
+        out.append(long_short((int(a), int(b))))
+    if len(out) != 2:
+        raise ValueError(f"--tta-scales: need two scales (the plan is 2 scales x flip), got {len(out)}")
+    return out
+
+
+def default_tta_scales(test_scale: Sequence[int]) -> List[List[int]]:
+    """The test scale and 1.3x it, rounded to multiples of 32 (320x320 -> 416x416)."""
+    big = [int(round(v * 1.3 / 32.0)) * 32 for v in long_short(test_scale)]
+    return [long_short(test_scale), big]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+def first_val_image(cfg: Config, work_dir: Path) -> Path:
+    """The first image (lowest id) of the config's val split."""
+    root = data_root(cfg, work_dir)
+    ann = root / cfg.data.val_ann
+    if not ann.is_file():
+        raise FileNotFoundError(f"no fixture image: {ann} (data.val_ann) not found; pass --fixture-image")
+    with open(ann, "r", encoding="utf-8") as f:
+        images = json.load(f).get("images", [])
+    if not images:
+        raise ValueError(f"no fixture image: {ann} lists no images; pass --fixture-image")
+    first = min(images, key=lambda im: int(im["id"]))
+    return root / cfg.data.val_images / first["file_name"]
+
+
+def _detections_json(res: Dict[str, Any]) -> Dict[str, Any]:
+    dets = []
+    for k in range(res["boxes"].shape[0]):
+        dets.append({
+            "box": [float(v) for v in res["boxes"][k]],
+            "score": float(res["scores"][k]),
+            "label": int(res["labels"][k]),
+            "stage_scores": [float(v) for v in res["stage_scores"][k]],
+            "mask": rle_mod.encode(res["masks"][k].numpy()),
+        })
+    return {"proposals": [[float(v) for v in p] for p in res["proposals"]], "detections": dets}
+
+
+@torch.no_grad()
+def write_fixture(model: HTC, cfg: Config, out: Path, image_path: Path,
+                  tta_scales: Sequence[Sequence[int]]) -> Dict[str, Any]:
+    """fixture/fixture.yaml, image.png, single.json and tta.json; returns the fixture.yaml dict."""
+    fx = out / "fixture"
+    fx.mkdir(parents=True, exist_ok=True)
+    rgb = load_rgb(image_path)
+    Image.fromarray(rgb, mode="RGB").save(fx / "image.png")
+    rgb = load_rgb(fx / "image.png")  # what Go will read
+    test_scale = long_short(cfg.data.test_scale)
+    plans = [
+        ("single", [View(tuple(test_scale), False)]),
+        ("tta", [View(tuple(long_short(s)), f) for s in tta_scales for f in (False, True)]),
+    ]
+    doc: Dict[str, Any] = {"image": "image.png", "plans": []}
+    tensors: Dict[str, Any] = {}
+    d = cfg.data
+    for name, views in plans:
+        res = predict_aug(model, torch.from_numpy(rgb), views, mean=d.mean, std=d.std, size_divisor=d.size_divisor)
+        with open(fx / f"{name}.json", "w", encoding="utf-8") as f:
+            json.dump(_detections_json(res), f)
+        tensors[name] = _write_intermediates(fx, name, res, with_masks=(name == "single"))
+        doc["plans"].append({
+            "name": name,
+            "views": [{"scale": list(v.scale), "flip": v.flip} for v in views],
+            "detections": f"{name}.json",
+        })
+    (fx / "fixture.yaml").write_text(dump_yaml(doc), encoding="utf-8")
+    (fx / "tensors.yaml").write_text(TENSORS_HEADER + dump_yaml(tensors), encoding="utf-8")
+    return doc
+
+
+TENSORS_HEADER = """\
+# Intermediates behind fixture.yaml's plans, to locate a parity failure (fixture.yaml does not
+# reference this file). Per plan and view: `input`, the view's 8-bit RGB picture after resize
+# and flip, before normalisation and padding (PNG); the graph inputs and outputs of that view as
+# raw little-endian files (.f32 float32, .i64 int64) with their shapes. `rois` are the shared
+# proposals mapped into the view (bbox_heads input); `mask_rois`/`mask_labels` the final
+# detections mapped into the view (mask_heads input); stage_masks only for the single plan.
+"""
+
+
+def _write_intermediates(fx: Path, plan: str, res: Dict[str, Any], *, with_masks: bool) -> Dict[str, Any]:
+    views = []
+    for i, (prep, vo) in enumerate(zip(res["views"], res["view_outputs"])):
+        stem = f"{plan}_v{i}"
+        Image.fromarray(prep.pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(fx / f"{stem}_input.png")
+        entry: Dict[str, Any] = {"input": f"{stem}_input.png", "image_size": [prep.height, prep.width]}
+        keys = ["rois", "stage_logits", "stage_boxes", "mask_rois", "mask_labels"]
+        keys += ["stage_masks"] if with_masks else []
+        for key in keys:
+            t = vo[key]
+            if t.dtype == torch.int64:
+                arr, ext, dtype = t.numpy().astype("<i8"), "i64", "int64"
+            else:
+                arr, ext, dtype = t.to(torch.float32).numpy().astype("<f4"), "f32", "float32"
+            name = f"{stem}_{key}.{ext}"
+            arr.tofile(fx / name)
+            entry[key] = {"file": name, "dtype": dtype, "shape": [int(v) for v in t.shape]}
+        views.append(entry)
+    return {"views": views}
+
+
+# --------------------------------------------------------------------------- checkpoint and CLI
+
+
+def _class_names(cfg: Config, ckpt: Dict[str, Any], work_dir: Path) -> Tuple[List[str], List[str]]:
+    meta = ckpt.get("meta") or {}
+    things = list(meta.get("classes") or [])
+    stuff = list(meta.get("stuff_classes") or [])
+    if not things:
+        root = data_root(cfg, work_dir)
+        for ann in (root / cfg.data.val_ann, root / cfg.data.train_ann):
+            if ann.is_file():
+                with open(ann, "r", encoding="utf-8") as f:
+                    coco = json.load(f)
+                cats = sorted(coco.get("categories", []), key=lambda c: int(c["id"]))
+                things = [str(c.get("name", c["id"])) for c in cats]
+                stuff = [s if isinstance(s, str) else str(s.get("name")) for s in coco.get("stuff_categories", [])]
+                break
+    m = cfg.model
+    if not things:
+        things = [f"class_{i}" for i in range(m.num_classes)]
+    if len(things) != m.num_classes:
+        raise ValueError(f"the checkpoint names {len(things)} thing classes but model.num_classes is {m.num_classes}")
+    if len(stuff) > m.num_stuff_classes:
+        raise ValueError(f"{len(stuff)} stuff class names but model.num_stuff_classes is {m.num_stuff_classes}")
+    stuff += [f"stuff_{i}" for i in range(len(stuff), m.num_stuff_classes)]
+    return things, stuff
+
+
+def load_checkpoint(path: Path, config: Optional[str], overrides: Sequence[str] = ()) -> Tuple[HTC, Config, dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} has no 'model' state dict; was it written by htc.train?")
+    if config is None and "config" not in ckpt:
+        raise ValueError(f"{path} carries no config; pass --config")
+    cfg = load_config_with_overrides(config, overrides, base=ckpt.get("config"))
+    if "config" in ckpt:
+        check_same_model(ckpt["config"], cfg, path)
+    return load_model_from_checkpoint(cfg, ckpt, torch.device("cpu")), cfg, ckpt
+
+
+def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequence[str], stuff: Sequence[str],
+                  fixture_image: Optional[Path], tta_scales: Optional[Sequence[Sequence[int]]]) -> Dict[str, Any]:
+    """Write a complete bundle into ``out`` (created; existing bundle files and fixture replaced)."""
+    manifest = build_manifest(cfg, name=name, things=things, stuff=stuff)
+    out.mkdir(parents=True, exist_ok=True)
+    ls = long_short(cfg.data.test_scale)
+    div = cfg.data.size_divisor
+    sample = (-(-ls[1] // div) * div, -(-ls[0] // div) * div)
+    export_graphs(model, out, sample)
+    (out / "manifest.yaml").write_text(dump_yaml(manifest), encoding="utf-8")
+    # a fixture from an earlier export would not match these graphs
+    shutil.rmtree(out / "fixture", ignore_errors=True)
+    if fixture_image is not None:
+        write_fixture(model, cfg, out, fixture_image, tta_scales or default_tta_scales(cfg.data.test_scale))
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m htc.export", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a .pth written by htc.train")
+    p.add_argument("--config", help="YAML config (default: the one saved in the checkpoint)")
+    p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.test.max_per_img=50")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", help="manifest name (default: <checkpoint folder>_epoch<N>)")
+    p.add_argument("--fixture-image", help="fixture input image (default: the first image of the val split)")
+    p.add_argument("--tta-scales", help="the fixture's TTA plan scales, LONGxSHORT,LONGxSHORT "
+                                        "(default: the test scale and 1.3x it, e.g. 320x320,416x416)")
+    p.add_argument("--no-fixture", action="store_true", help="write no reference fixture")
+    p.add_argument("--work-dir", help="where a synthetic set without data.root lives "
+                                      "(default: the checkpoint's folder)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.monotonic()
+    try:
+        ckpt_path = Path(args.checkpoint)
+        overrides = [s for group in args.overrides for s in group]
+        model, cfg, ckpt = load_checkpoint(ckpt_path, args.config, overrides)
+        work_dir = Path(args.work_dir) if args.work_dir else ckpt_path.parent
+        things, stuff = _class_names(cfg, ckpt, work_dir)
+        name = args.name or (f"{ckpt_path.resolve().parent.name}_epoch{ckpt['epoch']}" if "epoch" in ckpt
+                             else ckpt_path.stem)
+        tta = parse_scales(args.tta_scales) if args.tta_scales else None
+        image = None
+        if not args.no_fixture:
+            image = Path(args.fixture_image) if args.fixture_image else first_val_image(cfg, work_dir)
+            if not image.is_file():
+                raise FileNotFoundError(f"fixture image {image} not found")
+        out = Path(args.out)
+        export_bundle(model, cfg, out, name=name, things=things, stuff=stuff, fixture_image=image, tta_scales=tta)
+    except (OSError, ValueError) as e:
+        print(f"htc.export: {e}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out.glob("*.onnx")))
+    print(f"htc.export: wrote {out} ({name}; {sizes}{'; fixture' if image else ''}) "
+          f"in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
