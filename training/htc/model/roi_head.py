@@ -61,10 +61,16 @@ class RoIExtractor:
         lvl = self.levels(rois)
         size = (self.out_size, self.out_size)
         if dense:
+            # On the levels a RoI does not belong to it is pooled as an empty
+            # box: adaptive sampling then takes no samples, so each RoI costs
+            # one real RoIAlign instead of four (a large RoI on P2 would
+            # otherwise sample a grid sixty times denser than on P5).
+            empty = torch.cat([rois[:, :1], torch.zeros_like(rois[:, 1:])], dim=1)
             out = None
             for i, stride in enumerate(self.strides):
-                pooled = roi_align(feats[i], rois, size, 1.0 / stride, 0, True)
-                out = pooled if out is None else torch.where((lvl == i).view(-1, 1, 1, 1), pooled, out)
+                here = (lvl == i).view(-1, 1)
+                pooled = roi_align(feats[i], torch.where(here, rois, empty), size, 1.0 / stride, 0, True)
+                out = pooled if out is None else torch.where(here.view(-1, 1, 1, 1), pooled, out)
             return out
         out = rois.new_zeros((rois.shape[0], feats[0].shape[1], self.out_size, self.out_size))
         for i, stride in enumerate(self.strides):
