@@ -1,0 +1,210 @@
+// htcstream viewer: lists the hub's streams and plays any of them over WHEP
+// (RFC 9725), with each frame's detections from the "detections" data
+// channel shown under its video.
+//
+// window.__htcstats[stream] exposes what each player saw, for tests and
+// for anyone curious in the console.
+'use strict';
+
+const players = new Map();
+window.__htcstats = {};
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+async function refreshList() {
+  let streams;
+  try {
+    const res = await fetch('streams', { cache: 'no-store' });
+    if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
+    streams = await res.json();
+  } catch (err) {
+    $('#status').textContent = `cannot list streams: ${err.message}`;
+    $('#status').className = 'error';
+    return;
+  }
+  $('#status').textContent = streams.length ? `${streams.length} stream(s)` : 'no streams yet';
+  $('#status').className = 'muted';
+  const body = $('#streams tbody');
+  body.replaceChildren(...streams.map((s) => {
+    const tr = el('tr');
+    tr.append(
+      el('td', s.id),
+      el('td', s.codec),
+      el('td', s.width ? `${s.width}×${s.height}` : '–'),
+      el('td', s.fps.toFixed(1), 'num'),
+      el('td', String(s.viewers), 'num'),
+      el('td', String(s.frames), 'num'),
+      el('td', String(s.dropped), 'num'),
+    );
+    const td = el('td');
+    const b = el('button', players.has(s.id) ? 'stop' : 'play');
+    b.onclick = () => (players.has(s.id) ? stop(s.id) : play(s.id));
+    td.append(b);
+    tr.append(td);
+    return tr;
+  }));
+}
+
+// whep connects to a WHEP endpoint. The client makes the offer, so it also
+// creates the data channel; the server takes it up. Ordered with no
+// retransmissions: messages never arrive out of order or late-and-stale,
+// a lost one is simply skipped.
+async function whep(url, video, onMessage) {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  const dc = pc.createDataChannel('detections', { ordered: true, maxRetransmits: 0 });
+  dc.onmessage = (e) => {
+    try { onMessage(JSON.parse(e.data)); } catch (err) { console.warn('bad detections message', err); }
+  };
+  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  // No trickle ICE: the offer goes once it holds its candidates.
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const t = setTimeout(resolve, 3000);
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
+    });
+  });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp' },
+    body: pc.localDescription.sdp,
+  });
+  if (res.status !== 201) {
+    pc.close();
+    throw new Error(`${res.status}: ${await res.text()}`);
+  }
+  const session = new URL(res.headers.get('Location'), url).href;
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+  return {
+    pc,
+    close() {
+      pc.close();
+      fetch(session, { method: 'DELETE', keepalive: true }).catch(() => {});
+    },
+  };
+}
+
+function median(xs) {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function play(id) {
+  if (players.has(id)) return;
+  const node = $('#player').content.firstElementChild.cloneNode(true);
+  $('.name', node).textContent = id;
+  $('.stop', node).onclick = () => stop(id);
+  const video = $('video', node);
+  video.muted = true; // browsers autoplay only muted video without a click
+  $('#players').append(node);
+
+  const st = {
+    state: 'connecting', hello: false, detections: 0, lastSeq: -1, outOfOrder: 0,
+    lastCount: 0, lastLabels: [], framesDecoded: 0, framesDropped: 0, fps: 0,
+    latencyMs: [], latencyMedianMs: NaN,
+  };
+  window.__htcstats[id] = st;
+  const p = { node, video, st, conn: null, timer: 0 };
+  players.set(id, p);
+
+  // Latency: a message carries the frame's RTP timestamp and when the hub
+  // got the frame; requestVideoFrameCallback tells when the frame with
+  // that RTP timestamp went to the screen. Whichever comes second matches.
+  const sentAt = new Map();
+  const shownAt = new Map();
+  const record = (ms) => {
+    st.latencyMs.push(ms);
+    if (st.latencyMs.length > 300) st.latencyMs.shift();
+    st.latencyMedianMs = median(st.latencyMs);
+  };
+  const trim = (m) => { if (m.size > 300) m.delete(m.keys().next().value); };
+  const onFrame = (now, meta) => {
+    if (meta.rtpTimestamp !== undefined) {
+      const shown = performance.timeOrigin + meta.presentationTime;
+      const sent = sentAt.get(meta.rtpTimestamp);
+      if (sent !== undefined) { record(shown - sent); sentAt.delete(meta.rtpTimestamp); }
+      else { shownAt.set(meta.rtpTimestamp, shown); trim(shownAt); }
+    }
+    if (players.get(id) === p) video.requestVideoFrameCallback(onFrame);
+  };
+  if ('requestVideoFrameCallback' in video) video.requestVideoFrameCallback(onFrame);
+
+  const onMessage = (m) => {
+    if (m.type === 'hello') { st.hello = true; return; }
+    if (m.type !== 'detections') return;
+    st.detections++;
+    if (m.seq <= st.lastSeq) st.outOfOrder++;
+    st.lastSeq = m.seq;
+    st.lastCount = m.count;
+    st.lastLabels = m.labels;
+    if (m.rtp_ts !== undefined) {
+      const shown = shownAt.get(m.rtp_ts);
+      if (shown !== undefined) { record(shown - m.sent_ms); shownAt.delete(m.rtp_ts); }
+      else { sentAt.set(m.rtp_ts, m.sent_ms); trim(sentAt); }
+    }
+    $('.count', node).textContent = `${m.count} detection${m.count === 1 ? '' : 's'}`;
+    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label} ${l.score.toFixed(2)}`, 'chip')));
+  };
+
+  try {
+    p.conn = await whep(new URL(`whep/${encodeURIComponent(id)}`, location.href).href, video, onMessage);
+  } catch (err) {
+    st.state = 'error';
+    $('.state', node).textContent = err.message;
+    $('.state', node).className = 'state error';
+    return;
+  }
+  const pc = p.conn.pc;
+  const showState = () => {
+    st.state = pc.connectionState;
+    $('.state', node).textContent = pc.connectionState;
+  };
+  pc.onconnectionstatechange = showState;
+  showState();
+  p.timer = setInterval(async () => {
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        st.framesDecoded = r.framesDecoded || 0;
+        st.framesDropped = r.framesDropped || 0;
+        st.fps = r.framesPerSecond || 0;
+      }
+    });
+    const lat = Number.isNaN(st.latencyMedianMs) ? '–' : `${st.latencyMedianMs.toFixed(0)} ms`;
+    $('.stats', node).textContent =
+      `${st.fps.toFixed(1)} fps · ${st.framesDecoded} decoded · ${st.framesDropped} dropped · ` +
+      `${st.detections} detection messages · latency (hub → screen, median) ${lat}`;
+  }, 500);
+  refreshList();
+}
+
+function stop(id) {
+  const p = players.get(id);
+  if (!p) return;
+  players.delete(id);
+  clearInterval(p.timer);
+  if (p.conn) p.conn.close();
+  p.node.remove();
+  window.__htcstats[id].state = 'stopped';
+  refreshList();
+}
+
+// Sessions end with the page, not ICE timeouts later.
+window.addEventListener('pagehide', () => { for (const id of [...players.keys()]) stop(id); });
+
+// ?play=a,b starts those streams at once.
+for (const id of (new URLSearchParams(location.search).get('play') || '').split(',')) {
+  if (id) play(id);
+}
+refreshList();
+setInterval(refreshList, 2000);
