@@ -1,12 +1,15 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/overlay"
 	"github.com/htcstream/htcstream/stream"
 )
@@ -127,13 +130,96 @@ func (u detectionsUser) Close() error {
 }
 
 func toStreamDetection(d cascade.Detection, classes []string) stream.Detection {
-	name := fmt.Sprintf("class %d", d.Label)
-	if d.Label >= 0 && d.Label < len(classes) {
-		name = classes[d.Label]
-	}
+	name := className(d.Label, classes)
 	return stream.Detection{
 		Box: [4]float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2}, Score: d.Score,
 		Label: name, ClassID: d.Label, StageScores: d.StageScores,
 		Mask: stream.MaskRegion{X: d.Mask.X, Y: d.Mask.Y, W: d.Mask.W, H: d.Mask.H, Bits: d.Mask.Bits},
+	}
+}
+
+// HubSink publishes one stream's annotated frames and detection summaries
+// to the WebRTC hub (browsers watching through WHEP).
+type HubSink struct {
+	Hub     *stream.Hub
+	ID      string
+	Classes []string
+}
+
+// Write implements Sink.
+func (s HubSink) Write(o *Output) error {
+	dets := make([]stream.Detection, len(o.Result.Detections))
+	for i, d := range o.Result.Detections {
+		dets[i] = stream.Detection{Label: className(d.Label, s.Classes), Score: d.Score}
+	}
+	f := o.Frame
+	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, stream.Summarize(dets))
+}
+
+// Close implements Sink: the stream leaves the hub; the hub itself is closed
+// by its owner.
+func (s HubSink) Close() error {
+	s.Hub.RemoveStream(s.ID)
+	return nil
+}
+
+func className(label int, classes []string) string {
+	if label >= 0 && label < len(classes) {
+		return classes[label]
+	}
+	return fmt.Sprintf("class %d", label)
+}
+
+// IngestSource runs an ingest.Runner as a pipeline Source. With Loop, a
+// file source starts again at its end (for a preview that keeps serving),
+// with sequence numbers and timestamps continuing.
+type IngestSource struct {
+	ID     string
+	Source ingest.Source
+	Config ingest.Config
+	Loop   bool
+}
+
+// Name implements Source.
+func (s *IngestSource) Name() string { return s.ID }
+
+// Live implements Source.
+func (s *IngestSource) Live() bool { return s.Source.Kind.Live() }
+
+var errConsumerDone = errors.New("consumer wants no more frames")
+
+// Run implements Source.
+func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
+	var seq0 int64
+	var pts0 time.Duration
+	for {
+		cfg := s.Config
+		cfg.StreamID = s.ID
+		r, err := ingest.NewRunner(s.Source, cfg)
+		if err != nil {
+			return err
+		}
+		var last *decode.Frame
+		var step time.Duration
+		err = r.Run(ctx, func(f *decode.Frame) error {
+			if last != nil {
+				step = f.PTS - last.PTS
+			}
+			f.Seq += seq0
+			f.PTS += pts0
+			last = f
+			if !emit(f) {
+				return errConsumerDone
+			}
+			return nil
+		})
+		if errors.Is(err, errConsumerDone) {
+			return nil
+		}
+		if err != nil || !s.Loop || last == nil || ctx.Err() != nil {
+			return err
+		}
+		seq0 = last.Seq + 1
+		pts0 = last.PTS + max(step, time.Millisecond)
 	}
 }

@@ -8,6 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/htcstream/htcstream/infer"
 )
 
 // version is the project's version; release builds set it with
@@ -25,7 +30,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "decode a video source and prepare its frames for the model", runCmd},
+		{"run", "segment sources and write the annotated video, detections and/or a browser preview", runCmd},
 		{"eval", "COCO box and mask AP of a model on a COCO-format set or a video with ground truth", evalCmd},
 		{"bench", "time each step of the model (graphs and Go) per frame", benchCmd},
 		{"version", "print htcstream's version and the native libraries it loaded", versionCmd},
@@ -95,4 +100,20 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// parseScale reads LONGxSHORT (either order) as a test scale.
+func parseScale(s string) (infer.Scale, error) {
+	a, b, ok := strings.Cut(strings.ToLower(s), "x")
+	if !ok {
+		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT", s)
+	}
+	long, err1 := strconv.Atoi(a)
+	short, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || long <= 0 || short <= 0 {
+		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT with positive numbers", s)
+	}
+	return infer.Scale{Long: max(long, short), Short: min(long, short)}, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,19 +28,34 @@ func TestVersionNamesTheLoadedLibraries(t *testing.T) {
 	}
 }
 
+// bundle is the bundled default model, from this package's folder.
+const bundle = "../../examples/models/htc_tiny_synthetic"
+
 func TestBadInputGetsOneLineAndNonZeroExit(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "missing.mp4")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.mp4")
+	badConfig := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(badConfig, []byte("model:\n  bundel: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notBundle := t.TempDir()
+	clip := makeClip(t, "testsrc2=s=64x48:r=10:d=1")
 	cases := []struct {
 		args []string
 		code int
 		says string
 	}{
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"run"}, 2, "want exactly one SOURCE"},
-		{[]string{"run", "--scale", "big", "x.mp4"}, 2, "--scale"},
+		{[]string{"run", "--out", "x.mp4"}, 2, "no SOURCE"},
+		{[]string{"run", clip}, 2, "nothing to produce"},
+		{[]string{"run", "--tta", "big", "--out", "o.mp4", clip}, 2, "--tta"},
 		{[]string{"run", "--no-such-flag", "x.mp4"}, 2, "no-such-flag"},
-		{[]string{"run", missing}, 1, missing},
-		{[]string{"run", "gopher://x/y"}, 1, `unknown scheme "gopher"`},
+		{[]string{"run", "--out", "o.mp4", missing}, 1, missing},
+		{[]string{"run", "--out", "o.mp4", "gopher://x/y"}, 1, `unknown scheme "gopher"`},
+		{[]string{"run", "--config", badConfig, "--out", "o.mp4", clip}, 1, "bundel"},
+		{[]string{"run", "--model", notBundle, "--out", "o.mp4", clip}, 1, "manifest.yaml"},
+		{[]string{"run", "--model", bundle, "--out", filepath.Join(dir, "no", "such", "o.mp4"), clip}, 1, "no/such"},
+		{[]string{"eval", "--model", bundle, "--data", missing}, 1, "missing"},
 		{[]string{"version", "--ort-lib", missing}, 1, missing},
 	}
 	for _, c := range cases {
@@ -52,23 +69,56 @@ func TestBadInputGetsOneLineAndNonZeroExit(t *testing.T) {
 	}
 }
 
-func TestRunDecodesAndPreparesEveryFrame(t *testing.T) {
-	clip := filepath.Join(t.TempDir(), "clip.mkv")
-	if b, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=10:d=2",
+func makeClip(t *testing.T, source string) string {
+	t.Helper()
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	if b, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", source,
 		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", clip).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, b)
 	}
-	code, out, errOut := call("run", "--scale", "320x240", clip)
+	return clip
+}
+
+// TestRunWritesVideoAndDetections runs the bundled model over the sample
+// video's first frames: the mp4 has every frame and the JSON lines one line
+// per frame, in order.
+func TestRunWritesVideoAndDetections(t *testing.T) {
+	dir := t.TempDir()
+	video, dets := filepath.Join(dir, "out.mp4"), filepath.Join(dir, "out.jsonl")
+	code, out, errOut := call("run", "--model", bundle, "--max-frames", "6", "--out", video, "--detections", dets, "../../examples/sample.mp4")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"frames      20 of 160x120", "resize to 320x240"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("run output lacks %q:\n%s", want, out)
-		}
+	if !strings.Contains(out, "6 frames in, 6 out, 0 dropped") {
+		t.Errorf("run output:\n%s", out)
 	}
-	code, out, _ = call("run", "--max-frames", "7", clip)
-	if code != 0 || !strings.Contains(out, "frames      7 of") {
-		t.Errorf("--max-frames 7: exit %d\n%s", code, out)
+	probe, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames,width,height", "-of", "csv=p=0", video).Output()
+	if err != nil || strings.TrimSpace(string(probe)) != "320,240,6" {
+		t.Fatalf("ffprobe: %q, %v", probe, err)
+	}
+	b, err := os.ReadFile(dets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("%d detection lines", len(lines))
+	}
+	for i, l := range lines {
+		var rec struct {
+			Seq        int64 `json:"seq"`
+			Detections []struct {
+				Score float64 `json:"score"`
+				Label string  `json:"label"`
+			} `json:"detections"`
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Seq != int64(i) {
+			t.Fatalf("line %d: seq %d, %v", i, rec.Seq, err)
+		}
+		for _, d := range rec.Detections {
+			if d.Score < 0.3 || d.Label == "" {
+				t.Fatalf("line %d: detection %+v below the display threshold or unnamed", i, d)
+			}
+		}
 	}
 }

@@ -1,119 +1,353 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
-	"gocv.io/x/gocv"
-
+	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/ingest"
+	"github.com/htcstream/htcstream/overlay"
+	"github.com/htcstream/htcstream/pipeline"
+	"github.com/htcstream/htcstream/stream"
 )
 
 func runCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "run [flags] SOURCE", stderr)
-	maxFrames := fs.Int("max-frames", 0, "stop after this many frames (0: the whole source)")
-	scaleFlag := fs.String("scale", "1333x800", "test scale LONGxSHORT that frames are prepared at")
+	fs := newFlags("run", "run [flags] SOURCE...", stderr)
+	configPath := fs.String("config", "", "YAML configuration (see configs/pipeline/default.yaml); flags override it")
+	def := pipeline.DefaultRunConfig()
+	bundle := fs.String("model", def.Model.Bundle, "model bundle directory")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library (default: $"+infer.LibraryEnv+", then "+infer.ProjectLibrary+")")
+	provider := fs.String("provider", def.Model.Provider, "execution provider: cpu, cuda or tensorrt")
+	threads := fs.Int("threads", def.Model.Threads, "intra-op threads per graph (0: one per core)")
+	tta := fs.String("tta", "", "test scales LONGxSHORT[,...] for multi-scale TTA (default: the bundle's)")
+	flip := fs.Bool("flip", def.Model.Flip, "add a mirrored view of every scale (TTA)")
+	ensemble := fs.String("ensemble", def.Model.Ensemble, "stage score ensemble: logits or probs")
+	threshold := fs.Float64("score-threshold", def.Model.ScoreThreshold, "draw and write detections scoring at least this")
+	batch := fs.Int("batch", def.Batch.Size, "frames per inference batch, shared by all streams")
+	batchWait := fs.Duration("batch-wait", def.Batch.Deadline, "longest wait for a batch to fill")
+	out := fs.String("out", "", "write the annotated video here (mp4; NAME-<stream>.mp4 with several sources)")
+	dets := fs.String("detections", "", "write detections here as JSON lines")
+	serve := fs.String("serve", "", "serve the browser preview, WHEP and /metrics on this address (e.g. 127.0.0.1:8080)")
+	loop := fs.Bool("loop", def.Loop, "start file sources again at their end, to keep a preview serving")
+	codec := fs.String("codec", def.WebRTC.Codec, "browser preview codec: h264 or vp8")
+	transport := fs.String("rtsp-transport", def.Live.Transport, "RTSP transport: tcp or udp")
+	maxFrames := fs.Int("max-frames", 0, "stop each source after this many frames (0: no limit)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return fmt.Errorf("%w: want exactly one SOURCE, got %d", errUsage, fs.NArg())
-	}
-	scale, err := parseScale(*scaleFlag)
-	if err != nil {
-		return fmt.Errorf("%w: --scale: %v", errUsage, err)
-	}
-	src, err := ingest.Parse(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	if src.Kind == ingest.Images {
-		return fmt.Errorf("%s: image folders are not read yet; give a video file, stream or camera", src.Location)
-	}
-	dec, err := decode.Open(src.Location, decode.Options{Format: src.Format, Input: src.Options})
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
-
-	// The model's normalisation arrives with its bundle; until a bundle is
-	// loaded, frames are prepared with the ImageNet statistics every
-	// preset of the training module uses.
-	norm := infer.Normalization{Mean: [3]float32{123.675, 116.28, 103.53}, Std: [3]float32{58.395, 57.12, 57.375}}
-	var (
-		frames      int
-		tensor      []float32
-		decodeTime  time.Duration
-		prepareTime time.Duration
-		last        *decode.Frame
-	)
-	for *maxFrames == 0 || frames < *maxFrames {
-		t0 := time.Now()
-		f, err := dec.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if frames > 0 {
-				fmt.Fprintf(stdout, "stopped after %d frames\n", frames)
-			}
+	cfg := def
+	if *configPath != "" {
+		var err error
+		if cfg, err = pipeline.LoadRunConfig(*configPath); err != nil {
 			return err
 		}
-		t1 := time.Now()
-		rw, rh := infer.ResizedSize(f.Width, f.Height, scale)
-		pw, ph := infer.PaddedSize(rw, rh, 32)
-		if n := 3 * pw * ph; cap(tensor) < n {
-			tensor = make([]float32, n)
-		} else {
-			tensor = tensor[:n]
-		}
-		mat, err := gocv.NewMatFromBytes(f.Height, f.Width, gocv.MatTypeCV8UC3, f.RGB)
-		if err != nil {
-			return fmt.Errorf("frame %d: %w", f.Seq, err)
-		}
-		_, err = infer.Preprocess(mat, infer.RGB, infer.View{Scale: scale}, norm, pw, ph, tensor)
-		mat.Close()
-		if err != nil {
-			return fmt.Errorf("frame %d: %w", f.Seq, err)
-		}
-		decodeTime += t1.Sub(t0)
-		prepareTime += time.Since(t1)
-		frames++
-		last = f
 	}
-	if frames == 0 {
-		return fmt.Errorf("%s: no frames decoded", src.Location)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(name string, apply func()) {
+		if set[name] {
+			apply()
+		}
 	}
-	rw, rh := infer.ResizedSize(last.Width, last.Height, scale)
-	fmt.Fprintf(stdout, "source      %s (%s)\n", src.Location, src.Kind)
-	fmt.Fprintf(stdout, "frames      %d of %dx%d, last pts %v\n", frames, last.Width, last.Height, last.PTS)
-	fmt.Fprintf(stdout, "decode      %.2f ms/frame (%.0f fps)\n", ms(decodeTime)/float64(frames), float64(frames)/decodeTime.Seconds())
-	fmt.Fprintf(stdout, "prepare     %.2f ms/frame (resize to %dx%d, normalise, pad)\n", ms(prepareTime)/float64(frames), rw, rh)
-	fmt.Fprintln(stdout, "segmentation: not run — this build has no model bundle loader yet")
-	return nil
+	override("model", func() { cfg.Model.Bundle = *bundle })
+	override("provider", func() { cfg.Model.Provider = *provider })
+	override("threads", func() { cfg.Model.Threads = *threads })
+	override("flip", func() { cfg.Model.Flip = *flip })
+	override("ensemble", func() { cfg.Model.Ensemble = *ensemble })
+	override("score-threshold", func() { cfg.Model.ScoreThreshold = *threshold })
+	override("batch", func() { cfg.Batch.Size = *batch })
+	override("batch-wait", func() { cfg.Batch.Deadline = *batchWait })
+	override("out", func() { cfg.Outputs.Video = *out })
+	override("detections", func() { cfg.Outputs.Detections = *dets })
+	override("serve", func() { cfg.Outputs.Serve = *serve })
+	override("loop", func() { cfg.Loop = *loop })
+	override("codec", func() { cfg.WebRTC.Codec = *codec })
+	override("rtsp-transport", func() { cfg.Live.Transport = *transport })
+	if set["tta"] {
+		cfg.Model.TTAScales = nil
+		for _, s := range strings.Split(*tta, ",") {
+			sc, err := parseScale(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("%w: --tta: %v", errUsage, err)
+			}
+			cfg.Model.TTAScales = append(cfg.Model.TTAScales, [2]int{sc.Long, sc.Short})
+		}
+	}
+	cfg.Sources = append(cfg.Sources, fs.Args()...)
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(cfg.Sources) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: no SOURCE given", errUsage)
+	}
+	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" {
+		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve", errUsage)
+	}
+	return runPipeline(cfg, *ortLib, *maxFrames, stdout, stderr)
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, stderr io.Writer) error {
+	// Sources first: a bad URL is reported before the model loads.
+	var sources []pipeline.Source
+	names := map[string]bool{}
+	for _, raw := range cfg.Sources {
+		src, err := ingest.Parse(raw)
+		if err != nil {
+			return err
+		}
+		id := streamName(raw, names)
+		s := &pipeline.IngestSource{ID: id, Source: src, Loop: cfg.Loop && !src.Kind.Live(), Config: ingest.Config{
+			Transport: cfg.Live.Transport, OpenTimeout: cfg.Live.OpenTimeout, ReadTimeout: cfg.Live.ReadTimeout,
+			MaxBackoff: cfg.Live.MaxBackoff,
+		}}
+		sources = append(sources, limited(s, maxFrames))
+	}
 
-func parseScale(s string) (infer.Scale, error) {
-	a, b, ok := strings.Cut(strings.ToLower(s), "x")
-	if !ok {
-		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT", s)
+	mf := modelFlags{bundle: cfg.Model.Bundle, ortLib: ortLib, provider: cfg.Model.Provider, threads: cfg.Model.Threads,
+		flip: cfg.Model.Flip, ensemble: cfg.Model.Ensemble, threshold: cfg.Model.ScoreThreshold}
+	var scales []string
+	for _, s := range cfg.Model.TTAScales {
+		scales = append(scales, fmt.Sprintf("%dx%d", s[0], s[1]))
 	}
-	long, err1 := strconv.Atoi(a)
-	short, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil || long <= 0 || short <= 0 {
-		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT with positive numbers", s)
+	mf.tta = strings.Join(scales, ",")
+	for i, w := range cfg.Model.StageWeights {
+		if i > 0 {
+			mf.weights += ","
+		}
+		mf.weights += strconv.FormatFloat(float64(w), 'g', -1, 32)
 	}
-	if short > long {
-		long, short = short, long
+	b, md, err := mf.load()
+	if err != nil {
+		return err
 	}
-	return infer.Scale{Long: long, Short: short}, nil
+	defer b.Close()
+	classes := b.Manifest.Things
+	metrics := pipeline.NewMetrics(string(b.Provider()))
+
+	drain, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	hard, stopHard := context.WithCancel(context.Background())
+	defer stopHard()
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		for n := 0; ; n++ {
+			select {
+			case <-sig:
+			case <-hard.Done():
+				return
+			}
+			if n == 0 {
+				fmt.Fprintln(stderr, "htcstream: stopping: finishing the frames in flight and closing outputs (interrupt again to stop now)")
+				stopDrain()
+			} else {
+				stopHard()
+				return
+			}
+		}
+	}()
+
+	var hub *stream.Hub
+	if cfg.Outputs.Serve != "" {
+		hub, err = stream.NewHub(stream.HubConfig{
+			Addr:    cfg.Outputs.Serve,
+			Encoder: stream.EncoderConfig{Codec: stream.Codec(cfg.WebRTC.Codec)},
+			WebRTC:  stream.WebRTCConfig{ICEServers: cfg.WebRTC.ICEServers, UDPPortMin: cfg.WebRTC.UDPPortMin, UDPPortMax: cfg.WebRTC.UDPPortMax},
+		})
+		if err != nil {
+			return err
+		}
+		defer hub.Close()
+		l, err := net.Listen("tcp", cfg.Outputs.Serve)
+		if err != nil {
+			return fmt.Errorf("--serve %s: %w", cfg.Outputs.Serve, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		mux.Handle("/", hub)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(l)
+		defer srv.Close()
+		fmt.Fprintf(stdout, "preview: http://%s/  (WHEP: /whep/<stream>, metrics: /metrics)\n", l.Addr())
+	}
+
+	var detSink *pipeline.DetectionsSink
+	if cfg.Outputs.Detections != "" {
+		js, err := stream.NewJSONSink(cfg.Outputs.Detections)
+		if err != nil {
+			return err
+		}
+		detSink = &pipeline.DetectionsSink{S: js, Classes: classes}
+	}
+	var videoPaths []string
+	sinks := func(id string) ([]pipeline.Sink, error) {
+		var ss []pipeline.Sink
+		if cfg.Outputs.Video != "" {
+			path := cfg.Outputs.Video
+			if len(sources) > 1 {
+				ext := filepath.Ext(path)
+				path = strings.TrimSuffix(path, ext) + "-" + id + ext
+			}
+			fsink, err := stream.NewFileSink(path, stream.FileSinkConfig{})
+			if err != nil {
+				return nil, err
+			}
+			videoPaths = append(videoPaths, path)
+			ss = append(ss, pipeline.FileSink{S: fsink})
+		}
+		if detSink != nil {
+			ss = append(ss, detSink.For())
+		}
+		if hub != nil {
+			ss = append(ss, pipeline.HubSink{Hub: hub, ID: id, Classes: classes})
+		}
+		return ss, nil
+	}
+	style := overlay.Style{Alpha: cfg.Overlay.Alpha, ColorBy: overlay.ColorBy(cfg.Overlay.ColorBy), Contour: cfg.Overlay.Contour,
+		Boxes: cfg.Overlay.Boxes, Labels: cfg.Overlay.Labels, HUD: cfg.Overlay.HUD}
+	var frames atomic.Int64
+	progress := startProgress(stderr, &frames, metrics, sources)
+	start := time.Now()
+	err = pipeline.Run(drain, hard, pipeline.Config{
+		Sources:  sources,
+		Detector: countingDetector{md, &frames},
+		Drawer:   &pipeline.OverlayDrawer{Renderer: overlay.NewRenderer(style, classes), HUD: cfg.Overlay.HUD},
+		Sinks:    sinks,
+		Batch:    infer.BatcherConfig{Size: cfg.Batch.Size, Deadline: cfg.Batch.Deadline},
+		Metrics:  metrics,
+		Logger:   slog.Default(),
+	})
+	progress()
+	elapsed := time.Since(start)
+	for _, s := range sources {
+		in, outN, dropped := metrics.Snapshot(s.Name())
+		fmt.Fprintf(stdout, "stream %s: %d frames in, %d out, %d dropped, %.1f fps\n", s.Name(), in, outN, dropped, float64(outN)/elapsed.Seconds())
+	}
+	for _, p := range videoPaths {
+		fmt.Fprintf(stdout, "video: %s\n", p)
+	}
+	if cfg.Outputs.Detections != "" {
+		fmt.Fprintf(stdout, "detections: %s\n", cfg.Outputs.Detections)
+	}
+	return err
+}
+
+// countingDetector counts frames for the progress line.
+type countingDetector struct {
+	md *cascade.Model
+	n  *atomic.Int64
+}
+
+func (c countingDetector) Detect(frames []cascade.Image) ([]cascade.Result, cascade.Timings, error) {
+	r, t, err := c.md.Detect(frames)
+	c.n.Add(int64(len(frames)))
+	return r, t, err
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// streamName derives a short, URL-safe, unique stream name from a source.
+func streamName(raw string, taken map[string]bool) string {
+	base := raw
+	if i := strings.LastIndexAny(base, "/\\"); i >= 0 && i < len(base)-1 {
+		base = base[i+1:]
+	}
+	base = strings.TrimSuffix(base, filepath.Ext(base))
+	base = strings.Trim(unsafeName.ReplaceAllString(base, "-"), "-")
+	if base == "" {
+		base = "stream"
+	}
+	name := base
+	for n := 2; taken[name]; n++ {
+		name = fmt.Sprintf("%s-%d", base, n)
+	}
+	taken[name] = true
+	return name
+}
+
+// limitedSource stops a source after n frames.
+type limitedSource struct {
+	pipeline.Source
+	n int
+}
+
+func limited(s pipeline.Source, n int) pipeline.Source {
+	if n <= 0 {
+		return s
+	}
+	return limitedSource{s, n}
+}
+
+func (l limitedSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := 0
+	err := l.Source.Run(ctx, func(f *decode.Frame) bool {
+		if seen >= l.n {
+			cancel()
+			return false
+		}
+		seen++
+		return emit(f)
+	})
+	if errors.Is(err, context.Canceled) && seen >= l.n {
+		return nil
+	}
+	return err
+}
+
+// startProgress prints a progress line on stderr while a terminal watches,
+// and returns a function that ends it.
+func startProgress(w io.Writer, frames *atomic.Int64, m *pipeline.Metrics, sources []pipeline.Source) func() {
+	f, ok := w.(*os.File)
+	if !ok || !isTerminal(f) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				n := frames.Load()
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(w, "\r\033[K%d frames, %.1f fps, %s", n, float64(n)/el, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
