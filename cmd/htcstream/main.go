@@ -33,6 +33,8 @@ func commands() []command {
 		{"run", "segment sources and write the annotated video, detections and/or a browser preview", runCmd},
 		{"eval", "COCO box and mask AP of a model on a COCO-format set or a video with ground truth", evalCmd},
 		{"bench", "time each step of the model (graphs and Go) per frame", benchCmd},
+		{"train", "train an HTC model with the training module (PyTorch), relaying its progress", trainCmd},
+		{"export", "export a training checkpoint as a model bundle", exportCmd},
 		{"version", "print htcstream's version and the native libraries it loaded", versionCmd},
 	}
 }

@@ -122,3 +122,33 @@ func TestRunWritesVideoAndDetections(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainAndExportThroughTheCLI trains one tiny epoch through htcstream
+// train (the Python trainer, its JSON records relayed) and exports the
+// checkpoint with htcstream export; the bundle then loads in Go.
+func TestTrainAndExportThroughTheCLI(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := call("train", "--config", "../../configs/model/htc_tiny.yaml", "--work-dir", dir, "--",
+		"--epochs", "1", "--set", "data.root="+filepath.Join(dir, "data"), "--set", "data.num_train_images=4",
+		"--set", "data.num_val_images=2", "--set", "train.batch_size=2", "--set", "data.img_scales=[[96, 96]]",
+		"--set", "data.test_scale=[96, 96]", "--set", "train.evaluate=false")
+	if code != 0 {
+		t.Fatalf("train: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "epoch 1: checkpoint") || !strings.Contains(out, "last step: epoch 1/1 iter 2/2") {
+		t.Fatalf("train output:\n%s", out)
+	}
+	b := filepath.Join(dir, "bundle")
+	if code, out, errOut := call("export", "--checkpoint", filepath.Join(dir, "latest.pth"), "--out", b, "--", "--no-fixture"); code != 0 {
+		t.Fatalf("export: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := call("bench", "--model", b, "--frames", "1", "../../examples/sample.mp4"); code != 0 {
+		t.Fatalf("the exported bundle does not run: %s", errOut)
+	}
+	if code, _, errOut := call("train", "--config", filepath.Join(dir, "nope.yaml")); code != 1 || !strings.Contains(errOut, "nope.yaml") {
+		t.Fatalf("missing config: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := call("train", "--config", "../../configs/model/htc_tiny.yaml", "--", "--set", "train.lrr=1"); code != 1 || !strings.Contains(errOut, "lrr") {
+		t.Fatalf("bad key: exit %d, %s", code, errOut)
+	}
+}
