@@ -557,3 +557,16 @@ func destroyAll(vs []ort.Value) {
 		}
 	}
 }
+
+// WarmUp runs the plan once on a blank frame of the bundle's test scale, so
+// ONNX Runtime's first-run allocations and kernel choices do not land on
+// the first real frame.
+func (md *Model) WarmUp() error {
+	s := md.views[0].Scale
+	img := Image{Width: s.Long, Height: s.Short, Pix: make([]byte, s.Long*s.Short*3), Order: infer.RGB}
+	_, _, err := md.Detect([]Image{img})
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	return nil
+}

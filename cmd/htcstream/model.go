@@ -100,5 +100,9 @@ func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
 		b.Close()
 		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := md.WarmUp(); err != nil {
+		b.Close()
+		return nil, nil, fmt.Errorf("%s: %w", m.bundle, err)
+	}
 	return b, md, nil
 }
