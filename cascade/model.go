@@ -23,6 +23,10 @@ type Image struct {
 type Result struct {
 	Width, Height int
 	Detections    []Detection
+	// Semantic, when asked for (Options.Semantic), labels every frame pixel
+	// (row-major) with the semantic branch's class: things 0..C-1, stuff
+	// C..C+K-1 (the bundle's order).
+	Semantic []uint8
 }
 
 // Options configures a Model beyond what its bundle fixes.
@@ -36,8 +40,11 @@ type Options struct {
 	// ScoreThreshold overrides the bundle's R-CNN score threshold when > 0
 	// (the bundle's 0.001 suits evaluation; display wants ~0.3).
 	ScoreThreshold float32
-	// Masks enables the mask heads; default true through DefaultOptions.
+	// SkipMasks leaves the mask heads out (boxes only).
 	SkipMasks bool
+	// Semantic asks for the per-pixel semantic map of every frame, from
+	// the first view of the plan.
+	Semantic bool
 }
 
 // Timings accumulates where a Detect call spent its time.
@@ -71,7 +78,7 @@ type Model struct {
 	ensemble Ensemble
 	views    []infer.View
 	masks    bool
-	tensor   []float32
+	semantic bool
 }
 
 // NewModel prepares the test procedure of bundle b.
@@ -110,6 +117,7 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 		ensemble: o.Ensemble,
 		views:    views,
 		masks:    !o.SkipMasks,
+		semantic: o.Semantic,
 	}, nil
 }
 
@@ -200,8 +208,64 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 	out := make([]Result, len(frames))
 	for i := range frames {
 		out[i] = Result{Width: w, Height: h, Detections: dets[i]}
+		if md.semantic {
+			t0 := time.Now()
+			if out[i].Semantic, err = semanticMap(runs[0], i, w, h); err != nil {
+				return nil, tm, err
+			}
+			tm.Paste += time.Since(t0)
+		}
 	}
 	return out, tm, nil
+}
+
+// outSemanticLogits is the backbone's semantic_logits output position.
+const outSemanticLogits = 6
+
+// semanticMap labels each pixel of frame i with the class whose semantic
+// logit is highest in the stride-8 cell the pixel falls in (nearest
+// sampling: the map is for display and statistics, not a finer
+// segmentation than the branch gives).
+func semanticMap(run *viewRun, i, w, h int) ([]uint8, error) {
+	logits, shape, err := infer.Float32Output(run.outs[outSemanticLogits])
+	if err != nil || len(shape) != 4 {
+		return nil, fmt.Errorf("semantic_logits: %v (shape %v)", err, shape)
+	}
+	s, fh, fw := int(shape[1]), int(shape[2]), int(shape[3])
+	if s > 256 {
+		return nil, fmt.Errorf("semantic_logits has %d classes, more than a byte map holds", s)
+	}
+	plane := fh * fw
+	base := logits[i*s*plane : (i+1)*s*plane]
+	best := make([]uint8, plane)
+	for c := 0; c < plane; c++ {
+		arg, top := 0, base[c]
+		for k := 1; k < s; k++ {
+			if v := base[k*plane+c]; v > top {
+				arg, top = k, v
+			}
+		}
+		best[c] = uint8(arg)
+	}
+	p := run.prep[i]
+	cols := make([]int, w)
+	for x := range cols {
+		vx := (float64(x) + 0.5) * p.ScaleX
+		if p.Flip {
+			vx = float64(p.Width) - vx
+		}
+		cols[x] = min(max(int(vx/8), 0), fw-1)
+	}
+	out := make([]uint8, w*h)
+	for y := 0; y < h; y++ {
+		fy := min(max(int((float64(y)+0.5)*p.ScaleY/8), 0), fh-1)
+		row := best[fy*fw:]
+		o := out[y*w : (y+1)*w]
+		for x, c := range cols {
+			o[x] = row[c]
+		}
+	}
+	return out, nil
 }
 
 func (md *Model) runBackbone(frames []Image, v infer.View, tm *Timings) (*viewRun, error) {

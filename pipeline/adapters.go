@@ -20,6 +20,10 @@ type OverlayDrawer struct {
 	Renderer *overlay.Renderer
 	// HUD turns the status line on.
 	HUD bool
+	// StuffTint is the opacity of the stuff-class tint drawn from a
+	// result's semantic map (0: none); FirstStuff is the first stuff label.
+	StuffTint  float32
+	FirstStuff int
 
 	mu   sync.Mutex
 	last map[string]hudState
@@ -39,6 +43,11 @@ func (d *OverlayDrawer) Draw(o *Output) error {
 			X1: det.Box.X1, Y1: det.Box.Y1, X2: det.Box.X2, Y2: det.Box.Y2,
 			Class: det.Label, Score: det.Score,
 			MaskX: det.Mask.X, MaskY: det.Mask.Y, MaskW: det.Mask.W, MaskH: det.Mask.H, Mask: det.Mask.Bits,
+		}
+	}
+	if d.StuffTint > 0 && o.Result.Semantic != nil {
+		if err := overlay.TintStuff(f.RGB, f.Width, f.Height, o.Result.Semantic, d.FirstStuff, d.StuffTint); err != nil {
+			return err
 		}
 	}
 	var hud *overlay.HUD

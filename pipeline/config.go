@@ -42,6 +42,9 @@ type RunConfig struct {
 		Boxes   bool    `yaml:"boxes"`
 		Labels  bool    `yaml:"labels"`
 		HUD     bool    `yaml:"hud"`
+		// StuffTint > 0 runs the semantic branch's map and tints stuff
+		// regions at this opacity.
+		StuffTint float32 `yaml:"stuff_tint"`
 	} `yaml:"overlay"`
 	WebRTC struct {
 		Codec      string   `yaml:"codec"`
@@ -130,6 +133,9 @@ func (c RunConfig) Validate() error {
 	}
 	if c.Overlay.Alpha < 0 || c.Overlay.Alpha > 1 {
 		bad("overlay.alpha %v: want 0..1", c.Overlay.Alpha)
+	}
+	if c.Overlay.StuffTint < 0 || c.Overlay.StuffTint > 1 {
+		bad("overlay.stuff_tint %v: want 0..1", c.Overlay.StuffTint)
 	}
 	switch c.Overlay.ColorBy {
 	case "class", "instance":

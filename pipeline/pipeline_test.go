@@ -307,4 +307,3 @@ func checkGoroutines(t *testing.T, before int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

@@ -2,8 +2,8 @@ package main
 
 import (
 	"errors"
-	"image"
 	"fmt"
+	"image"
 	"io"
 	"time"
 

@@ -24,6 +24,7 @@ type modelFlags struct {
 	ensemble  string
 	weights   string
 	threshold float64
+	semantic  bool // compute the per-pixel semantic map
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet, threshold float64) {
@@ -95,7 +96,7 @@ func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
 		b.Close()
 		return nil, nil, err
 	}
-	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: ens, ScoreThreshold: float32(m.threshold)})
+	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: ens, ScoreThreshold: float32(m.threshold), Semantic: m.semantic})
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)

@@ -47,6 +47,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	serve := fs.String("serve", "", "serve the browser preview, WHEP and /metrics on this address (e.g. 127.0.0.1:8080)")
 	loop := fs.Bool("loop", def.Loop, "start file sources again at their end, to keep a preview serving")
 	codec := fs.String("codec", def.WebRTC.Codec, "browser preview codec: h264 or vp8")
+	stuff := fs.Float64("stuff-tint", float64(def.Overlay.StuffTint), "tint stuff regions (sky, grass...) from the semantic branch at this opacity (0: off)")
 	transport := fs.String("rtsp-transport", def.Live.Transport, "RTSP transport: tcp or udp")
 	maxFrames := fs.Int("max-frames", 0, "stop each source after this many frames (0: no limit)")
 	if err := parseFlags(fs, args); err != nil {
@@ -79,6 +80,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	override("serve", func() { cfg.Outputs.Serve = *serve })
 	override("loop", func() { cfg.Loop = *loop })
 	override("codec", func() { cfg.WebRTC.Codec = *codec })
+	override("stuff-tint", func() { cfg.Overlay.StuffTint = float32(*stuff) })
 	override("rtsp-transport", func() { cfg.Live.Transport = *transport })
 	if set["tta"] {
 		cfg.Model.TTAScales = nil
@@ -122,7 +124,7 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 	}
 
 	mf := modelFlags{bundle: cfg.Model.Bundle, ortLib: ortLib, provider: cfg.Model.Provider, threads: cfg.Model.Threads,
-		flip: cfg.Model.Flip, ensemble: cfg.Model.Ensemble, threshold: cfg.Model.ScoreThreshold}
+		flip: cfg.Model.Flip, ensemble: cfg.Model.Ensemble, threshold: cfg.Model.ScoreThreshold, semantic: cfg.Overlay.StuffTint > 0}
 	var scales []string
 	for _, s := range cfg.Model.TTAScales {
 		scales = append(scales, fmt.Sprintf("%dx%d", s[0], s[1]))
@@ -230,11 +232,12 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 	err = pipeline.Run(drain, hard, pipeline.Config{
 		Sources:  sources,
 		Detector: countingDetector{md, &frames},
-		Drawer:   &pipeline.OverlayDrawer{Renderer: overlay.NewRenderer(style, classes), HUD: cfg.Overlay.HUD},
-		Sinks:    sinks,
-		Batch:    infer.BatcherConfig{Size: cfg.Batch.Size, Deadline: cfg.Batch.Deadline},
-		Metrics:  metrics,
-		Logger:   slog.Default(),
+		Drawer: &pipeline.OverlayDrawer{Renderer: overlay.NewRenderer(style, classes), HUD: cfg.Overlay.HUD,
+			StuffTint: cfg.Overlay.StuffTint, FirstStuff: len(classes)},
+		Sinks:   sinks,
+		Batch:   infer.BatcherConfig{Size: cfg.Batch.Size, Deadline: cfg.Batch.Deadline},
+		Metrics: metrics,
+		Logger:  slog.Default(),
 	})
 	progress()
 	elapsed := time.Since(start)
