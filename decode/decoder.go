@@ -1,19 +1,36 @@
 package decode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/asticode/go-astiav"
 )
+
+// ErrInterrupted is wrapped by the error of an Open or Next that
+// Interrupt (or the end of Open's context) cut short.
+var ErrInterrupted = errors.New("interrupted")
+
+// ErrTruncated is wrapped by the error of a Next that reached the end of a
+// file before the end its container declares (a file cut short by a full
+// disk, a killed writer, a partial download). Elementary streams (raw
+// .h264/.h265) declare no length, so their truncation cannot be told.
+var ErrTruncated = errors.New("file ends before its declared length (truncated)")
 
 // Frame is one decoded picture as packed RGB24 (3 bytes a pixel, rows of
 // Width*3 bytes, no padding). Its memory is Go's: pass it on freely.
 type Frame struct {
 	StreamID string
-	// Seq counts the frames this decoder produced, from 0.
+	// Seq counts frames from 0: those of one Decoder, or all of an
+	// ingest.Runner's sessions.
 	Seq int64
 	// PTS is the presentation time relative to the stream's start; frames
 	// without a timestamp get one derived from the frame rate.
@@ -28,7 +45,8 @@ type Frame struct {
 // Options configures a Decoder. The zero value decodes the first video stream
 // of a local file with FFmpeg's defaults.
 type Options struct {
-	// StreamID names the stream in every Frame; default: the URL.
+	// StreamID names the stream in every Frame; default: the URL with any
+	// password hidden.
 	StreamID string
 	// Format forces an input format (e.g. "v4l2"); default: probed.
 	Format string
@@ -37,42 +55,103 @@ type Options struct {
 }
 
 // Decoder demuxes and decodes the best video stream of one input. It is used
-// by one goroutine at a time.
+// by one goroutine at a time, except Interrupt, which any goroutine may call.
 type Decoder struct {
-	url      string
-	id       string
-	fc       *astiav.FormatContext
-	opened   bool
-	cc       *astiav.CodecContext
-	pkt      *astiav.Packet
-	frame    *astiav.Frame
-	stream   *astiav.Stream
-	rgb      rgbConverter
-	seq      int64
-	draining bool
-	done     bool
-	frameDur time.Duration
-	lastPTS  time.Duration
-	damaged  error
+	url  string
+	name string // url with any password hidden: for messages
+	id   string
+	fc   *astiav.FormatContext
+	// abort is FFmpeg's interrupt flag: the C side polls it during blocking
+	// I/O. Its memory is Go's and lives as long as the Decoder, so an
+	// Interrupt racing with (or after) Close still writes valid memory.
+	abort       *int
+	pin         runtime.Pinner // lets C keep abort's address, as cgo's rules ask
+	interrupted atomic.Bool
+	packets     atomic.Int64
+	opened      bool
+	cc          *astiav.CodecContext
+	pkt         *astiav.Packet
+	frame       *astiav.Frame
+	stream      *astiav.Stream
+	rgb         rgbConverter
+	seq         int64
+	draining    bool
+	done        bool
+	frameDur    time.Duration
+	lastPTS     time.Duration
+	damaged     error
+	// declared is the stream's length as its container states it (0 when
+	// unknown); reached is how far the packets read so far went.
+	declared time.Duration
+	reached  time.Duration
 }
 
 // Open opens url and prepares the decoder of its best video stream.
 func Open(url string, o Options) (*Decoder, error) {
-	d := &Decoder{url: url, id: o.StreamID}
+	return OpenContext(context.Background(), url, o)
+}
+
+// OpenContext is Open that gives up when ctx ends: a network source that
+// accepts a connection but never answers would otherwise hold Open until
+// FFmpeg's own timeouts (if any) run out. ctx governs the opening only; to
+// cut a later Next short, call Interrupt. The error of an open cut short
+// wraps both ErrInterrupted and ctx's error.
+func OpenContext(ctx context.Context, url string, o Options) (*Decoder, error) {
+	d := &Decoder{url: url, name: Redact(url), id: o.StreamID}
 	if d.id == "" {
-		d.id = url
+		d.id = d.name
 	}
-	if err := d.open(o); err != nil {
+	if err := d.open(ctx, o); err != nil {
 		d.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *Decoder) open(o Options) error {
-	url := d.url
+// Interrupt makes the decoder's blocking FFmpeg calls (open, read) return as
+// soon as FFmpeg next polls its interrupt callback (at most about 100 ms in
+// FFmpeg's network code); Next then drains what the decoder holds and
+// returns an error wrapping ErrInterrupted. It cannot be undone. Any
+// goroutine may call it at any time, also during or after Close.
+func (d *Decoder) Interrupt() {
+	d.interrupted.Store(true)
+	if d.abort == nil {
+		return
+	}
+	// The flag is a Go int read by C as an int; a word-sized atomic store
+	// keeps the write whole and visible to the reading thread.
+	if unsafe.Sizeof(*d.abort) == 8 {
+		atomic.StoreInt64((*int64)(unsafe.Pointer(d.abort)), 1)
+	} else {
+		atomic.StoreInt32((*int32)(unsafe.Pointer(d.abort)), 1)
+	}
+}
+
+// Packets counts the packets read from the input so far, of every stream:
+// a watchdog's sign that data still arrives while no picture is complete
+// yet (a camera's long wait for its next keyframe). Any goroutine may call
+// it.
+func (d *Decoder) Packets() int64 { return d.packets.Load() }
+
+func (d *Decoder) open(ctx context.Context, o Options) error {
+	url := d.name
 	if d.fc = astiav.AllocFormatContext(); d.fc == nil {
 		return fmt.Errorf("open %s: cannot allocate a format context", url)
+	}
+	// The flag must exist before anything can call Interrupt: AfterFunc
+	// below is what may call it from another goroutine.
+	d.abort = d.fc.SetInterruptCallback()
+	d.pin.Pin(d.abort)
+	stop := context.AfterFunc(ctx, d.Interrupt)
+	defer stop()
+	cut := func(err error) error {
+		if !d.interrupted.Load() {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("open %s: %w (%w)", url, ErrInterrupted, context.Cause(ctx))
+		}
+		return fmt.Errorf("open %s: %w", url, ErrInterrupted)
 	}
 	var inFmt *astiav.InputFormat
 	if o.Format != "" {
@@ -90,12 +169,19 @@ func (d *Decoder) open(o Options) error {
 			}
 		}
 	}
-	if err := d.fc.OpenInput(url, inFmt, dict); err != nil {
-		return fmt.Errorf("open %s: %w", url, err)
+	if err := d.fc.OpenInput(d.url, inFmt, dict); err != nil {
+		// FFmpeg frees the context when OpenInput fails.
+		d.fc = nil
+		return cut(fmt.Errorf("open %s: %w", url, err))
 	}
 	d.opened = true
 	if err := d.fc.FindStreamInfo(nil); err != nil {
-		return fmt.Errorf("open %s: read stream info: %w", url, err)
+		return cut(fmt.Errorf("open %s: read stream info: %w", url, err))
+	}
+	if d.interrupted.Load() {
+		// FindStreamInfo may stop early without an error when interrupted,
+		// leaving stream parameters half known.
+		return cut(nil)
 	}
 	for _, s := range d.fc.Streams() {
 		if s.CodecParameters().MediaType() == astiav.MediaTypeVideo {
@@ -129,7 +215,64 @@ func (d *Decoder) open(o Options) error {
 	if r := d.stream.AvgFrameRate(); r.Num() > 0 && r.Den() > 0 {
 		d.frameDur = time.Duration(float64(time.Second) * float64(r.Den()) / float64(r.Num()))
 	}
+	d.declared = d.declaredLength()
 	return nil
+}
+
+// declaredLength is the video stream's length as the container states it,
+// or 0 when it states none (live sources, elementary streams) or FFmpeg
+// only guessed it from the bit rate.
+func (d *Decoder) declaredLength() time.Duration {
+	if durationGuessed(d.fc) {
+		return 0
+	}
+	if sd := d.stream.Duration(); sd > 0 && sd != astiav.NoPtsValue {
+		return d.toDuration(sd)
+	}
+	// Matroska states one length for the whole file: the video's only when
+	// nothing else (a longer audio track) may be what it measures.
+	if fd := d.fc.Duration(); d.fc.NbStreams() == 1 && fd > 0 && fd != astiav.NoPtsValue {
+		return time.Duration(fd) * time.Microsecond
+	}
+	return 0
+}
+
+// toDuration converts a timestamp of the video stream to time since the
+// stream's start.
+func (d *Decoder) toDuration(ts int64) time.Duration {
+	return time.Duration(float64(ts) * d.stream.TimeBase().ToDouble() * float64(time.Second))
+}
+
+// track notes how far into the stream a packet reaches.
+func (d *Decoder) track(pkt *astiav.Packet) {
+	ts := pkt.Pts()
+	if ts == astiav.NoPtsValue {
+		ts = pkt.Dts()
+	}
+	if ts == astiav.NoPtsValue {
+		return
+	}
+	if start := d.stream.StartTime(); start != astiav.NoPtsValue {
+		ts -= start
+	}
+	if end := d.toDuration(ts + max(pkt.Duration(), 0)); end > d.reached {
+		d.reached = end
+	}
+}
+
+// truncated reports, at a clean end of input, whether the input stopped
+// well short of its declared length. The slack absorbs containers whose
+// stated length rounds up or counts a last frame's display time.
+func (d *Decoder) truncated() error {
+	if d.declared <= 0 {
+		return nil
+	}
+	slack := max(500*time.Millisecond, d.declared/50, 3*d.frameDur)
+	if d.reached >= d.declared-slack {
+		return nil
+	}
+	ms := time.Millisecond
+	return fmt.Errorf("read %s: %w: it ends at %v of the %v its header declares", d.name, ErrTruncated, d.reached.Round(ms), d.declared.Round(ms))
 }
 
 // Size reports the coded picture size announced by the stream.
@@ -160,7 +303,7 @@ func (d *Decoder) Next() (*Frame, error) {
 			d.done = true
 			continue
 		case !errors.Is(err, astiav.ErrEagain):
-			return nil, fmt.Errorf("decode %s: %w", d.url, err)
+			return nil, fmt.Errorf("decode %s: %w", d.name, err)
 		}
 		if d.draining {
 			// The decoder wants input after a flush: nothing more will come.
@@ -179,19 +322,26 @@ func (d *Decoder) feed() error {
 	for {
 		err := d.fc.ReadFrame(d.pkt)
 		if err != nil {
-			if !errors.Is(err, astiav.ErrEof) {
-				d.damaged = fmt.Errorf("read %s: %w", d.url, err)
+			switch {
+			case d.interrupted.Load():
+				d.damaged = fmt.Errorf("read %s: %w", d.name, ErrInterrupted)
+			case !errors.Is(err, astiav.ErrEof):
+				d.damaged = fmt.Errorf("read %s: %w", d.name, err)
+			default:
+				d.damaged = d.truncated()
 			}
 			d.draining = true
 			if err := d.cc.SendPacket(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
-				return fmt.Errorf("decode %s: flush: %w", d.url, err)
+				return fmt.Errorf("decode %s: flush: %w", d.name, err)
 			}
 			return nil
 		}
+		d.packets.Add(1)
 		if d.pkt.StreamIndex() != d.stream.Index() {
 			d.pkt.Unref()
 			continue
 		}
+		d.track(d.pkt)
 		err = d.cc.SendPacket(d.pkt)
 		d.pkt.Unref()
 		if err != nil && !errors.Is(err, astiav.ErrEagain) {
@@ -199,7 +349,7 @@ func (d *Decoder) feed() error {
 				// A damaged packet costs its own picture, not the stream.
 				continue
 			}
-			return fmt.Errorf("decode %s: %w", d.url, err)
+			return fmt.Errorf("decode %s: %w", d.name, err)
 		}
 		return nil
 	}
@@ -208,7 +358,7 @@ func (d *Decoder) feed() error {
 func (d *Decoder) emit() (*Frame, error) {
 	rgb, err := d.rgb.convert(d.frame)
 	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", d.url, err)
+		return nil, fmt.Errorf("decode %s: %w", d.name, err)
 	}
 	pts := d.lastPTS + d.frameDur
 	if d.seq == 0 {
@@ -261,4 +411,39 @@ func (d *Decoder) Close() {
 		}
 		d.fc = nil
 	}
+	// FFmpeg no longer holds the flag's address; Interrupt may still write
+	// it, as ordinary Go memory.
+	d.pin.Unpin()
+}
+
+// Redact hides the password of a URL (rtsp://user:pass@host/…) for
+// messages, logs and stream names; anything else comes back unchanged.
+func Redact(raw string) string {
+	if !strings.Contains(raw, "://") {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// An unparsable URL may still carry credentials, maybe with a '/'
+		// in the password: hide everything between the scheme and the
+		// last '@'.
+		return redactAuthority(raw)
+	}
+	if u.User == nil {
+		return raw
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func redactAuthority(raw string) string {
+	i := strings.Index(raw, "://")
+	rest := raw[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	return raw[:i+3] + "xxxxx" + rest[at:]
 }

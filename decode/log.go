@@ -2,6 +2,7 @@ package decode
 
 import (
 	"log/slog"
+	"regexp"
 	"strings"
 
 	"github.com/asticode/go-astiav"
@@ -17,6 +18,15 @@ func init() {
 		if msg == "" {
 			return
 		}
-		slog.Debug("ffmpeg", "level", int(l), "msg", msg, "component", parent)
+		slog.Debug("ffmpeg", "level", int(l), "msg", redactLog(msg), "component", parent)
 	})
+}
+
+// userinfo matches the credentials part of a URL inside free text.
+var userinfo = regexp.MustCompile(`://[^/\s@]*@`)
+
+// redactLog hides URL credentials in FFmpeg's messages: some protocols print
+// the URL they open, password included.
+func redactLog(msg string) string {
+	return userinfo.ReplaceAllString(msg, "://xxxxx@")
 }

@@ -1,4 +1,17 @@
 // Package ingest owns opening sources by URL: which kind a URL names (file,
 // RTSP, camera, HTTP, image folder), the options each kind needs, and —
 // for live sources — reconnecting after drops and reporting source state.
+//
+// Parse reads a URL into a Source; a Runner turns the Source into frames:
+//
+//	src, err := ingest.Parse("rtsp://user:pass@cam.local/stream")
+//	r, err := ingest.NewRunner(src, ingest.Config{Transport: "udp", OnState: report})
+//	err = r.Run(ctx, func(f *decode.Frame) error { return queue.Offer(ctx, f) })
+//
+// For live kinds the Runner never gives up unless Config.MaxAttempts says
+// so: any drop (a read error, the end of the stream, a failed open, no data
+// for Config.ReadTimeout) is followed by another attempt after a capped
+// exponential backoff, and frames keep counting (Seq) and their clock
+// (PTS) keeps running across attempts. Passwords in URLs reach FFmpeg and
+// nothing else: messages, logs and stream names show them as xxxxx.
 package ingest

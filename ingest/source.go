@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/htcstream/htcstream/decode"
 )
 
 // Kind is the kind of a source.
@@ -93,14 +95,14 @@ func camera(dev string) (Source, error) {
 	return Source{Kind: Camera, Location: dev, Format: "v4l2"}, nil
 }
 
-// redact hides a password in a URL for messages and logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+// String names the source for messages and logs, any password hidden, so
+// printing a Source (%v, %+v) never leaks its credentials.
+func (s Source) String() string {
+	if s.Format != "" {
+		return fmt.Sprintf("%s %s (%s)", s.Kind, redact(s.Location), s.Format)
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+	return fmt.Sprintf("%s %s", s.Kind, redact(s.Location))
 }
+
+// redact hides a password in a URL for messages and logs.
+func redact(raw string) string { return decode.Redact(raw) }

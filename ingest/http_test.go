@@ -1,0 +1,91 @@
+package ingest
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An HTTP source is live: when the response ends the runner connects
+// again, and the frames of each new response continue the numbering and
+// the clock of the last.
+func TestHTTPSourceReconnectsAndContinues(t *testing.T) {
+	checkNoLeaks(t)
+	clip := ffmpegMake(t, "clip.mkv", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/live.mkv" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, clip)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+
+	url := "http://" + ln.Addr().String() + "/live.mkv"
+	src, err := Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	x := startRunner(t, src, cfg)
+	frames := x.collect(t, 25, 20*time.Second) // two and a half responses
+	checkSeqAndPTS(t, frames, 0)
+	for i, f := range frames {
+		// 10 fps throughout: the seams between responses add one frame
+		// interval, as any other frame does.
+		if want := time.Duration(i) * 100 * time.Millisecond; (f.PTS - want).Abs() > time.Millisecond {
+			t.Fatalf("frame %d pts %v, want %v", i, f.PTS, want)
+		}
+	}
+	retry, _ := x.waitState(t, StateRetrying, time.Second)
+	if !strings.Contains(retry.Err.Error(), "ended") {
+		t.Errorf("retry after a response's end: %v", retry.Err)
+	}
+	x.stop(t)
+
+	// A wrong path is a retry, as for RTSP.
+	y := startRunner(t, Source{Kind: HTTP, Location: "http://" + ln.Addr().String() + "/nope"}, cfg)
+	e, _ := y.waitState(t, StateRetrying, 5*time.Second)
+	if !strings.Contains(e.Err.Error(), "404") {
+		t.Errorf("wrong path: %v", e.Err)
+	}
+}
+
+func TestInputOptions(t *testing.T) {
+	opts := func(src Source, cfg Config) map[string]string {
+		r, err := NewRunner(src, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.inputOptions()
+	}
+	rtsp, _ := Parse("rtsp://127.0.0.1:8554/cam")
+	o := opts(rtsp, Config{})
+	if o["rtsp_transport"] != "tcp" || o["timeout"] != "2500000" || o["allowed_media_types"] != "video" {
+		t.Errorf("rtsp defaults: %v", o)
+	}
+	rtsp.Options["timeout"] = "2000000"
+	o = opts(rtsp, Config{Transport: "udp", ReadTimeout: time.Second})
+	if o["rtsp_transport"] != "udp" || o["timeout"] != "2000000" {
+		t.Errorf("rtsp with udp and the source's own timeout: %v", o)
+	}
+	o = opts(Source{Kind: HTTP, Location: "http://h/x"}, Config{ReadTimeout: 3 * time.Second})
+	if o["rw_timeout"] != "1500000" {
+		t.Errorf("http: %v", o)
+	}
+	o = opts(Source{Kind: Camera, Location: "/dev/video0", Format: "v4l2"}, Config{VideoSize: "640x480", FrameRate: "30", InputFormat: "mjpeg"})
+	if o["video_size"] != "640x480" || o["framerate"] != "30" || o["input_format"] != "mjpeg" || len(o) != 3 {
+		t.Errorf("camera: %v", o)
+	}
+	if o := opts(Source{Kind: File, Location: "/x.mp4"}, Config{Transport: "udp"}); len(o) != 0 {
+		t.Errorf("file: %v", o)
+	}
+}
