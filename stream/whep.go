@@ -406,7 +406,7 @@ func (s *session) start(ctx context.Context, offer []byte) (string, error) {
 	if codec == VP8 {
 		payloader = &codecs.VP8Payloader{EnablePictureID: true}
 	}
-	// The packetizer's payload type and SSRC are placeholders: the track
+	// The packetizer's payload type and SSRC are not the real ones: the track
 	// writes each packet with the negotiated ones.
 	s.pk = rtp.NewPacketizer(1200, 0, 0, payloader, rtp.NewRandomSequencer(), tickRate)
 	var b [4]byte
