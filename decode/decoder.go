@@ -52,6 +52,9 @@ type Options struct {
 	Format string
 	// Input holds demuxer/protocol options (e.g. "rtsp_transport": "tcp").
 	Input map[string]string
+	// HWDecode asks for hardware decoding: "cuda" or "vaapi"; default
+	// software. Unavailable hardware falls back to software with a log line.
+	HWDecode string
 }
 
 // Decoder demuxes and decodes the best video stream of one input. It is used
@@ -74,6 +77,7 @@ type Decoder struct {
 	frame       *astiav.Frame
 	stream      *astiav.Stream
 	rgb         rgbConverter
+	hw          *hwDecode // nil: software decoding
 	seq         int64
 	draining    bool
 	done        bool
@@ -203,6 +207,7 @@ func (d *Decoder) open(ctx context.Context, o Options) error {
 	if err := par.ToCodecContext(d.cc); err != nil {
 		return fmt.Errorf("open %s: codec parameters: %w", url, err)
 	}
+	d.attachHW(o.HWDecode)
 	if err := d.cc.Open(codec, nil); err != nil {
 		return fmt.Errorf("open %s: open %s decoder: %w", url, codec.Name(), err)
 	}
@@ -356,7 +361,11 @@ func (d *Decoder) feed() error {
 }
 
 func (d *Decoder) emit() (*Frame, error) {
-	rgb, err := d.rgb.convert(d.frame)
+	pic, err := d.software(d.frame)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", d.name, err)
+	}
+	rgb, err := d.rgb.convert(pic)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", d.name, err)
 	}
@@ -390,6 +399,8 @@ func (d *Decoder) emit() (*Frame, error) {
 // safe on a partly opened decoder.
 func (d *Decoder) Close() {
 	d.rgb.close()
+	d.hw.close()
+	d.hw = nil
 	if d.frame != nil {
 		d.frame.Free()
 		d.frame = nil

@@ -123,3 +123,33 @@ func absDur(d time.Duration) time.Duration {
 	}
 	return d
 }
+
+// TestHardwareDecodeFallsBack asks for CUDA and VAAPI on a machine without
+// either: decoding goes on in software, every frame arrives.
+func TestHardwareDecodeFallsBack(t *testing.T) {
+	path := makeVideo(t, "hw.mp4", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+	for _, kind := range []string{"cuda", "vaapi", "quantum"} {
+		d, err := Open(path, Options{HWDecode: kind})
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		n := 0
+		for {
+			_, err := d.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("%s: %v", kind, err)
+				}
+				break
+			}
+			n++
+		}
+		if n != 10 {
+			t.Errorf("%s: %d frames, want 10", kind, n)
+		}
+		if got := d.HWDevice(); got != "" {
+			t.Errorf("%s: decoder reports hardware %q on a machine without it", kind, got)
+		}
+		d.Close()
+	}
+}

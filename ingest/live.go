@@ -109,6 +109,10 @@ type Config struct {
 	// folder, default 25 (as FFmpeg's image2).
 	VideoSize, FrameRate, InputFormat string
 
+	// HWDecode asks for hardware decoding, "cuda" or "vaapi"; default
+	// software. Missing hardware falls back to software with a log line.
+	HWDecode string
+
 	// OnState hears every state change, on Run's goroutine, in order. It
 	// must return quickly: frames wait while it runs.
 	OnState func(Event)
@@ -130,6 +134,9 @@ const (
 // Validate checks c and reports every bad field at once.
 func (c Config) Validate() error {
 	var errs []error
+	if c.HWDecode != "" && !slices.Contains(decode.HWDecoders, c.HWDecode) {
+		errs = append(errs, fmt.Errorf("hardware decoder %q: want one of %v", c.HWDecode, decode.HWDecoders))
+	}
 	switch c.Transport {
 	case "", "tcp", "udp":
 	default:
@@ -352,7 +359,7 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 	if live {
 		octx, cancel = context.WithTimeout(ctx, r.cfg.OpenTimeout)
 	}
-	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions()})
+	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions(), HWDecode: r.cfg.HWDecode})
 	timedOut := octx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if err != nil {

@@ -53,6 +53,8 @@ type RunConfig struct {
 		UDPPortMax uint16   `yaml:"udp_port_max"`
 	} `yaml:"webrtc"`
 	Live struct {
+		// HWDecode: "", "cuda" or "vaapi" (falls back to software).
+		HWDecode    string        `yaml:"hw_decode"`
 		Transport   string        `yaml:"transport"`
 		OpenTimeout time.Duration `yaml:"open_timeout"`
 		ReadTimeout time.Duration `yaml:"read_timeout"`
@@ -149,6 +151,11 @@ func (c RunConfig) Validate() error {
 	}
 	if c.WebRTC.UDPPortMax < c.WebRTC.UDPPortMin {
 		bad("webrtc.udp_port_max %d is below udp_port_min %d", c.WebRTC.UDPPortMax, c.WebRTC.UDPPortMin)
+	}
+	switch c.Live.HWDecode {
+	case "", "cuda", "vaapi":
+	default:
+		bad("live.hw_decode %q: want cuda, vaapi or empty (software)", c.Live.HWDecode)
 	}
 	switch c.Live.Transport {
 	case "tcp", "udp":

@@ -49,6 +49,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	codec := fs.String("codec", def.WebRTC.Codec, "browser preview codec: h264 or vp8")
 	stuff := fs.Float64("stuff-tint", float64(def.Overlay.StuffTint), "tint stuff regions (sky, grass...) from the semantic branch at this opacity (0: off)")
 	transport := fs.String("rtsp-transport", def.Live.Transport, "RTSP transport: tcp or udp")
+	hwDecode := fs.String("hw-decode", def.Live.HWDecode, "hardware decoding: cuda or vaapi (falls back to software with a log line)")
 	maxFrames := fs.Int("max-frames", 0, "stop each source after this many frames (0: no limit)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -82,6 +83,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	override("codec", func() { cfg.WebRTC.Codec = *codec })
 	override("stuff-tint", func() { cfg.Overlay.StuffTint = float32(*stuff) })
 	override("rtsp-transport", func() { cfg.Live.Transport = *transport })
+	override("hw-decode", func() { cfg.Live.HWDecode = *hwDecode })
 	if set["tta"] {
 		cfg.Model.TTAScales = nil
 		for _, s := range strings.Split(*tta, ",") {
@@ -117,7 +119,7 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 		}
 		id := streamName(raw, names)
 		s := &pipeline.IngestSource{ID: id, Source: src, Loop: cfg.Loop && !src.Kind.Live(), Config: ingest.Config{
-			Transport: cfg.Live.Transport, OpenTimeout: cfg.Live.OpenTimeout, ReadTimeout: cfg.Live.ReadTimeout,
+			HWDecode: cfg.Live.HWDecode, Transport: cfg.Live.Transport, OpenTimeout: cfg.Live.OpenTimeout, ReadTimeout: cfg.Live.ReadTimeout,
 			MaxBackoff: cfg.Live.MaxBackoff,
 		}}
 		sources = append(sources, limited(s, maxFrames))
