@@ -3,6 +3,7 @@
 // nothing of models: it draws Instances, whatever produced them.
 //
 // Masks are blended in Go over each instance's own region only, because mask
-// drawing is where peers' pipelines lose their time; boxes and text go
-// through OpenCV.
+// drawing is where peers' pipelines lose their time. Boxes and labels are
+// drawn in Go too: a cgo call costs more than what most of them draw.
+// OpenCV only rasterises the label font's glyphs, once (see glyphs.go).
 package overlay

@@ -3,12 +3,9 @@ package overlay
 import (
 	"fmt"
 	"image"
-	"image/color"
 	"runtime"
 	"sync"
 	"time"
-
-	"gocv.io/x/gocv"
 )
 
 // Instance is one thing to draw. Coordinates are frame pixels.
@@ -65,6 +62,9 @@ type Renderer struct {
 
 // NewRenderer returns a renderer; classes name the instance classes.
 func NewRenderer(style Style, classes []string) *Renderer {
+	if style.Labels || style.HUD {
+		face() // rasterise the label font now (~2 ms, once), not on the first frame
+	}
 	return &Renderer{style: style, classes: classes}
 }
 
@@ -87,11 +87,6 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 	if !r.style.Boxes && !r.style.Labels && !(r.style.HUD && hud != nil) {
 		return bad
 	}
-	mat, err := gocv.NewMatFromBytes(h, w, gocv.MatTypeCV8UC3, frame[:w*h*3])
-	if err != nil {
-		return fmt.Errorf("overlay: %w", err)
-	}
-	defer mat.Close()
 	for i := range instances {
 		in := &instances[i]
 		c := r.color(in, i)
@@ -100,12 +95,12 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 			strokeRect(frame, w, h, box, 2, c)
 		}
 		if r.style.Labels {
-			r.label(&mat, frame, w, h, box.Min, fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score), c)
+			label(frame, w, h, box.Min, fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score), c)
 		}
 	}
 	if r.style.HUD && hud != nil {
 		text := fmt.Sprintf("%s  %.1f fps  %d ms", hud.Stream, hud.FPS, hud.Latency.Milliseconds())
-		r.label(&mat, frame, w, h, image.Pt(4, 4+labelHeight), text, [3]uint8{0, 0, 0})
+		label(frame, w, h, image.Pt(4, 4+labelHeight), text, [3]uint8{0, 0, 0})
 	}
 	return bad
 }
@@ -144,15 +139,11 @@ func (r *Renderer) drawMasks(frame []byte, w, h int, instances []Instance) {
 	wg.Wait()
 }
 
-const (
-	labelFont   = gocv.FontHersheySimplex
-	labelScale  = 0.5
-	labelHeight = 16
-)
-
 // label draws text on a filled box just above p (or below, at the top edge).
-func (r *Renderer) label(mat *gocv.Mat, frame []byte, w, h int, p image.Point, text string, bg [3]uint8) {
-	size, base := gocv.GetTextSizeWithBaseline(text, labelFont, labelScale, 1)
+func label(frame []byte, w, h int, p image.Point, text string, bg [3]uint8) {
+	f := face()
+	text = cText(text)
+	size, base := f.textSize(text)
 	top := p.Y - size.Y - base - 2
 	if top < 0 {
 		top = p.Y
@@ -162,7 +153,7 @@ func (r *Renderer) label(mat *gocv.Mat, frame []byte, w, h int, p image.Point, t
 	if int(bg[0])*299+int(bg[1])*587+int(bg[2])*114 > 150000 {
 		fg = [3]uint8{0, 0, 0}
 	}
-	gocv.PutText(mat, text, image.Pt(p.X+2, top+size.Y+1), labelFont, labelScale, cvColor(fg), 1)
+	f.draw(frame, w, h, image.Pt(p.X+2, top+size.Y+1), text, fg)
 }
 
 func (r *Renderer) className(c int) string {
@@ -179,25 +170,23 @@ func (r *Renderer) color(in *Instance, i int) [3]uint8 {
 	return palette[((in.Class%len(palette))+len(palette))%len(palette)]
 }
 
-// cvColor hands an RGB colour to OpenCV, which writes its Scalar's
-// channels in B, G, R order into what it believes is a BGR Mat; our Mat
-// holds RGB, so the channels go in swapped.
-func cvColor(c [3]uint8) color.RGBA {
-	return color.RGBA{R: c[2], G: c[1], B: c[0], A: 255}
-}
-
 // fillRect paints r (clipped to the frame) with c. Plain Go: OpenCV's
-// rectangle costs ~12 µs a call through gocv, 1 ms for 100 boxes.
+// rectangle costs ~12 µs a call through gocv, 1 ms for 100 boxes. The first
+// row is painted by doubling copies and the others copied from it: memmove
+// beats a loop storing three bytes a pixel several times over, and label
+// backgrounds and box edges are a few hundred thousand pixels a frame.
 func fillRect(frame []byte, w, h int, r image.Rectangle, c [3]uint8) {
 	r = r.Intersect(image.Rect(0, 0, w, h))
 	if r.Empty() {
 		return
 	}
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		row := frame[(y*w+r.Min.X)*3 : (y*w+r.Max.X)*3]
-		for i := 0; i < len(row); i += 3 {
-			row[i], row[i+1], row[i+2] = c[0], c[1], c[2]
-		}
+	first := frame[(r.Min.Y*w+r.Min.X)*3 : (r.Min.Y*w+r.Max.X)*3]
+	first[0], first[1], first[2] = c[0], c[1], c[2]
+	for n := 3; n < len(first); n *= 2 {
+		copy(first[n:], first[:n])
+	}
+	for y := r.Min.Y + 1; y < r.Max.Y; y++ {
+		copy(frame[(y*w+r.Min.X)*3:(y*w+r.Max.X)*3], first)
 	}
 }
 
@@ -229,54 +218,75 @@ var palette = [][3]uint8{
 }
 
 // blendMask blends colour c at opacity a/256 over the instance's pixels and,
-// with contour, paints its boundary pixels solid. Only the mask's region is
-// visited, within rows [top, bottom); the blend goes through per-channel lookup tables so the inner
-// loop is three loads and stores a pixel.
+// with contour, paints its boundary pixels solid: a set pixel is boundary
+// when one of its 4-neighbours is not set (the region's border counts as
+// outside). Only the mask's region is visited, within rows [top, bottom).
+//
+// Each mask row is walked as runs of set bytes, found a word or a SIMD
+// IndexByte at a time rather than pixel by pixel, and a run's pixels are
+// blended together (tint.blend). With contour, a run's interior pixels are
+// boundary only where the row above or below has a zero, which IndexByte
+// finds too; for the typical blob that is a few pixels at the run's ends.
 func blendMask(frame []byte, w, top, bottom int, in *Instance, c [3]uint8, a uint32, contour bool) {
 	x0, y0 := max(in.MaskX, 0), max(in.MaskY, top)
 	x1, y1 := min(in.MaskX+in.MaskW, w), min(in.MaskY+in.MaskH, bottom)
 	if x1 <= x0 || y1 <= y0 {
 		return
 	}
-	var lut [3][256]byte
-	na := 256 - a
-	for ch := 0; ch < 3; ch++ {
-		ca := uint32(c[ch]) * a
-		for v := 0; v < 256; v++ {
-			lut[ch][v] = byte((uint32(v)*na + ca) >> 8)
-		}
-	}
-	lr, lg, lb := &lut[0], &lut[1], &lut[2]
+	t := newTint(c, a)
 	mw, mh := in.MaskW, in.MaskH
-	mask := in.Mask
+	mx0, mx1 := x0-in.MaskX, x1-in.MaskX // the visible columns, in mask coordinates
 	for y := y0; y < y1; y++ {
 		my := y - in.MaskY
-		row := mask[my*mw : (my+1)*mw]
+		row := in.Mask[my*mw : (my+1)*mw]
+		// px[3*(mx-mx0):] is the frame pixel under mask column mx.
 		px := frame[(y*w+x0)*3 : (y*w+x1)*3]
-		mx0 := x0 - in.MaskX
-		seg := row[mx0 : mx0+(x1-x0)]
-		for k, m := range seg {
-			if m == 0 {
-				continue
+		for x := mx0; x < mx1; {
+			start := x + indexNotByte(row[x:mx1], 0)
+			if start == mx1 {
+				break
 			}
-			i := 3 * k
-			if contour && isEdge(mask, mw, mh, mx0+k, my) {
-				px[i], px[i+1], px[i+2] = c[0], c[1], c[2]
-				continue
+			end := start + indexZero(row[start:mx1])
+			x = end
+			run := px[3*(start-mx0) : 3*(end-mx0)]
+			switch {
+			case !contour:
+				t.blend(run)
+			case my == 0 || my == mh-1:
+				t.fill(run) // the region's top or bottom row: all boundary
+			default:
+				contourRun(&t, run, row, in.Mask[(my-1)*mw:my*mw], in.Mask[(my+1)*mw:(my+2)*mw], start, end)
 			}
-			px[i] = lr[px[i]]
-			px[i+1] = lg[px[i+1]]
-			px[i+2] = lb[px[i+2]]
 		}
 	}
 }
 
-// isEdge reports whether mask pixel (x, y), which is set, has a 4-neighbour
-// that is not (the region's border counts as outside).
-func isEdge(mask []byte, mw, mh, x, y int) bool {
-	if x == 0 || y == 0 || x == mw-1 || y == mh-1 {
-		return true
+// contourRun draws run, the frame pixels under the set mask bytes
+// row[start:end] (a maximal run within the visible columns), with up and
+// down the mask rows above and below: boundary pixels solid, the others
+// blended.
+func contourRun(t *tint, run, row, up, down []byte, start, end int) {
+	pix := func(x int) []byte { return run[3*(x-start) : 3*(x-start)+3] }
+	// The run's ends are boundary when the mask (not just its visible part)
+	// has a zero, or its border, beside them.
+	lo, hi := start, end
+	if start == 0 || row[start-1] == 0 {
+		t.fill(pix(start))
+		lo++
 	}
-	i := y*mw + x
-	return mask[i-1] == 0 || mask[i+1] == 0 || mask[i-mw] == 0 || mask[i+mw] == 0
+	if hi > lo && (end == len(row) || row[end] == 0) {
+		t.fill(pix(end - 1))
+		hi--
+	}
+	// Between them left and right neighbours are set: a pixel is boundary
+	// if the pixel above or below is not. Blend up to the next such pixel
+	// in one go, then paint the stretch of boundary pixels there.
+	for x := lo; x < hi; {
+		e := x + indexZero(up[x:hi])
+		e = x + indexZero(down[x:e])
+		t.blend(run[3*(x-start) : 3*(e-start)])
+		for x = e; x < hi && (up[x] == 0 || down[x] == 0); x++ {
+			t.fill(pix(x))
+		}
+	}
 }

@@ -20,26 +20,20 @@ func TintStuff(frame []byte, w, h int, labels []uint8, firstStuff int, alpha flo
 	if a == 0 {
 		return nil
 	}
-	na := 256 - a
-	var lut [256][3][256]byte
-	var built [256]bool
-	for i, l := range labels {
-		k := int(l) - firstStuff
-		if k < 0 {
-			continue
-		}
-		if !built[l] {
-			c := stuffPalette[k%len(stuffPalette)]
-			for ch := 0; ch < 3; ch++ {
-				ca := uint32(c[ch]) * a
-				for v := 0; v < 256; v++ {
-					lut[l][ch][v] = byte((uint32(v)*na + ca) >> 8)
-				}
+	// A semantic map is long runs of one label: each stuff run is blended
+	// in one go, with its class's tint, made when the class first shows up.
+	var tints [256]tint
+	var made [256]bool
+	for i := 0; i < len(labels); {
+		l := labels[i]
+		n := indexNotByte(labels[i:], l)
+		if k := int(l) - firstStuff; k >= 0 {
+			if !made[l] {
+				tints[l], made[l] = newTint(stuffPalette[k%len(stuffPalette)], a), true
 			}
-			built[l] = true
+			tints[l].blend(frame[3*i : 3*(i+n)])
 		}
-		p := frame[3*i : 3*i+3]
-		p[0], p[1], p[2] = lut[l][0][p[0]], lut[l][1][p[1]], lut[l][2][p[2]]
+		i += n
 	}
 	return nil
 }

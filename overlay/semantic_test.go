@@ -1,6 +1,10 @@
 package overlay
 
-import "testing"
+import (
+	"bytes"
+	"math/rand"
+	"testing"
+)
 
 func TestTintStuffLeavesThings(t *testing.T) {
 	const w, h = 4, 1
@@ -22,5 +26,87 @@ func TestTintStuffLeavesThings(t *testing.T) {
 	}
 	if err := TintStuff(f, w, h, []uint8{1}, 5, 0.5); err == nil {
 		t.Error("a map of the wrong size must be an error")
+	}
+}
+
+// refTintStuff is TintStuff pixel by pixel, for comparison.
+func refTintStuff(frame []byte, w, h int, labels []uint8, firstStuff int, alpha float32) {
+	a := uint32(clamp01(alpha)*256 + 0.5)
+	for i, l := range labels {
+		k := int(l) - firstStuff
+		if k < 0 {
+			continue
+		}
+		c := stuffPalette[k%len(stuffPalette)]
+		for ch := range 3 {
+			frame[3*i+ch] = byte((uint32(frame[3*i+ch])*(256-a) + uint32(c[ch])*a) >> 8)
+		}
+	}
+}
+
+// semanticMap is a street-like scene: sky, buildings, road (stuff from
+// class 5), things (classes 0-4) as blobs over them, ragged borders.
+func semanticMap(rng *rand.Rand, w, h int) []uint8 {
+	labels := make([]uint8, w*h)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			wobble := rng.Intn(7)
+			switch {
+			case y < h/3+wobble:
+				labels[y*w+x] = 5
+			case y < 2*h/3+wobble:
+				labels[y*w+x] = uint8(6 + (5*x/w)%3)
+			default:
+				labels[y*w+x] = 9
+			}
+		}
+	}
+	for range 40 {
+		cx, cy, r, l := rng.Intn(w), rng.Intn(h), 1+rng.Intn(1+h/8), uint8(rng.Intn(5))
+		for y := max(cy-r, 0); y < min(cy+r, h); y++ {
+			for x := max(cx-r, 0); x < min(cx+r, w); x++ {
+				if (x-cx)*(x-cx)+(y-cy)*(y-cy) <= r*r {
+					labels[y*w+x] = l
+				}
+			}
+		}
+	}
+	return labels
+}
+
+func TestTintStuffMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	for iter := range 300 {
+		w, h := 1+rng.Intn(90), 1+rng.Intn(40)
+		var labels []uint8
+		if iter%2 == 0 {
+			labels = semanticMap(rng, w, h)
+		} else { // noise, and labels of every value
+			labels = make([]uint8, w*h)
+			for i := range labels {
+				labels[i] = uint8(rng.Intn(256) >> rng.Intn(8))
+			}
+		}
+		first, alpha := rng.Intn(12)-1, rng.Float32()*1.2-0.1
+		want := randomFrame(rng, w, h)
+		got := bytes.Clone(want)
+		refTintStuff(want, w, h, labels, first, alpha)
+		if err := TintStuff(got, w, h, labels, first, alpha); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("iteration %d: %s", iter, firstDiff(got, want, w))
+		}
+	}
+}
+
+func BenchmarkTintStuff1080p(b *testing.B) {
+	const w, h = 1920, 1080
+	labels := semanticMap(rand.New(rand.NewSource(1)), w, h)
+	f := gray(w, h, 90)
+	for b.Loop() {
+		if err := TintStuff(f, w, h, labels, 5, 0.4); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
