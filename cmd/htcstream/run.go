@@ -32,14 +32,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", "run [flags] SOURCE...", stderr)
 	configPath := fs.String("config", "", "YAML configuration (see configs/pipeline/default.yaml); flags override it")
 	def := pipeline.DefaultRunConfig()
-	bundle := fs.String("model", def.Model.Bundle, "model bundle directory")
-	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library (default: $"+infer.LibraryEnv+", then "+infer.ProjectLibrary+")")
-	provider := fs.String("provider", def.Model.Provider, "execution provider: cpu, cuda or tensorrt")
-	threads := fs.Int("threads", def.Model.Threads, "intra-op threads per graph (0: one per core)")
-	tta := fs.String("tta", "", "test scales LONGxSHORT[,...] for multi-scale TTA (default: the bundle's)")
-	flip := fs.Bool("flip", def.Model.Flip, "add a mirrored view of every scale (TTA)")
-	ensemble := fs.String("ensemble", def.Model.Ensemble, "stage score ensemble: logits or probs")
-	threshold := fs.Float64("score-threshold", def.Model.ScoreThreshold, "draw and write detections scoring at least this")
+	var mf modelFlags
+	mf.register(fs, def.Model.ScoreThreshold)
 	batch := fs.Int("batch", def.Batch.Size, "frames per inference batch, shared by all streams")
 	batchWait := fs.Duration("batch-wait", def.Batch.Deadline, "longest wait for a batch to fill")
 	out := fs.String("out", "", "write the annotated video here (mp4; NAME-<stream>.mp4 with several sources)")
@@ -68,12 +62,12 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			apply()
 		}
 	}
-	override("model", func() { cfg.Model.Bundle = *bundle })
-	override("provider", func() { cfg.Model.Provider = *provider })
-	override("threads", func() { cfg.Model.Threads = *threads })
-	override("flip", func() { cfg.Model.Flip = *flip })
-	override("ensemble", func() { cfg.Model.Ensemble = *ensemble })
-	override("score-threshold", func() { cfg.Model.ScoreThreshold = *threshold })
+	override("model", func() { cfg.Model.Bundle = mf.bundle })
+	override("provider", func() { cfg.Model.Provider = mf.provider })
+	override("threads", func() { cfg.Model.Threads = mf.threads })
+	override("flip", func() { cfg.Model.Flip = mf.flip })
+	override("ensemble", func() { cfg.Model.Ensemble = mf.ensemble })
+	override("score-threshold", func() { cfg.Model.ScoreThreshold = mf.threshold })
 	override("batch", func() { cfg.Batch.Size = *batch })
 	override("batch-wait", func() { cfg.Batch.Deadline = *batchWait })
 	override("out", func() { cfg.Outputs.Video = *out })
@@ -84,9 +78,19 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	override("stuff-tint", func() { cfg.Overlay.StuffTint = float32(*stuff) })
 	override("rtsp-transport", func() { cfg.Live.Transport = *transport })
 	override("hw-decode", func() { cfg.Live.HWDecode = *hwDecode })
+	if set["stage-weights"] {
+		cfg.Model.StageWeights = nil
+		for _, w := range strings.Split(mf.weights, ",") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(w), 32)
+			if err != nil {
+				return fmt.Errorf("%w: --stage-weights %q: %v", errUsage, mf.weights, err)
+			}
+			cfg.Model.StageWeights = append(cfg.Model.StageWeights, float32(v))
+		}
+	}
 	if set["tta"] {
 		cfg.Model.TTAScales = nil
-		for _, s := range strings.Split(*tta, ",") {
+		for _, s := range strings.Split(mf.tta, ",") {
 			sc, err := parseScale(strings.TrimSpace(s))
 			if err != nil {
 				return fmt.Errorf("%w: --tta: %v", errUsage, err)
@@ -105,7 +109,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" {
 		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve", errUsage)
 	}
-	return runPipeline(cfg, *ortLib, *maxFrames, stdout, stderr)
+	return runPipeline(cfg, mf.ortLib, *maxFrames, stdout, stderr)
 }
 
 func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, stderr io.Writer) error {
