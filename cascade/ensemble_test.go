@@ -2,6 +2,8 @@ package cascade
 
 import (
 	"math"
+	"math/rand"
+	"sort"
 	"testing"
 )
 
@@ -134,5 +136,33 @@ func TestMeanMasksUnflips(t *testing.T) {
 	MeanMasks(append(a, b...), 2, []bool{false, true}, dst)
 	if dst[0] != 1 || dst[1] != 0 || dst[2] != 0.5 || dst[3] != 0 {
 		t.Fatalf("mean %v, want [1 0 0.5 0]", dst)
+	}
+}
+
+// TestTopKMatchesFullSort checks quickselect + sort against sorting
+// everything, with many ties.
+func TestTopKMatchesFullSort(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	for n := 0; n < 300; n++ {
+		size := rng.Intn(400)
+		c := make([]scored, size)
+		for i := range c {
+			c[i] = scored{float32(rng.Intn(20)), i}
+		}
+		want := append([]scored(nil), c...)
+		sort.SliceStable(want, func(a, b int) bool { return want[a].v > want[b].v })
+		k := rng.Intn(size + 5)
+		got := topK(append([]scored(nil), c...), k)
+		if k > 0 && k < len(want) {
+			want = want[:k]
+		}
+		if len(got) != len(want) {
+			t.Fatalf("size %d k %d: %d kept, want %d", size, k, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("size %d k %d: position %d is %v, want %v", size, k, i, got[i], want[i])
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package cascade
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -59,17 +60,20 @@ func Proposals(grids *AnchorGrids, levels []RPNLevel, cfg RPNConfig, imgW, imgH 
 		}
 		anchors := grids.Level(l, lv.H, lv.W)
 		// Flattened index i = (y*W + x)*A + a, the order of the anchors.
-		idx := make([]int, 0, a*hw)
-		for i := 0; i < a*hw; i++ {
-			if !math.IsNaN(float64(lv.Objectness[i])) {
-				idx = append(idx, i)
+		cand := make([]scored, 0, a*hw)
+		for k := 0; k < a; k++ {
+			for loc, v := range lv.Objectness[k*hw : (k+1)*hw] {
+				if v == v { // not NaN
+					cand = append(cand, scored{v, loc*a + k})
+				}
 			}
 		}
-		obj := func(i int) float32 { loc, k := i/a, i%a; return lv.Objectness[k*hw+loc] }
-		sort.SliceStable(idx, func(p, q int) bool { return obj(idx[p]) > obj(idx[q]) })
-		if cfg.NMSPre > 0 && len(idx) > cfg.NMSPre {
-			idx = idx[:cfg.NMSPre]
+		cand = topK(cand, cfg.NMSPre)
+		idx := make([]int, len(cand))
+		for n, c := range cand {
+			idx[n] = c.i
 		}
+		obj := func(i int) float32 { loc, k := i/a, i%a; return lv.Objectness[k*hw+loc] }
 		lb := make([]Box, 0, len(idx))
 		ls := make([]float32, 0, len(idx))
 		for _, i := range idx {
@@ -103,6 +107,70 @@ func Proposals(grids *AnchorGrids, levels []RPNLevel, cfg RPNConfig, imgW, imgH 
 		out[n] = Proposal{Box: boxes[i], Score: scores[i]}
 	}
 	return out, nil
+}
+
+// scored is a candidate: its score and its index, which breaks ties so the
+// order is the same on every run.
+type scored struct {
+	v float32
+	i int
+}
+
+func better(a, b scored) bool { return a.v > b.v || (a.v == b.v && a.i < b.i) }
+
+// topK returns the k best candidates, best first (all of them when k <= 0
+// or there are fewer). Quickselect first, so only k values get sorted: a P2
+// map at 320x320 has 19200 anchors for 500 kept.
+func topK(c []scored, k int) []scored {
+	if k > 0 && len(c) > k {
+		lo, hi := 0, len(c)-1
+		for lo < hi {
+			// Median of three as the pivot keeps sorted input linear.
+			mid := lo + (hi-lo)/2
+			if better(c[mid], c[lo]) {
+				c[mid], c[lo] = c[lo], c[mid]
+			}
+			if better(c[hi], c[lo]) {
+				c[hi], c[lo] = c[lo], c[hi]
+			}
+			if better(c[hi], c[mid]) {
+				c[hi], c[mid] = c[mid], c[hi]
+			}
+			pivot := c[mid]
+			i, j := lo, hi
+			for i <= j {
+				for better(c[i], pivot) {
+					i++
+				}
+				for better(pivot, c[j]) {
+					j--
+				}
+				if i <= j {
+					c[i], c[j] = c[j], c[i]
+					i++
+					j--
+				}
+			}
+			if k-1 <= j {
+				hi = j
+			} else if k-1 >= i {
+				lo = i
+			} else {
+				break
+			}
+		}
+		c = c[:k]
+	}
+	slices.SortFunc(c, func(a, b scored) int {
+		if better(a, b) {
+			return -1
+		}
+		if better(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return c
 }
 
 func sigmoid(x float32) float32 {
