@@ -286,6 +286,20 @@ func (d *Decoder) Size() (w, h int) {
 	return p.Width(), p.Height()
 }
 
+// FrameCount estimates the frames of a file: the container's count when it
+// has one, else duration x average frame rate; 0 when neither is known
+// (live streams).
+func (d *Decoder) FrameCount() int64 {
+	if n := d.stream.NbFrames(); n > 0 {
+		return n
+	}
+	r := d.stream.AvgFrameRate()
+	if dur := d.fc.Duration(); dur > 0 && r.Num() > 0 && r.Den() > 0 {
+		return int64(float64(dur) / 1e6 * r.ToDouble())
+	}
+	return 0
+}
+
 // Next returns the next decoded frame, or io.EOF after the last one. A read
 // error in the middle of an input (a truncated or damaged file, a dropped
 // connection) first drains the frames the decoder still holds, then returns

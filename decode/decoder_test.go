@@ -153,3 +153,15 @@ func TestHardwareDecodeFallsBack(t *testing.T) {
 		d.Close()
 	}
 }
+
+func TestFrameCount(t *testing.T) {
+	path := makeVideo(t, "count.mp4", "testsrc2=s=64x48:r=10:d=3", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if n := d.FrameCount(); n != 30 {
+		t.Fatalf("frame count %d, want 30", n)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/pipeline"
 )
 
 func call(args ...string) (code int, stdout, stderr string) {
@@ -150,5 +152,26 @@ func TestTrainAndExportThroughTheCLI(t *testing.T) {
 	}
 	if code, _, errOut := call("train", "--config", "../../configs/model/htc_tiny.yaml", "--", "--set", "train.lrr=1"); code != 1 || !strings.Contains(errOut, "lrr") {
 		t.Fatalf("bad key: exit %d, %s", code, errOut)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	if b := bar(5, 20); b != "[#####...............]" {
+		t.Fatalf("bar %q", b)
+	}
+	if b := bar(30, 20); b != "[####################]" {
+		t.Fatalf("overfull bar %q", b)
+	}
+	cfg := pipeline.DefaultRunConfig()
+	cfg.Sources = []string{"../../examples/sample.mp4", "../../examples/sample.mp4"}
+	if n := expectedFrames(cfg, 0); n != 300 {
+		t.Fatalf("expected frames %d, want 300", n)
+	}
+	if n := expectedFrames(cfg, 10); n != 20 {
+		t.Fatalf("with --max-frames 10: %d, want 20", n)
+	}
+	cfg.Loop = true
+	if n := expectedFrames(cfg, 0); n != 0 {
+		t.Fatalf("a loop has no end, got %d", n)
 	}
 }

@@ -233,7 +233,7 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 	style := overlay.Style{Alpha: cfg.Overlay.Alpha, ColorBy: overlay.ColorBy(cfg.Overlay.ColorBy), Contour: cfg.Overlay.Contour,
 		Boxes: cfg.Overlay.Boxes, Labels: cfg.Overlay.Labels, HUD: cfg.Overlay.HUD}
 	var frames atomic.Int64
-	progress := startProgress(stderr, &frames, metrics, sources)
+	progress := startProgress(stderr, &frames, expectedFrames(cfg, maxFrames))
 	start := time.Now()
 	err = pipeline.Run(drain, hard, pipeline.Config{
 		Sources:  sources,
@@ -324,9 +324,40 @@ func (l limitedSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 	return err
 }
 
-// startProgress prints a progress line on stderr while a terminal watches,
-// and returns a function that ends it.
-func startProgress(w io.Writer, frames *atomic.Int64, m *pipeline.Metrics, sources []pipeline.Source) func() {
+// expectedFrames is how many frames the run will process when every source
+// is a file read once (0: unknown — live sources, loops), for the progress
+// line's ETA.
+func expectedFrames(cfg pipeline.RunConfig, maxFrames int) int64 {
+	if cfg.Loop {
+		return 0
+	}
+	var total int64
+	for _, raw := range cfg.Sources {
+		src, err := ingest.Parse(raw)
+		if err != nil || src.Kind != ingest.File {
+			return 0
+		}
+		d, err := decode.Open(src.Location, decode.Options{})
+		if err != nil {
+			return 0
+		}
+		n := d.FrameCount()
+		d.Close()
+		if n <= 0 {
+			return 0
+		}
+		if maxFrames > 0 {
+			n = min(n, int64(maxFrames))
+		}
+		total += n
+	}
+	return total
+}
+
+// startProgress prints a progress line (with an ETA when the total is
+// known) on stderr while a terminal watches, and returns a function that
+// ends it.
+func startProgress(w io.Writer, frames *atomic.Int64, total int64) func() {
 	f, ok := w.(*os.File)
 	if !ok || !isTerminal(f) {
 		return func() {}
@@ -345,8 +376,14 @@ func startProgress(w io.Writer, frames *atomic.Int64, m *pipeline.Metrics, sourc
 				return
 			case <-t.C:
 				n := frames.Load()
-				el := time.Since(start).Seconds()
-				fmt.Fprintf(w, "\r\033[K%d frames, %.1f fps, %s", n, float64(n)/el, time.Since(start).Round(time.Second))
+				el := time.Since(start)
+				fps := float64(n) / el.Seconds()
+				if total > 0 && n > 0 {
+					eta := time.Duration(float64(total-n) / fps * float64(time.Second)).Round(time.Second)
+					fmt.Fprintf(w, "\r\033[K%s %d/%d frames, %.1f fps, %s elapsed, ETA %s", bar(n, total), n, total, fps, el.Round(time.Second), max(eta, 0))
+				} else {
+					fmt.Fprintf(w, "\r\033[K%d frames, %.1f fps, %s elapsed", n, fps, el.Round(time.Second))
+				}
 			}
 		}
 	}()
@@ -354,6 +391,12 @@ func startProgress(w io.Writer, frames *atomic.Int64, m *pipeline.Metrics, sourc
 		close(done)
 		<-stopped
 	}
+}
+
+// bar draws a 20-character progress bar.
+func bar(n, total int64) string {
+	full := int(min(n, total) * 20 / total)
+	return "[" + strings.Repeat("#", full) + strings.Repeat(".", 20-full) + "]"
 }
 
 func isTerminal(f *os.File) bool {
