@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -87,6 +88,15 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 	if !r.style.Boxes && !r.style.Labels && !(r.style.HUD && hud != nil) {
 		return bad
 	}
+	// Labels are placed before any is drawn so that each can avoid those
+	// placed before it and the HUD: in a crowd, labels drawn where they fall
+	// cover each other and nobody can read them.
+	var placed labelPlacer
+	var hudText string
+	if r.style.HUD && hud != nil {
+		hudText = fmt.Sprintf("%s  %.1f fps  %d ms", hud.Stream, hud.FPS, hud.Latency.Milliseconds())
+		placed.taken = append(placed.taken, labelRect(hudText, image.Pt(4, 4+labelHeight), w))
+	}
 	for i := range instances {
 		in := &instances[i]
 		c := r.color(in, i)
@@ -95,12 +105,12 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 			strokeRect(frame, w, h, box, 2, c)
 		}
 		if r.style.Labels {
-			label(frame, w, h, box.Min, fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score), c)
+			text := fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score)
+			label(frame, w, h, placed.place(text, box, w, h), text, c)
 		}
 	}
-	if r.style.HUD && hud != nil {
-		text := fmt.Sprintf("%s  %.1f fps  %d ms", hud.Stream, hud.FPS, hud.Latency.Milliseconds())
-		label(frame, w, h, image.Pt(4, 4+labelHeight), text, [3]uint8{0, 0, 0})
+	if hudText != "" {
+		label(frame, w, h, placed.taken[0], hudText, [3]uint8{0, 0, 0})
 	}
 	return bad
 }
@@ -139,21 +149,65 @@ func (r *Renderer) drawMasks(frame []byte, w, h int, instances []Instance) {
 	wg.Wait()
 }
 
-// label draws text on a filled box just above p (or below, at the top edge).
-func label(frame []byte, w, h int, p image.Point, text string, bg [3]uint8) {
+// labelRect is the filled box of text's label hanging above p (below it
+// when that would leave the frame), moved left to stay within w.
+func labelRect(text string, p image.Point, w int) image.Rectangle {
+	r := labelAt(text, p.X, p.Y, w)
+	if r = r.Sub(image.Pt(0, r.Dy())); r.Min.Y < 0 {
+		r = r.Add(image.Pt(0, r.Dy()))
+	}
+	return r
+}
+
+// labelAt is the filled box of text's label with its top-left corner at
+// (x, top), moved left to stay within w.
+func labelAt(text string, x, top, w int) image.Rectangle {
+	size, base := face().textSize(cText(text))
+	r := image.Rect(x, top, x+size.X+4, top+size.Y+base+2)
+	if r.Max.X > w && r.Min.X > 0 {
+		r = r.Sub(image.Pt(min(r.Max.X-w, r.Min.X), 0))
+	}
+	return r
+}
+
+// labelPlacer remembers the label boxes of one frame.
+type labelPlacer struct {
+	taken []image.Rectangle
+}
+
+// place picks the box of an instance's label: above the instance's box, else
+// inside its top, inside its bottom or below it, the first that stays in the
+// frame and covers no earlier label; where the label fits (above, or inside
+// the top at the frame's top edge) when every place is covered.
+func (lp *labelPlacer) place(text string, box image.Rectangle, w, h int) image.Rectangle {
+	chosen := labelRect(text, box.Min, w)
+	lh := chosen.Dy()
+	for _, top := range []int{box.Min.Y - lh, box.Min.Y, box.Max.Y - lh, box.Max.Y} {
+		c := labelAt(text, box.Min.X, top, w)
+		if top < 0 || c.Max.Y > h || c.Min.X >= w || c.Max.X <= 0 {
+			continue
+		}
+		if !slices.ContainsFunc(lp.taken, c.Overlaps) {
+			chosen = c
+			break
+		}
+	}
+	lp.taken = append(lp.taken, chosen)
+	return chosen
+}
+
+// label draws text on the filled box r, in black or white, whichever reads
+// better on bg.
+func label(frame []byte, w, h int, r image.Rectangle, text string, bg [3]uint8) {
 	f := face()
 	text = cText(text)
-	size, base := f.textSize(text)
-	top := p.Y - size.Y - base - 2
-	if top < 0 {
-		top = p.Y
-	}
-	fillRect(frame, w, h, image.Rect(p.X, top, p.X+size.X+4, top+size.Y+base+2), bg)
+	size, _ := f.textSize(text)
+	fillRect(frame, w, h, r, bg)
 	fg := [3]uint8{255, 255, 255}
 	if int(bg[0])*299+int(bg[1])*587+int(bg[2])*114 > 150000 {
 		fg = [3]uint8{0, 0, 0}
 	}
-	f.draw(frame, w, h, image.Pt(p.X+2, top+size.Y+1), text, fg)
+	f.draw(frame, w, h, image.Pt(r.Min.X+2, r.Min.Y+size.Y+1), text, fg)
 }
 
 func (r *Renderer) className(c int) string {

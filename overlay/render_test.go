@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"image"
 	"math/rand"
 	"testing"
 )
@@ -155,5 +156,42 @@ func BenchmarkDraw100Instances1080p(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Labels of stacked detections and of one under the HUD go where they cover
+// no other label, and a label at the right edge moves left into the frame.
+func TestLabelsAvoidEachOther(t *testing.T) {
+	const w, h = 320, 240
+	var lp labelPlacer
+	hud := labelRect("cam  25.0 fps  40 ms", image.Pt(4, 4+labelHeight), w)
+	lp.taken = append(lp.taken, hud)
+	boxes := []image.Rectangle{
+		image.Rect(100, 100, 200, 180), // three detections of one object
+		image.Rect(101, 101, 199, 181),
+		image.Rect(99, 102, 201, 179),
+		image.Rect(2, 10, 60, 60), // under the HUD
+	}
+	var got []image.Rectangle
+	for _, b := range boxes {
+		got = append(got, lp.place("square 0.97", b, w, h))
+	}
+	all := append([]image.Rectangle{hud}, got...)
+	for i := range all {
+		if !all[i].In(image.Rect(0, 0, w, h)) {
+			t.Errorf("label %d at %v leaves the frame", i, all[i])
+		}
+		for j := range i {
+			if all[i].Overlaps(all[j]) {
+				t.Errorf("labels %v and %v overlap", all[j], all[i])
+			}
+		}
+	}
+	if got[0].Max.Y != boxes[0].Min.Y {
+		t.Errorf("first label %v not just above its box %v", got[0], boxes[0])
+	}
+	edge := lp.place("circle 0.50", image.Rect(300, 200, 319, 239), w, h)
+	if edge.Max.X > w || edge.Min.X >= 300 {
+		t.Errorf("label at the right edge: %v", edge)
 	}
 }
