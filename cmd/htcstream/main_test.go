@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,5 +174,51 @@ func TestProgressBar(t *testing.T) {
 	cfg.Loop = true
 	if n := expectedFrames(cfg, 0); n != 0 {
 		t.Fatalf("a loop has no end, got %d", n)
+	}
+}
+
+// TTA and stage weights set in a run config give the detections the same
+// settings give as flags, and differ from the single view's.
+func TestRunConfigTTAEqualsFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tta.yaml")
+	yaml := "model:\n  tta_scales: [[320, 320], [416, 416]]\n  flip: true\n  stage_weights: [1, 0.5, 0.25]\n  score_threshold: 0.05\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	detections := func(args ...string) string {
+		t.Helper()
+		runs++
+		out := filepath.Join(dir, fmt.Sprintf("run%d.jsonl", runs))
+		args = append([]string{"run", "--model", bundle, "--max-frames", "2", "--detections", out}, args...)
+		if code, _, errOut := call(append(args, "../../examples/sample.mp4")...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Timestamps of processing differ between runs; the detections must not.
+		var frames []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var rec struct {
+				Detections json.RawMessage `json:"detections"`
+			}
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatal(err)
+			}
+			frames = append(frames, string(rec.Detections))
+		}
+		return strings.Join(frames, "\n")
+	}
+	fromConfig := detections("--config", cfg)
+	fromFlags := detections("--tta", "320x320,416x416", "--flip", "--stage-weights", "1,0.5,0.25", "--score-threshold", "0.05")
+	single := detections("--score-threshold", "0.05")
+	if fromConfig != fromFlags {
+		t.Errorf("config and flags differ:\n%s\n---\n%s", fromConfig, fromFlags)
+	}
+	if fromConfig == single {
+		t.Errorf("TTA gave the single view's detections")
 	}
 }

@@ -39,71 +39,97 @@ func (m *modelFlags) register(fs *flag.FlagSet, threshold float64) {
 	fs.Float64Var(&m.threshold, "score-threshold", threshold, "drop detections scoring below this (0: the bundle's own, 0.001)")
 }
 
-// views turns --tta and --flip into a TTA plan over the given default
-// scale; nil means the bundle's default single view.
-func (m *modelFlags) views(def infer.Scale) ([]infer.View, error) {
-	if m.tta == "" && !m.flip {
-		return nil, nil
-	}
-	scales := []infer.Scale{def}
-	if m.tta != "" {
-		scales = nil
-		for _, s := range strings.Split(m.tta, ",") {
-			sc, err := parseScale(strings.TrimSpace(s))
-			if err != nil {
-				return nil, fmt.Errorf("%w: --tta: %v", errUsage, err)
-			}
-			scales = append(scales, sc)
-		}
-	}
-	var views []infer.View
-	for _, s := range scales {
-		views = append(views, infer.View{Scale: s})
-		if m.flip {
-			views = append(views, infer.View{Scale: s, Flip: true})
-		}
-	}
-	return views, nil
+// modelSpec is a model choice in parsed form, from flags (modelFlags.spec)
+// or from a pipeline config (run).
+type modelSpec struct {
+	bundle, ortLib, provider string
+	threads                  int
+	// scales are the test scales; nil: the bundle's first.
+	scales    []infer.Scale
+	flip      bool
+	ensemble  cascade.Ensemble
+	threshold float32
+	semantic  bool
 }
 
-// load initialises ONNX Runtime, loads the bundle and prepares the model.
-// The caller closes the bundle.
-func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
-	ens := cascade.Ensemble{Mode: cascade.EnsembleMode(m.ensemble)}
+// spec parses the flags' lists (--tta, --stage-weights).
+func (m *modelFlags) spec() (modelSpec, error) {
+	s := modelSpec{bundle: m.bundle, ortLib: m.ortLib, provider: m.provider, threads: m.threads, flip: m.flip,
+		ensemble: cascade.Ensemble{Mode: cascade.EnsembleMode(m.ensemble)}, threshold: float32(m.threshold), semantic: m.semantic}
+	if m.tta != "" {
+		for _, t := range strings.Split(m.tta, ",") {
+			sc, err := parseScale(strings.TrimSpace(t))
+			if err != nil {
+				return modelSpec{}, fmt.Errorf("%w: --tta: %v", errUsage, err)
+			}
+			s.scales = append(s.scales, sc)
+		}
+	}
 	if m.weights != "" {
 		for _, w := range strings.Split(m.weights, ",") {
 			v, err := strconv.ParseFloat(strings.TrimSpace(w), 32)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: --stage-weights %q: %v", errUsage, m.weights, err)
+				return modelSpec{}, fmt.Errorf("%w: --stage-weights %q: %v", errUsage, m.weights, err)
 			}
-			ens.Weights = append(ens.Weights, float32(v))
+			s.ensemble.Weights = append(s.ensemble.Weights, float32(v))
 		}
 	}
-	lib, err := infer.FindLibrary(m.ortLib)
+	return s, nil
+}
+
+// load loads the model the flags name; see modelSpec.load.
+func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
+	s, err := m.spec()
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.load()
+}
+
+// views is the TTA plan: every scale, each also flipped with flip; nil (the
+// bundle's default single view) when neither scales nor flip are asked for.
+func (s modelSpec) views(def infer.Scale) []infer.View {
+	if len(s.scales) == 0 && !s.flip {
+		return nil
+	}
+	scales := s.scales
+	if len(scales) == 0 {
+		scales = []infer.Scale{def}
+	}
+	var views []infer.View
+	for _, sc := range scales {
+		views = append(views, infer.View{Scale: sc})
+		if s.flip {
+			views = append(views, infer.View{Scale: sc, Flip: true})
+		}
+	}
+	return views
+}
+
+// load initialises ONNX Runtime, loads the bundle and prepares the model.
+// The caller closes the bundle.
+func (s modelSpec) load() (*infer.Bundle, *cascade.Model, error) {
+	lib, err := infer.FindLibrary(s.ortLib)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := infer.InitRuntime(lib); err != nil {
 		return nil, nil, err
 	}
-	b, err := infer.LoadBundle(m.bundle, infer.SessionOptions{Provider: infer.Provider(m.provider), IntraOpThreads: m.threads})
+	b, err := infer.LoadBundle(s.bundle, infer.SessionOptions{Provider: infer.Provider(s.provider), IntraOpThreads: s.threads})
 	if err != nil {
 		return nil, nil, err
 	}
-	s := b.Manifest.Input.TestScales[0]
-	views, err := m.views(infer.Scale{Long: max(s[0], s[1]), Short: min(s[0], s[1])})
-	if err != nil {
-		b.Close()
-		return nil, nil, err
-	}
-	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: ens, ScoreThreshold: float32(m.threshold), Semantic: m.semantic})
+	ts := b.Manifest.Input.TestScales[0]
+	views := s.views(infer.Scale{Long: max(ts[0], ts[1]), Short: min(ts[0], ts[1])})
+	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: s.ensemble, ScoreThreshold: s.threshold, Semantic: s.semantic})
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if err := md.WarmUp(); err != nil {
 		b.Close()
-		return nil, nil, fmt.Errorf("%s: %w", m.bundle, err)
+		return nil, nil, fmt.Errorf("%s: %w", s.bundle, err)
 	}
 	return b, md, nil
 }

@@ -129,20 +129,13 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 		sources = append(sources, limited(s, maxFrames))
 	}
 
-	mf := modelFlags{bundle: cfg.Model.Bundle, ortLib: ortLib, provider: cfg.Model.Provider, threads: cfg.Model.Threads,
-		flip: cfg.Model.Flip, ensemble: cfg.Model.Ensemble, threshold: cfg.Model.ScoreThreshold, semantic: cfg.Overlay.StuffTint > 0}
-	var scales []string
+	spec := modelSpec{bundle: cfg.Model.Bundle, ortLib: ortLib, provider: cfg.Model.Provider, threads: cfg.Model.Threads,
+		flip: cfg.Model.Flip, ensemble: cascade.Ensemble{Mode: cascade.EnsembleMode(cfg.Model.Ensemble), Weights: cfg.Model.StageWeights},
+		threshold: float32(cfg.Model.ScoreThreshold), semantic: cfg.Overlay.StuffTint > 0}
 	for _, s := range cfg.Model.TTAScales {
-		scales = append(scales, fmt.Sprintf("%dx%d", s[0], s[1]))
+		spec.scales = append(spec.scales, infer.Scale{Long: max(s[0], s[1]), Short: min(s[0], s[1])})
 	}
-	mf.tta = strings.Join(scales, ",")
-	for i, w := range cfg.Model.StageWeights {
-		if i > 0 {
-			mf.weights += ","
-		}
-		mf.weights += strconv.FormatFloat(float64(w), 'g', -1, 32)
-	}
-	b, md, err := mf.load()
+	b, md, err := spec.load()
 	if err != nil {
 		return err
 	}
