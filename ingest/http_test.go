@@ -15,7 +15,7 @@ func TestHTTPSourceReconnectsAndContinues(t *testing.T) {
 	checkNoLeaks(t)
 	clip := ffmpegMake(t, "clip.mkv", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/live.mkv" {
+		if r.URL.Path != "/live" {
 			http.NotFound(w, r)
 			return
 		}
@@ -29,7 +29,7 @@ func TestHTTPSourceReconnectsAndContinues(t *testing.T) {
 	go func() { defer close(served); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-served })
 
-	url := "http://" + ln.Addr().String() + "/live.mkv"
+	url := "http://" + ln.Addr().String() + "/live"
 	src, err := Parse(url)
 	if err != nil {
 		t.Fatal(err)
@@ -87,5 +87,52 @@ func TestInputOptions(t *testing.T) {
 	}
 	if o := opts(Source{Kind: File, Location: "/x.mp4"}, Config{Transport: "udp"}); len(o) != 0 {
 		t.Errorf("file: %v", o)
+	}
+}
+
+// A recorded file over HTTP is read once, every frame, and ends cleanly at
+// its end, like a local file; a missing one is a failure, not a retry.
+func TestHTTPRecordedFileEnds(t *testing.T) {
+	checkNoLeaks(t)
+	clip := ffmpegMake(t, "clip.mp4", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/videos/clip.mp4" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, clip)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+
+	src, err := Parse("http://" + ln.Addr().String() + "/videos/clip.mp4")
+	if err != nil || src.Kind != File {
+		t.Fatalf("parse: %+v, %v", src, err)
+	}
+	x := startRunner(t, src, Config{})
+	if err := x.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	frames := x.drain()
+	if len(frames) != 10 {
+		t.Fatalf("%d frames, want the clip's 10", len(frames))
+	}
+	checkSeqAndPTS(t, frames, 0)
+	if got := x.r.State(); got != StateEnded {
+		t.Errorf("state %s, want ended", got)
+	}
+
+	missing, _ := Parse("http://" + ln.Addr().String() + "/videos/nope.mp4")
+	y := startRunner(t, missing, Config{})
+	if err := y.wait(t, 20*time.Second); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("missing file over HTTP: %v", err)
+	}
+	if got := y.r.State(); got != StateFailed {
+		t.Errorf("state %s, want failed", got)
 	}
 }

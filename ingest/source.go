@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/htcstream/htcstream/decode"
@@ -17,7 +18,7 @@ const (
 	File   Kind = "file"
 	RTSP   Kind = "rtsp"
 	Camera Kind = "camera" // a V4L2 device
-	HTTP   Kind = "http"   // progressive video or HLS over http(s)
+	HTTP   Kind = "http"   // a live stream over http(s): HLS, MJPEG, MPEG-TS
 	Images Kind = "images" // a folder of still images
 )
 
@@ -42,7 +43,10 @@ type Source struct {
 
 // Parse reads a source URL: a path or file:// URL, rtsp:// or rtsps://,
 // /dev/videoN or v4l2:///dev/videoN, http(s)://, or a directory of images.
-// Local paths must exist; the error says which and why.
+// Local paths must exist; the error says which and why. An http(s) URL
+// whose path names a recorded file (.mp4, .mkv, ...; recordedExt) is a File:
+// read once, every frame, ending at its end; any other is a live HTTP
+// stream.
 func Parse(raw string) (Source, error) {
 	if strings.TrimSpace(raw) == "" {
 		return Source{}, fmt.Errorf("%w: empty source", ErrBadURL)
@@ -66,6 +70,9 @@ func Parse(raw string) (Source, error) {
 		if u.Host == "" {
 			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact(raw))
 		}
+		if recordedExt[strings.ToLower(path.Ext(u.Path))] {
+			return Source{Kind: File, Location: raw}, nil
+		}
 		return Source{Kind: HTTP, Location: raw}, nil
 	case "v4l2":
 		return camera(u.Path)
@@ -73,6 +80,11 @@ func Parse(raw string) (Source, error) {
 		return Source{}, fmt.Errorf("%w: unknown scheme %q in %s (want a path, file, rtsp, rtsps, http, https or v4l2)", ErrBadURL, u.Scheme, redact(raw))
 	}
 }
+
+// recordedExt are the extensions of recorded video files: served over HTTP,
+// such a file is read like a local one rather than as a live stream, which
+// would drop frames to stay current and reconnect at the end, forever.
+var recordedExt = map[string]bool{".mp4": true, ".m4v": true, ".mov": true, ".mkv": true, ".webm": true, ".avi": true}
 
 func local(raw, path string) (Source, error) {
 	if strings.HasPrefix(path, "/dev/video") {

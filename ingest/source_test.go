@@ -25,6 +25,8 @@ func TestParse(t *testing.T) {
 		{"rtsp://user:pw@127.0.0.1:8554/cam", RTSP, "rtsp://user:pw@127.0.0.1:8554/cam"},
 		{"rtsps://cam.local/stream", RTSP, "rtsps://cam.local/stream"},
 		{"https://example.test/live.m3u8", HTTP, "https://example.test/live.m3u8"},
+		{"http://cam.local/video.cgi", HTTP, "http://cam.local/video.cgi"},
+		{"https://example.test/v/clip.MP4?token=x", File, "https://example.test/v/clip.MP4?token=x"},
 	}
 	for _, c := range ok {
 		s, err := Parse(c.in)
