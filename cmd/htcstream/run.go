@@ -327,7 +327,9 @@ func expectedFrames(cfg pipeline.RunConfig, maxFrames int) int64 {
 	var total int64
 	for _, raw := range cfg.Sources {
 		src, err := ingest.Parse(raw)
-		if err != nil || src.Kind != ingest.File {
+		// A file over HTTP is not opened a second time just to count it: a
+		// slow server would hold up the start.
+		if err != nil || src.Kind != ingest.File || strings.Contains(src.Location, "://") {
 			return 0
 		}
 		d, err := decode.Open(src.Location, decode.Options{})
