@@ -14,22 +14,8 @@ import (
 func TestHTTPSourceReconnectsAndContinues(t *testing.T) {
 	checkNoLeaks(t)
 	clip := ffmpegMake(t, "clip.mkv", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/live" {
-			http.NotFound(w, r)
-			return
-		}
-		http.ServeFile(w, r, clip)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-served })
-
-	url := "http://" + ln.Addr().String() + "/live"
+	host := serveFile(t, "/live", clip)
+	url := "http://" + host + "/live"
 	src, err := Parse(url)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +38,7 @@ func TestHTTPSourceReconnectsAndContinues(t *testing.T) {
 	x.stop(t)
 
 	// A wrong path is a retry, as for RTSP.
-	y := startRunner(t, Source{Kind: HTTP, Location: "http://" + ln.Addr().String() + "/nope"}, cfg)
+	y := startRunner(t, Source{Kind: HTTP, Location: "http://" + host + "/nope"}, cfg)
 	e, _ := y.waitState(t, StateRetrying, 5*time.Second)
 	if !strings.Contains(e.Err.Error(), "404") {
 		t.Errorf("wrong path: %v", e.Err)
@@ -95,22 +81,8 @@ func TestInputOptions(t *testing.T) {
 func TestHTTPRecordedFileEnds(t *testing.T) {
 	checkNoLeaks(t)
 	clip := ffmpegMake(t, "clip.mp4", "testsrc2=s=64x48:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/videos/clip.mp4" {
-			http.NotFound(w, r)
-			return
-		}
-		http.ServeFile(w, r, clip)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-served })
-
-	src, err := Parse("http://" + ln.Addr().String() + "/videos/clip.mp4")
+	host := serveFile(t, "/videos/clip.mp4", clip)
+	src, err := Parse("http://" + host + "/videos/clip.mp4")
 	if err != nil || src.Kind != File {
 		t.Fatalf("parse: %+v, %v", src, err)
 	}
@@ -127,7 +99,7 @@ func TestHTTPRecordedFileEnds(t *testing.T) {
 		t.Errorf("state %s, want ended", got)
 	}
 
-	missing, _ := Parse("http://" + ln.Addr().String() + "/videos/nope.mp4")
+	missing, _ := Parse("http://" + host + "/videos/nope.mp4")
 	y := startRunner(t, missing, Config{})
 	if err := y.wait(t, 20*time.Second); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("missing file over HTTP: %v", err)
@@ -135,4 +107,25 @@ func TestHTTPRecordedFileEnds(t *testing.T) {
 	if got := y.r.State(); got != StateFailed {
 		t.Errorf("state %s, want failed", got)
 	}
+}
+
+// serveFile serves file at urlPath (and 404 elsewhere) on a loopback HTTP
+// server that lives as long as the test; it returns the server's host:port.
+func serveFile(t *testing.T, urlPath, file string) string {
+	t.Helper()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != urlPath {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, file)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	return ln.Addr().String()
 }
