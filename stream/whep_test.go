@@ -44,14 +44,10 @@ var testClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true
 // startHub serves a new hub on an ephemeral loopback port.
 func startHub(t *testing.T, cfg HubConfig) (*Hub, string) {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
-	h, err := NewHub(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newTestHub(t, cfg)
 	srv := httptest.NewServer(h)
+	// The hub closes first, so its sessions end before the server waits for
+	// their requests; newTestHub's own Close afterwards finds nothing left.
 	t.Cleanup(func() {
 		h.Close()
 		srv.Close()
