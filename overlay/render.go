@@ -93,9 +93,11 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 	// cover each other and nobody can read them.
 	var placed labelPlacer
 	var hudText string
+	var hudRect image.Rectangle
 	if r.style.HUD && hud != nil {
 		hudText = fmt.Sprintf("%s  %.1f fps  %d ms", hud.Stream, hud.FPS, hud.Latency.Milliseconds())
-		placed.taken = append(placed.taken, labelRect(hudText, image.Pt(4, 4+labelHeight), w))
+		hudRect = labelRect(hudText, image.Pt(4, 4+labelHeight), w)
+		placed.taken = append(placed.taken, hudRect)
 	}
 	for i := range instances {
 		in := &instances[i]
@@ -110,7 +112,7 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 		}
 	}
 	if hudText != "" {
-		label(frame, w, h, placed.taken[0], hudText, [3]uint8{0, 0, 0})
+		label(frame, w, h, hudRect, hudText, [3]uint8{0, 0, 0})
 	}
 	return bad
 }
@@ -152,22 +154,15 @@ func (r *Renderer) drawMasks(frame []byte, w, h int, instances []Instance) {
 // labelRect is the filled box of text's label hanging above p (below it
 // when that would leave the frame), moved left to stay within w.
 func labelRect(text string, p image.Point, w int) image.Rectangle {
-	r := labelAt(text, p.X, p.Y, w)
-	if r = r.Sub(image.Pt(0, r.Dy())); r.Min.Y < 0 {
-		r = r.Add(image.Pt(0, r.Dy()))
-	}
-	return r
-}
-
-// labelAt is the filled box of text's label with its top-left corner at
-// (x, top), moved left to stay within w.
-func labelAt(text string, x, top, w int) image.Rectangle {
 	size, base := face().textSize(cText(text))
-	r := image.Rect(x, top, x+size.X+4, top+size.Y+base+2)
-	if r.Max.X > w && r.Min.X > 0 {
-		r = r.Sub(image.Pt(min(r.Max.X-w, r.Min.X), 0))
+	below := image.Rect(p.X, p.Y, p.X+size.X+4, p.Y+size.Y+base+2)
+	if below.Max.X > w && below.Min.X > 0 {
+		below = below.Sub(image.Pt(min(below.Max.X-w, below.Min.X), 0))
 	}
-	return r
+	if above := below.Sub(image.Pt(0, below.Dy())); above.Min.Y >= 0 {
+		return above
+	}
+	return below
 }
 
 // labelPlacer remembers the label boxes of one frame.
@@ -180,10 +175,11 @@ type labelPlacer struct {
 // frame and covers no earlier label; where the label fits (above, or inside
 // the top at the frame's top edge) when every place is covered.
 func (lp *labelPlacer) place(text string, box image.Rectangle, w, h int) image.Rectangle {
+	// Every candidate is the first one moved up or down: one text size.
 	chosen := labelRect(text, box.Min, w)
 	lh := chosen.Dy()
-	for _, top := range []int{box.Min.Y - lh, box.Min.Y, box.Max.Y - lh, box.Max.Y} {
-		c := labelAt(text, box.Min.X, top, w)
+	for _, top := range [...]int{box.Min.Y - lh, box.Min.Y, box.Max.Y - lh, box.Max.Y} {
+		c := chosen.Add(image.Pt(0, top-chosen.Min.Y))
 		if top < 0 || c.Max.Y > h || c.Min.X >= w || c.Max.X <= 0 {
 			continue
 		}
@@ -200,14 +196,12 @@ func (lp *labelPlacer) place(text string, box image.Rectangle, w, h int) image.R
 // better on bg.
 func label(frame []byte, w, h int, r image.Rectangle, text string, bg [3]uint8) {
 	f := face()
-	text = cText(text)
-	size, _ := f.textSize(text)
 	fillRect(frame, w, h, r, bg)
 	fg := [3]uint8{255, 255, 255}
 	if int(bg[0])*299+int(bg[1])*587+int(bg[2])*114 > 150000 {
 		fg = [3]uint8{0, 0, 0}
 	}
-	f.draw(frame, w, h, image.Pt(r.Min.X+2, r.Min.Y+size.Y+1), text, fg)
+	f.draw(frame, w, h, image.Pt(r.Min.X+2, r.Min.Y+f.height+1), cText(text), fg)
 }
 
 func (r *Renderer) className(c int) string {
