@@ -66,6 +66,9 @@ func (t *Timings) Add(o Timings) {
 // Graph is the time spent inside the graphs.
 func (t Timings) Graph() time.Duration { return t.Backbone + t.BBoxHeads + t.MaskHeads }
 
+// Go is the time spent in Go's own steps (preprocessing included).
+func (t Timings) Go() time.Duration { return t.Preprocess + t.Proposals + t.Merge + t.Paste }
+
 // Model runs HTC's test procedure on frames with a loaded bundle. A Model is
 // used by one goroutine at a time (the batcher's).
 type Model struct {

@@ -84,7 +84,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	k := float64(n - 1)
 	graph := total.Graph()
-	goSteps := total.Preprocess + total.Proposals + total.Merge + total.Paste
+	goSteps := total.Go()
 	fmt.Fprintf(stdout, "model %s, %dx%d frames, %d views, provider %s, %d frames timed, %.1f detections/frame\n",
 		mf.bundle, w, h, len(md.Views()), b.Provider(), n-1, float64(dets)/k)
 	fmt.Fprintf(stdout, "%-22s %10s\n", "step", "ms/frame")

@@ -98,7 +98,7 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 		report[string(typ)] = st
 	}
 	fmt.Fprintf(stdout, "%d images, %d views each, %.1f ms/image (graphs %.1f ms, Go %.1f ms)\n", n, len(md.Views()),
-		ms(elapsed)/float64(n), ms(tm.Graph())/float64(n), ms(tm.Proposals+tm.Merge+tm.Paste+tm.Preprocess)/float64(n))
+		ms(elapsed)/float64(n), ms(tm.Graph())/float64(n), ms(tm.Go())/float64(n))
 	if *results != "" {
 		if err := writeJSON(*results, dets); err != nil {
 			return err
