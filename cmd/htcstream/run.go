@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -78,24 +77,19 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	override("stuff-tint", func() { cfg.Overlay.StuffTint = float32(*stuff) })
 	override("rtsp-transport", func() { cfg.Live.Transport = *transport })
 	override("hw-decode", func() { cfg.Live.HWDecode = *hwDecode })
-	if set["stage-weights"] {
-		cfg.Model.StageWeights = nil
-		for _, w := range strings.Split(mf.weights, ",") {
-			v, err := strconv.ParseFloat(strings.TrimSpace(w), 32)
-			if err != nil {
-				return fmt.Errorf("%w: --stage-weights %q: %v", errUsage, mf.weights, err)
-			}
-			cfg.Model.StageWeights = append(cfg.Model.StageWeights, float32(v))
+	if set["stage-weights"] || set["tta"] {
+		spec, err := mf.spec()
+		if err != nil {
+			return err
 		}
-	}
-	if set["tta"] {
-		cfg.Model.TTAScales = nil
-		for _, s := range strings.Split(mf.tta, ",") {
-			sc, err := parseScale(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("%w: --tta: %v", errUsage, err)
+		if set["stage-weights"] {
+			cfg.Model.StageWeights = spec.ensemble.Weights
+		}
+		if set["tta"] {
+			cfg.Model.TTAScales = nil
+			for _, sc := range spec.scales {
+				cfg.Model.TTAScales = append(cfg.Model.TTAScales, [2]int{sc.Long, sc.Short})
 			}
-			cfg.Model.TTAScales = append(cfg.Model.TTAScales, [2]int{sc.Long, sc.Short})
 		}
 	}
 	cfg.Sources = append(cfg.Sources, fs.Args()...)
