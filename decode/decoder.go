@@ -388,12 +388,10 @@ func (d *Decoder) emit() (*Frame, error) {
 		pts = 0
 	}
 	if ts := d.frame.Pts(); ts != astiav.NoPtsValue {
-		tb := d.stream.TimeBase()
-		start := d.stream.StartTime()
-		if start == astiav.NoPtsValue {
-			start = 0
+		if start := d.stream.StartTime(); start != astiav.NoPtsValue {
+			ts -= start
 		}
-		pts = time.Duration(float64(ts-start) * tb.ToDouble() * float64(time.Second))
+		pts = d.toDuration(ts)
 	}
 	f := &Frame{
 		StreamID: d.id,

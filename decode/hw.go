@@ -30,6 +30,7 @@ import "C"
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
@@ -63,12 +64,8 @@ func (d *Decoder) attachHW(kind string) {
 	if kind == "" {
 		return
 	}
-	supported := false
-	for _, k := range HWDecoders {
-		supported = supported || k == kind
-	}
 	var err error
-	if !supported {
+	if !slices.Contains(HWDecoders, kind) {
 		err = fmt.Errorf("unknown hardware decoder %q (want %v)", kind, HWDecoders)
 	} else {
 		ck := C.CString(kind)
