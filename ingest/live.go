@@ -561,6 +561,9 @@ func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, 
 	if err != nil {
 		return r.finish(ctx, err)
 	}
+	// Every image is a session of its own, so the step never comes from
+	// two pictures: it is the folder's rate throughout.
+	tl.step = r.step
 	for i, path := range files {
 		if ctx.Err() != nil {
 			break
@@ -570,7 +573,6 @@ func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, 
 			return r.finish(ctx, fmt.Errorf("image folder %s: %w", r.name, err))
 		}
 		tl.newSession()
-		tl.step = r.step
 		tl.stamp(f, false)
 		f.StreamID = r.id
 		if i == 0 {
