@@ -264,6 +264,14 @@ func runSource(drain, hard context.Context, i int, src Source, in chan<- item, m
 // runInference runs the detector on every batch and routes each frame's
 // result to its stream's queue.
 func runInference(ctx context.Context, batches <-chan []item, det Detector, outs []chan *Output, m *Metrics) error {
+	// On an early return keep reading, so the batcher is never stuck on a
+	// send; after the loop the channel is closed and this ends at once.
+	defer func() {
+		go func() {
+			for range batches {
+			}
+		}()
+	}()
 	for batch := range batches {
 		imgs := make([]cascade.Image, len(batch))
 		for k, it := range batch {
@@ -272,11 +280,6 @@ func runInference(ctx context.Context, batches <-chan []item, det Detector, outs
 		t0 := time.Now()
 		res, tm, err := det.Detect(imgs)
 		if err != nil {
-			// Keep reading so the batcher is never stuck on a send.
-			go func() {
-				for range batches {
-				}
-			}()
 			return fmt.Errorf("inference: %w", err)
 		}
 		m.batch(len(batch), time.Since(t0), tm)
@@ -284,10 +287,6 @@ func runInference(ctx context.Context, batches <-chan []item, det Detector, outs
 			select {
 			case outs[it.stream] <- &Output{Stream: it.frame.StreamID, Frame: it.frame, Result: res[k]}:
 			case <-ctx.Done():
-				go func() {
-					for range batches {
-					}
-				}()
 				return ctx.Err()
 			}
 		}
