@@ -414,7 +414,6 @@ type hubStream struct {
 	pub      sync.Mutex
 	encoder  *Encoder
 	w, h     int
-	seq      int64
 	shifted  time.Duration // added to pts since the stream's clock restarted
 	lastPTS  time.Duration
 	hasPTS   bool
@@ -455,7 +454,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 		// a new stream.
 		return nil
 	}
-	s.frames.Add(1)
+	seq := s.frames.Add(1) - 1
 	s.smu.Lock()
 	s.times[s.nt%len(s.times)] = ready
 	s.nt++
@@ -469,8 +468,6 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 		pts = s.lastPTS + step
 	}
 	s.lastPTS, s.hasPTS = pts, true
-	seq := s.seq
-	s.seq++
 
 	viewers := *s.viewers.Load()
 	if len(viewers) == 0 {
@@ -516,14 +513,8 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 			s.wantKey.Store(false)
 		}
 	}
-	if sum.Labels == nil {
-		sum.Labels = []LabelScore{}
-	}
-	if len(sum.Labels) > MaxSummaryLabels {
-		sum.Labels = slices.Clone(sum.Labels[:MaxSummaryLabels])
-	} else {
-		sum.Labels = slices.Clone(sum.Labels)
-	}
+	// A copy the caller cannot change, never nil (JSON [] rather than null).
+	sum.Labels = append([]LabelScore{}, sum.Labels[:min(len(sum.Labels), MaxSummaryLabels)]...)
 	f := &frameOut{seq: seq, ready: ready, pts: pts, video: pkts, sum: sum}
 	dropped := 0
 	for _, v := range viewers {
