@@ -211,11 +211,12 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 		var last *decode.Frame
 		var step time.Duration
 		err = r.Run(ctx, func(f *decode.Frame) error {
+			f.Seq += seq0
+			f.PTS += pts0
+			// Both on the continued clock: last is this pass's shifted frame.
 			if last != nil {
 				step = f.PTS - last.PTS
 			}
-			f.Seq += seq0
-			f.PTS += pts0
 			last = f
 			if !emit(f) {
 				return errConsumerDone
