@@ -255,6 +255,9 @@ func TestImageFolder(t *testing.T) {
 		if want := time.Duration(i) * 100 * time.Millisecond; f.PTS != want {
 			t.Errorf("frame %d pts %v, want %v", i, f.PTS, want)
 		}
+		if f.StreamID != dir {
+			t.Errorf("frame %d stream id %q, want the folder %q", i, f.StreamID, dir)
+		}
 	}
 
 	// A broken picture ends the folder with an error naming it, after the

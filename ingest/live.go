@@ -397,7 +397,6 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 			return n, ctx.Err()
 		}
 		tl.stamp(f, live)
-		f.StreamID = r.id
 		if n == 0 {
 			r.set(Event{State: StateLive})
 		}
@@ -568,13 +567,12 @@ func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, 
 		if ctx.Err() != nil {
 			break
 		}
-		f, err := decodeImage(ctx, path)
+		f, err := decodeImage(ctx, path, r.id)
 		if err != nil {
 			return r.finish(ctx, fmt.Errorf("image folder %s: %w", r.name, err))
 		}
 		tl.newSession()
 		tl.stamp(f, false)
-		f.StreamID = r.id
 		if i == 0 {
 			r.set(Event{State: StateLive})
 		}
@@ -585,8 +583,8 @@ func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, 
 	return r.finish(ctx, nil)
 }
 
-func decodeImage(ctx context.Context, path string) (*decode.Frame, error) {
-	d, err := decode.OpenContext(ctx, path, decode.Options{})
+func decodeImage(ctx context.Context, path, streamID string) (*decode.Frame, error) {
+	d, err := decode.OpenContext(ctx, path, decode.Options{StreamID: streamID})
 	if err != nil {
 		return nil, err
 	}
