@@ -241,6 +241,20 @@ func (e *Encoder) encode(w, h int, rgb []byte, pts time.Duration, emit func(*ast
 	return e.send(e.frame, emit)
 }
 
+// checkRGB checks an RGB24 frame and its time before it is published or
+// encoded.
+func checkRGB(w, h int, rgb []byte, pts time.Duration) error {
+	switch {
+	case w <= 0 || h <= 0 || w > maxSide || h > maxSide:
+		return fmt.Errorf("frame size %dx%d out of range 1-%d", w, h, maxSide)
+	case len(rgb) != w*h*3:
+		return fmt.Errorf("%dx%d rgb24 frame has %d bytes, want %d", w, h, len(rgb), w*h*3)
+	case pts > maxPTS || pts < -maxPTS:
+		return fmt.Errorf("pts %v out of range", pts)
+	}
+	return nil
+}
+
 // prepare checks a frame, opens the codec on the first one, and fills the
 // encoder's AVFrame with it; it returns the frame's time in ticks, after
 // any nudge.
@@ -250,13 +264,9 @@ func (e *Encoder) prepare(w, h int, rgb []byte, pts time.Duration) (int64, error
 		return 0, fmt.Errorf("encode: %w", ErrClosed)
 	case e.flushed:
 		return 0, errors.New("encode: the encoder was flushed; start a new one for a new stream")
-	case w <= 0 || h <= 0 || w > maxSide || h > maxSide:
-		return 0, fmt.Errorf("encode: frame size %dx%d out of range 1-%d", w, h, maxSide)
-	case len(rgb) != w*h*3:
-		return 0, fmt.Errorf("encode: %dx%d rgb24 frame has %d bytes, want %d", w, h, len(rgb), w*h*3)
 	}
-	if pts > maxPTS || pts < -maxPTS {
-		return 0, fmt.Errorf("encode: pts %v out of range", pts)
+	if err := checkRGB(w, h, rgb, pts); err != nil {
+		return 0, fmt.Errorf("encode: %w", err)
 	}
 	ticks := toTicks(pts)
 	if e.cc == nil {

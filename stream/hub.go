@@ -272,14 +272,8 @@ func (h *Hub) stream(id string) *hubStream {
 // hub's Encoder.
 func (h *Hub) Publish(id string, w, ht int, rgb []byte, pts time.Duration, sum Summary) error {
 	ready := time.Now()
-	if w <= 0 || ht <= 0 || w > maxSide || ht > maxSide {
-		return fmt.Errorf("publish %s: frame size %dx%d out of range 1-%d", id, w, ht, maxSide)
-	}
-	if len(rgb) != w*ht*3 {
-		return fmt.Errorf("publish %s: %dx%d rgb24 frame has %d bytes, want %d", id, w, ht, len(rgb), w*ht*3)
-	}
-	if pts > maxPTS || pts < -maxPTS {
-		return fmt.Errorf("publish %s: pts %v out of range", id, pts)
+	if err := checkRGB(w, ht, rgb, pts); err != nil {
+		return fmt.Errorf("publish %s: %w", id, err)
 	}
 	h.mu.Lock()
 	if h.closed {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -136,10 +137,16 @@ func (s *JSONSink) Write(fd FrameDetections) error {
 func (s *JSONSink) format(fd FrameDetections) error {
 	s.line.Reset()
 	s.dets = s.dets[:0]
-	s.rles = s.rles[:0]
+	// Room for every mask up front: s.rles never reallocates below, so the
+	// pointers the detections take into it stay valid.
+	s.rles = slices.Grow(s.rles[:0], len(fd.Detections))
 	for i, d := range fd.Detections {
 		if err := checkFinite(d); err != nil {
 			return fmt.Errorf("detection %d: %w", i, err)
+		}
+		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores}
+		if jd.StageScores == nil {
+			jd.StageScores = []float32{}
 		}
 		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
 			r, err := coco.EncodeRegion(m.X, m.Y, m.W, m.H, m.Bits, fd.Width, fd.Height)
@@ -147,18 +154,7 @@ func (s *JSONSink) format(fd FrameDetections) error {
 				return fmt.Errorf("detection %d: %w", i, err)
 			}
 			s.rles = append(s.rles, r)
-		}
-	}
-	// Pointers into s.rles are taken only now that it no longer grows.
-	r := 0
-	for _, d := range fd.Detections {
-		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores}
-		if jd.StageScores == nil {
-			jd.StageScores = []float32{}
-		}
-		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
-			jd.Mask = &s.rles[r]
-			r++
+			jd.Mask = &s.rles[len(s.rles)-1]
 		}
 		s.dets = append(s.dets, jd)
 	}
