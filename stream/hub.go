@@ -407,7 +407,6 @@ type hubStream struct {
 	// pub serialises publishing and guards the fields below it.
 	pub      sync.Mutex
 	encoder  *Encoder
-	w, h     int
 	shifted  time.Duration // added to pts since the stream's clock restarted
 	lastPTS  time.Duration
 	hasPTS   bool
@@ -470,8 +469,10 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 		s.closeEncoder()
 		return nil
 	}
-	if s.encoder != nil && (w != s.w || h != s.h) {
-		s.hub.log.Info("webrtc stream changed size; restarting its encoder", "stream", s.id, "from", fmt.Sprintf("%dx%d", s.w, s.h), "to", fmt.Sprintf("%dx%d", w, h))
+	// An encoder still here has encoded a frame (a failed one is closed), so
+	// its size is the stream's so far.
+	if e := s.encoder; e != nil && (w != e.w || h != e.h) {
+		s.hub.log.Info("webrtc stream changed size; restarting its encoder", "stream", s.id, "from", fmt.Sprintf("%dx%d", e.w, e.h), "to", fmt.Sprintf("%dx%d", w, h))
 		s.closeEncoder()
 	}
 	if s.encoder == nil {
@@ -479,7 +480,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", s.id, err)
 		}
-		s.encoder, s.w, s.h = e, w, h
+		s.encoder = e
 		s.joinKey.Store(false)
 		s.wantKey.Store(false)
 	} else {

@@ -138,8 +138,8 @@ func TestEncodeOnlyWhileWatched(t *testing.T) {
 	if err := h.Publish("cam", 48, 32, pattern(48, 32, 4), 0, Summary{}); err != nil {
 		t.Fatal(err)
 	}
-	if st.keyframes.Load() != 3 || st.w != 48 {
-		t.Fatalf("after a size change: keyframes %d width %d", st.keyframes.Load(), st.w)
+	if st.keyframes.Load() != 3 || st.encoder.w != 48 {
+		t.Fatalf("after a size change: keyframes %d width %d", st.keyframes.Load(), st.encoder.w)
 	}
 	var last time.Duration
 	for len(v.queue) > 0 {
