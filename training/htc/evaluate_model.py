@@ -18,7 +18,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -105,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_checkpoint_config(path: Path, config: Optional[str],
+                           overrides: Sequence[str] = ()) -> Tuple[Config, Dict[str, Any]]:
+    """A checkpoint written by htc.train and its config: ``config`` if given,
+    else the one it carries, with ``overrides``; a config that changes the
+    model the checkpoint holds is an error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} has no 'model' state dict; was it written by htc.train?")
+    if config is None and "config" not in ckpt:
+        raise ValueError(f"{path} carries no config; pass --config")
+    cfg = load_config_with_overrides(config, overrides, base=ckpt.get("config"))
+    if "config" in ckpt:
+        check_same_model(ckpt["config"], cfg, path)
+    return cfg, ckpt
+
+
 def load_model_from_checkpoint(cfg: Config, ckpt: Dict[str, Any], device: torch.device) -> torch.nn.Module:
     model = build_model(cfg)
     if "model" not in ckpt:
@@ -121,15 +139,7 @@ def load_model_from_checkpoint(cfg: Config, ckpt: Dict[str, Any], device: torch.
 
 def run(args: argparse.Namespace, env: DistEnv) -> Dict[str, Dict[str, float]]:
     ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
-    ckpt = torch.load(ckpt_path, map_location="cpu")
-    overrides = [s for group in args.overrides for s in group]
-    if args.config is None and "config" not in ckpt:
-        raise ValueError(f"{ckpt_path} carries no config; pass --config")
-    cfg = load_config_with_overrides(args.config, overrides, base=ckpt.get("config"))
-    if "config" in ckpt:
-        check_same_model(ckpt["config"], cfg, ckpt_path)
+    cfg, ckpt = load_checkpoint_config(ckpt_path, args.config, [s for group in args.overrides for s in group])
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     work_dir = Path(args.work_dir) if args.work_dir else ckpt_path.parent

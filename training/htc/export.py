@@ -34,9 +34,9 @@ import yaml
 from PIL import Image
 from torch import Tensor, nn
 
-from .builders import check_same_model, data_root, load_config_with_overrides
+from .builders import data_root
 from .config import Config
-from .evaluate_model import load_model_from_checkpoint
+from .evaluate_model import load_checkpoint_config, load_model_from_checkpoint
 from .evaluation import rle as rle_mod
 from .model.box_ops import MAX_LOG_RATIO
 from .model.detector import HTC
@@ -421,16 +421,7 @@ def _class_names(cfg: Config, ckpt: Dict[str, Any], work_dir: Path) -> Tuple[Lis
 
 
 def load_checkpoint(path: Path, config: Optional[str], overrides: Sequence[str] = ()) -> Tuple[HTC, Config, dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu")
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} has no 'model' state dict; was it written by htc.train?")
-    if config is None and "config" not in ckpt:
-        raise ValueError(f"{path} carries no config; pass --config")
-    cfg = load_config_with_overrides(config, overrides, base=ckpt.get("config"))
-    if "config" in ckpt:
-        check_same_model(ckpt["config"], cfg, path)
+    cfg, ckpt = load_checkpoint_config(path, config, overrides)
     return load_model_from_checkpoint(cfg, ckpt, torch.device("cpu")), cfg, ckpt
 
 
