@@ -147,6 +147,20 @@ def test_sample_rois_adds_gt_first_and_flags_it():
     assert torch.equal(s.boxes[2], props[1])
 
 
+def test_sample_rois_matches_low_quality_like_mmdetection_htc():
+    # mmdetection 2.x's HTC config leaves MaxIoUAssigner's match_low_quality at
+    # its default (True) for the R-CNN stages: a proposal that is gt1's best
+    # match goes to gt1 although it overlaps gt0 more.
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 14.0]])
+    props = torch.tensor([[0.0, 0.0, 10.0, 11.0]])  # IoU 0.909 with gt0, 0.786 with gt1
+    plain = assign_max_iou(props, gt, pos_iou=0.5, neg_iou=0.5, min_pos_iou=0.5, match_low_quality=False)
+    assert plain.tolist() == [1]
+    s = sample_rois(props, gt, iou=0.5, num=8, pos_fraction=1.0)
+    assert s.num_pos == 3
+    proposal_row = (~s.pos_is_gt).nonzero().flatten().tolist()
+    assert len(proposal_row) == 1 and s.pos_gt_inds[proposal_row[0]].item() == 1
+
+
 def test_roi_levels_follow_fpn_rule():
     ext = RoIExtractor(out_size=7, finest_scale=56)
     sizes = torch.tensor([20.0, 111.0, 112.0, 223.0, 224.0, 447.0, 448.0, 2000.0])

@@ -137,11 +137,17 @@ class RoISample:
 def sample_rois(proposals: Tensor, gt_boxes: Tensor, *, iou: float, num: int, pos_fraction: float) -> RoISample:
     """Assign proposals at one IoU (pos = neg = min-pos threshold), add gt boxes as proposals, sample.
 
+    The assigner matches low-quality boxes as mmdetection 2.x's HTC config does:
+    its R-CNN stages name no ``match_low_quality`` and MaxIoUAssigner defaults
+    to True (only the Cascade R-CNN base config sets False). With min-pos =
+    pos IoU this only moves a box that is some gt's best match (and already
+    positive for another gt) to that gt, ties included.
+
     The gt boxes are prepended and matched to themselves, as mmdetection's
     sampler does after assigning the proposals.
     """
     gt_inds = assign_max_iou(proposals, gt_boxes, pos_iou=iou, neg_iou=iou, min_pos_iou=iou,
-                             match_low_quality=False)
+                             match_low_quality=True)
     num_gt = gt_boxes.shape[0]
     all_boxes = torch.cat([gt_boxes.to(proposals.dtype), proposals], dim=0)
     self_inds = torch.arange(1, num_gt + 1, dtype=torch.long, device=proposals.device)
