@@ -20,11 +20,14 @@ var ErrBundle = errors.New("model bundle")
 
 // Manifest is a bundle's manifest.yaml (docs/model-bundle.md).
 type Manifest struct {
-	Contract  string   `yaml:"contract"`
-	Name      string   `yaml:"name"`
-	Things    []string `yaml:"things"`
-	Stuff     []string `yaml:"stuff"`
-	NumStages int      `yaml:"num_stages"`
+	Contract string   `yaml:"contract"`
+	Name     string   `yaml:"name"`
+	Things   []string `yaml:"things"`
+	Stuff    []string `yaml:"stuff"`
+	// Semantic names every semantic_logits channel; nil: the channels are
+	// Things then Stuff (the layout of bundles written before it existed).
+	Semantic  *SemanticLayout `yaml:"semantic"`
+	NumStages int             `yaml:"num_stages"`
 	Input     struct {
 		Color       string    `yaml:"color"`
 		Mean        []float32 `yaml:"mean"`
@@ -57,6 +60,105 @@ type Manifest struct {
 		BBoxHeads string `yaml:"bbox_heads"`
 		MaskHeads string `yaml:"mask_heads"`
 	} `yaml:"graphs"`
+}
+
+// SemanticLayout is the manifest's optional semantic section: one name per
+// semantic_logits channel and which channels are stuff (docs/model-bundle.md).
+type SemanticLayout struct {
+	// Layout tags the channel order: LayoutCOCOStuff or LayoutCustom.
+	Layout string `yaml:"layout"`
+	// Classes names channel i of semantic_logits.
+	Classes []string `yaml:"classes"`
+	// Stuff lists the stuff channels, ascending; the others are things.
+	Stuff []int `yaml:"stuff"`
+}
+
+// Semantic layouts a manifest may name.
+const (
+	// LayoutCOCOStuff is the 183-channel head of mmdetection's HTC
+	// checkpoints: channel i is COCO-stuff id i+1 (things 1-91 with COCO's
+	// gaps, stuff 92-182), channel 182 is "other".
+	LayoutCOCOStuff = "cocostuff"
+	// LayoutCustom is any other order, described by classes and stuff alone.
+	LayoutCustom = "custom"
+)
+
+// COCO-stuff layout: its channel count and its stuff channels (ids 92-182
+// and "other").
+const (
+	COCOStuffChannels   = 183
+	COCOStuffFirstStuff = 91
+)
+
+// maxSemanticChannels is what a per-pixel byte map can label.
+const maxSemanticChannels = 256
+
+// SemanticClasses returns the name of every semantic_logits channel.
+func (m *Manifest) SemanticClasses() []string {
+	if m.Semantic != nil {
+		return append([]string(nil), m.Semantic.Classes...)
+	}
+	return append(append([]string(nil), m.Things...), m.Stuff...)
+}
+
+// StuffChannels returns, per semantic_logits channel, whether it is stuff.
+func (m *Manifest) StuffChannels() []bool {
+	if m.Semantic == nil {
+		mask := make([]bool, len(m.Things)+len(m.Stuff))
+		for i := len(m.Things); i < len(mask); i++ {
+			mask[i] = true
+		}
+		return mask
+	}
+	mask := make([]bool, len(m.Semantic.Classes))
+	for _, c := range m.Semantic.Stuff {
+		mask[c] = true
+	}
+	return mask
+}
+
+// semanticField names where the manifest sets the channel count, for errors.
+func (m *Manifest) semanticField() string {
+	if m.Semantic != nil {
+		return "semantic.classes"
+	}
+	return "things + stuff"
+}
+
+func (s *SemanticLayout) validate(hasStuff bool) error {
+	n := len(s.Classes)
+	switch {
+	case hasStuff:
+		return errors.New("stuff and semantic are both given: with semantic, the stuff channels are semantic.stuff (drop the top-level stuff list)")
+	case s.Layout != LayoutCOCOStuff && s.Layout != LayoutCustom:
+		return fmt.Errorf("semantic.layout %q, want %s or %s", s.Layout, LayoutCOCOStuff, LayoutCustom)
+	case n == 0:
+		return errors.New("semantic.classes is empty: it names every semantic_logits channel")
+	case n > maxSemanticChannels:
+		return fmt.Errorf("semantic.classes has %d names, at most %d channels are supported", n, maxSemanticChannels)
+	case s.Layout == LayoutCOCOStuff && n != COCOStuffChannels:
+		return fmt.Errorf("semantic.classes has %d names, the %s layout has %d channels (COCO-stuff ids 1-182, then other)", n, LayoutCOCOStuff, COCOStuffChannels)
+	}
+	for i, c := range s.Classes {
+		if c == "" {
+			return fmt.Errorf("semantic.classes[%d] is empty", i)
+		}
+	}
+	for i, c := range s.Stuff {
+		if c < 0 || c >= n || (i > 0 && c <= s.Stuff[i-1]) {
+			return fmt.Errorf("semantic.stuff[%d] = %d: want ascending, distinct channels in 0..%d", i, c, n-1)
+		}
+	}
+	if s.Layout == LayoutCOCOStuff {
+		ok := len(s.Stuff) == COCOStuffChannels-COCOStuffFirstStuff
+		for i := 0; ok && i < len(s.Stuff); i++ {
+			ok = s.Stuff[i] == COCOStuffFirstStuff+i
+		}
+		if !ok {
+			return fmt.Errorf("semantic.stuff must be channels %d-%d for the %s layout (COCO-stuff ids 92-182 and other)", COCOStuffFirstStuff, COCOStuffChannels-1, LayoutCOCOStuff)
+		}
+	}
+	return nil
 }
 
 // Normalization returns the manifest's input normalisation.
@@ -112,6 +214,11 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("rcnn.mask_size %d", m.RCNN.MaskSize)
 	case m.Graphs.Backbone == "" || m.Graphs.BBoxHeads == "" || m.Graphs.MaskHeads == "":
 		return errors.New("graphs must name backbone, bbox_heads and mask_heads")
+	}
+	if m.Semantic != nil {
+		if err := m.Semantic.validate(len(m.Stuff) > 0); err != nil {
+			return err
+		}
 	}
 	for i, s := range m.Input.Std {
 		if s <= 0 {
@@ -235,7 +342,26 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrBundle, path, err)
 		}
 	}
+	if err := checkSemanticChannels(b.Backbone, m); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, filepath.Join(dir, "manifest.yaml"), err)
+	}
 	return b, nil
+}
+
+// checkSemanticChannels compares the backbone's semantic_logits channel
+// count, when the graph fixes it, with the names the manifest gives.
+func checkSemanticChannels(backbone *Session, m *Manifest) error {
+	for _, o := range backbone.Outputs {
+		if o.Name != "semantic_logits" || len(o.Dimensions) != 4 || o.Dimensions[1] <= 0 {
+			continue
+		}
+		if want := len(m.SemanticClasses()); int(o.Dimensions[1]) != want {
+			return fmt.Errorf("%s names %d semantic classes but %s's semantic_logits has %d channels",
+				m.semanticField(), want, m.Graphs.Backbone, o.Dimensions[1])
+		}
+	}
+	return nil
 }
 
 // Provider reports the execution provider the bundle's graphs run on.
