@@ -152,7 +152,7 @@ def test_resize_scales_boxes_masks_and_semantic(root):
     # exactly 2x: nearest upsampling quadruples every mask area
     big, bt = resize(image, t, (640, 480))
     assert big.shape == (3, 480, 640) and bt["img_size"] == (480, 640)
-    assert bt["scale_factor"] == pytest.approx(2.0)
+    assert bt["scale_factor"] == pytest.approx((2.0, 2.0))
     assert torch.allclose(bt["boxes"], t["boxes"] * 2)
     assert bt["masks"].shape == (len(t["labels"]), 480, 640)
     assert torch.equal(bt["masks"].sum((1, 2)), t["masks"].sum((1, 2)) * 4)
@@ -162,7 +162,7 @@ def test_resize_scales_boxes_masks_and_semantic(root):
 
     # 0.625x: areas shrink by ~0.39, boxes follow the masks
     small, st = resize(image, t, (200, 150))
-    assert small.shape == (3, 150, 200) and st["scale_factor"] == pytest.approx(0.625)
+    assert small.shape == (3, 150, 200) and st["scale_factor"] == pytest.approx((0.625, 0.625))
     assert torch.allclose(st["boxes"], t["boxes"] * 0.625)
     for m0, m1, box in zip(t["masks"], st["masks"], st["boxes"]):
         a0, a1 = m0.sum().item(), m1.sum().item()

@@ -445,6 +445,55 @@ def test_predict_returns_contract_format():
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= w0 + 1e-3).all() and (b[:, 3] <= h0 + 1e-3).all()
 
 
+def test_predict_divides_boxes_by_per_axis_scales():
+    model = build().eval()
+    images, _ = make_batch()
+    # 256x200 frames resized to 128x125 (x 0.625, y 0.5) and 128x128 (x 0.5, y 0.75)
+    sizes, orig = [(128, 125), (128, 128)], [(256, 200), (171, 256)]
+    factors = [(125 / 200, 128 / 256), (128 / 256, 128 / 171)]
+    raw = model.predict_raw(images, sizes, factors, orig)
+    for i, res in enumerate(raw["results"]):
+        sel = raw["mask_rois"][:, 0] == i
+        sx, sy = factors[i]
+        assert len(res["boxes"]) > 0
+        assert torch.allclose(res["boxes"] * torch.tensor([sx, sy, sx, sy]), raw["mask_rois"][sel, 1:], atol=1e-4)
+        assert res["masks"].shape[1:] == orig[i]
+    # mmdetection's [w, h, w, h] form and a tensor give the same; one number scales both axes
+    same = model.predict(images, sizes, [torch.tensor(f * 2) for f in factors], orig)
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(raw["results"], same))
+    assert torch.equal(model.predict(images[1:], sizes[1:], [0.5], orig[1:])[0]["boxes"],
+                       model.predict(images[1:], sizes[1:], [(0.5, 0.5)], orig[1:])[0]["boxes"])
+    with pytest.raises(ValueError, match="scale factor"):
+        model.predict(images, sizes, [(1.0, 1.0, 1.0), 1.0], orig)
+
+
+def test_predict_equals_the_tta_single_view_at_unequal_axis_scales():
+    """A 96x128 frame at (130, 100) becomes 98x130: x 1.0156, y 1.0208. HTC.predict with
+    the data transforms' per-axis scale_factor gives exactly the TTA path's single view."""
+    import numpy as np
+
+    from htc.data.transforms import resize
+    from htc.model.tta import View, predict_aug, prepare_view
+
+    model = build().eval()
+    g = np.random.default_rng(1)
+    img = (g.random((96, 128, 3)) * 60).astype(np.uint8)
+    img[10:40, 12:50] = (220, 40, 40)
+    img[50:90, 70:120] = (40, 220, 40)
+    view = View((130, 100), False)
+    p = prepare_view(img, view)
+    assert (p.height, p.width) == (98, 130) and p.scale_x != p.scale_y
+    target = {"boxes": torch.zeros((0, 4)), "masks": torch.zeros((0, 96, 128), dtype=torch.uint8),
+              "semantic": torch.zeros((96, 128), dtype=torch.int64), "scale_factor": 1.0}
+    _, t = resize(torch.from_numpy(img).permute(2, 0, 1).float(), target, (130, 100))
+    assert t["img_size"] == (98, 130) and t["scale_factor"] == pytest.approx((p.scale_x, p.scale_y))
+    ref = predict_aug(model, img, [view])
+    got = model.predict(p.image[None], [t["img_size"]], [t["scale_factor"]], [(96, 128)])[0]
+    assert len(ref["boxes"]) > 0
+    for key in ("boxes", "scores", "labels", "masks"):
+        assert torch.equal(got[key], ref[key]), key
+
+
 def test_predict_with_no_detections():
     model = build(test={"score_thr": 1.1}).eval()
     images, _ = make_batch()

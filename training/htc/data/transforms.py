@@ -4,8 +4,9 @@ Every transform maps ``(image, target) -> (image, target)``. Before
 normalisation ``image`` is a float32 tensor [3,H,W] of RGB values 0..255;
 ``target`` holds the fields of the data contract (boxes xyxy, labels, masks
 uint8 [N,H,W], semantic int64 [H,W], iscrowd, image_id, orig_size, img_size,
-scale_factor, flip). Each geometric change moves the boxes, the instance masks
-and the semantic map together with the image.
+scale_factor, flip; ``resize`` makes scale_factor the pair (x, y) of resized /
+original size per axis). Each geometric change moves the boxes, the instance
+masks and the semantic map together with the image.
 
 Random choices use torch's generator (or the one passed in): DataLoader
 workers seed torch differently per worker, numpy's global state they would
@@ -117,7 +118,11 @@ def resize(image: torch.Tensor, target: Target, scale: tuple[int, int]):
     sem = t["semantic"]
     t["semantic"] = F.interpolate(sem[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].to(torch.int64)
     t["img_size"] = (nh, nw)
-    t["scale_factor"] = float(t.get("scale_factor", 1.0)) * factor
+    # per axis, (x, y), as mmdetection's Resize records it ([w, h, w, h]) and
+    # HTC.predict, the TTA path and Go divide boxes by it
+    prev = t.get("scale_factor", 1.0)
+    px, py = (float(prev), float(prev)) if isinstance(prev, (int, float)) else (float(prev[0]), float(prev[1]))
+    t["scale_factor"] = (px * sx, py * sy)
     return image, t
 
 

@@ -26,6 +26,9 @@ from .rpn import RPNHead
 
 FPN_LEVELS = ("p2", "p3", "p4", "p5", "p6")
 
+# resized / original size: (x, y) per axis, or one number for both
+ScaleFactor = Union[float, Sequence[float]]
+
 
 @dataclass
 class Features:
@@ -169,14 +172,19 @@ class HTC(nn.Module):
     # ------------------------------------------------------------------ test
 
     @torch.no_grad()
-    def predict(self, images: Tensor, img_sizes: Sequence[Tuple[int, int]], scale_factors: Sequence[float],
+    def predict(self, images: Tensor, img_sizes: Sequence[Tuple[int, int]], scale_factors: Sequence[ScaleFactor],
                 orig_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
         """mmdetection 2.x simple test. Per image: boxes [K, 4] xyxy in original-image
-        pixels, scores [K], labels [K] (0..C-1), masks uint8 [K, H0, W0]. Call ``eval()`` first."""
+        pixels, scores [K], labels [K] (0..C-1), masks uint8 [K, H0, W0]. Call ``eval()`` first.
+
+        ``scale_factors``: per image, resized / original size as (x, y), i.e.
+        (new_w / w, new_h / h) as the data transforms record it; boxes are
+        divided by it per axis, like mmdetection's [w, h, w, h] scale_factor,
+        the TTA path and Go. A single number scales both axes."""
         return self.predict_raw(images, img_sizes, scale_factors, orig_sizes)["results"]
 
     @torch.no_grad()
-    def predict_raw(self, images: Tensor, img_sizes: Sequence[Tuple[int, int]], scale_factors: Sequence[float],
+    def predict_raw(self, images: Tensor, img_sizes: Sequence[Tuple[int, int]], scale_factors: Sequence[ScaleFactor],
                     orig_sizes: Sequence[Tuple[int, int]]) -> Dict[str, Any]:
         """``predict`` plus its intermediates, as the export graphs produce them:
 
@@ -207,7 +215,7 @@ class HTC(nn.Module):
         for i in range(n):
             sel = rois[:, 0] == i
             boxes_i, scores_i = final_boxes[sel], scores[sel]
-            scale = float(scale_factors[i])
+            scale = axis_scales(scale_factors[i], final_boxes)
             rows, labels, det_scores = multiclass_nms(boxes_i / scale, scores_i, score_thr=test.score_thr,
                                                       iou=test.nms_iou, max_num=test.max_per_img)
             dets.append((boxes_i[rows], labels, det_scores, scale))
@@ -239,6 +247,24 @@ class HTC(nn.Module):
             "stage_mask_probs": stage_mask_probs,
             "results": results,
         }
+
+
+def axis_scales(factor: ScaleFactor, like: Tensor) -> Tensor:
+    """[sx, sy, sx, sy] from a per-axis (sx, sy) pair or one number for both axes."""
+    if isinstance(factor, Tensor):
+        factor = factor.tolist()
+    if isinstance(factor, (int, float)):
+        sx = sy = float(factor)
+    else:
+        values = [float(v) for v in factor]
+        if len(values) == 4:  # mmdetection's [w, h, w, h]
+            values = values[:2]
+        if len(values) != 2:
+            raise ValueError(f"predict: a scale factor is a number or an (x, y) pair, got {factor!r}")
+        sx, sy = values
+    if not (sx > 0 and sy > 0):
+        raise ValueError(f"predict: scale factors must be positive, got {factor!r}")
+    return like.new_tensor([sx, sy, sx, sy])
 
 
 def build_model(cfg: Union[Config, ModelConfig]) -> HTC:
