@@ -94,8 +94,15 @@ class TestConfig:
 @dataclass
 class ModelConfig:
     num_classes: int = 80
-    # Semantic classes = num_classes things followed by num_stuff_classes stuff
-    # (COCO-stuff: 80 + 103 = 183 logits).
+    # Semantic layout (what each semantic logit means):
+    # "things_stuff": num_classes things (label order) then num_stuff_classes
+    #   stuff; the label PNGs use that numbering. The default, so checkpoints
+    #   saved before this key keep their meaning.
+    # "cocostuff": the 183 channels of mmdetection's HTC: channel i = COCO-stuff
+    #   id i+1 (things 1-91 with COCO's 11 gaps, stuff 92-182, 182 = "other");
+    #   stuffthingmaps PNG values (id - 1) are the targets as they are.
+    #   num_stuff_classes is then ignored (htc.data.cocostuff has the names).
+    semantic_classes: str = "things_stuff"
     num_stuff_classes: int = 103
     interleaved: bool = True
     mask_info_flow: bool = True
@@ -113,6 +120,8 @@ class ModelConfig:
 
     @property
     def num_semantic_classes(self) -> int:
+        if self.semantic_classes == "cocostuff":
+            return 183  # htc.data.cocostuff.NUM_COCOSTUFF_CHANNELS
         return self.num_classes + self.num_stuff_classes
 
 
@@ -254,6 +263,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         fail("model.num_classes", "must be >= 1")
     if m.num_stuff_classes < 0:
         fail("model.num_stuff_classes", "must be >= 0")
+    if m.semantic_classes not in ("things_stuff", "cocostuff"):
+        fail("model.semantic_classes", f"must be 'things_stuff' or 'cocostuff', got {m.semantic_classes!r}")
     if m.backbone.depth not in (18, 34, 50, 101):
         fail("model.backbone.depth", f"must be one of 18, 34, 50, 101, got {m.backbone.depth}")
     if m.backbone.width < 1:
