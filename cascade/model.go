@@ -24,8 +24,11 @@ type Result struct {
 	Width, Height int
 	Detections    []Detection
 	// Semantic, when asked for (Options.Semantic), labels every frame pixel
-	// (row-major) with the semantic branch's class: things 0..C-1, stuff
-	// C..C+K-1 (the bundle's order).
+	// (row-major) with the semantic branch's channel: the bundle's
+	// Manifest.SemanticClasses()[l] names label l and StuffChannels()[l]
+	// says whether it is stuff. In the COCO-stuff layout label l is
+	// COCO-stuff id l+1, not thing label l; old bundles: things 0..C-1, then
+	// stuff C..C+K-1.
 	Semantic []uint8
 }
 
@@ -82,6 +85,8 @@ type Model struct {
 	views    []infer.View
 	masks    bool
 	semantic bool
+	// semClasses is the number of semantic channels the manifest names.
+	semClasses int
 }
 
 // NewModel prepares the test procedure of bundle b.
@@ -107,6 +112,10 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	if clip == 0 {
 		clip = DefaultDeltaClip
 	}
+	semClasses := len(m.SemanticClasses())
+	if o.Semantic && (semClasses < 1 || semClasses > 256) {
+		return nil, fmt.Errorf("semantic map: the bundle names %d semantic classes, a byte map holds 1..256", semClasses)
+	}
 	det := DetectConfig{ScoreThreshold: m.RCNN.ScoreThreshold, NMSIoU: m.RCNN.NMSIoU, MaxPerImage: m.RCNN.MaxPerImage}
 	if o.ScoreThreshold > 0 {
 		det.ScoreThreshold = o.ScoreThreshold
@@ -116,11 +125,12 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 		grids: NewAnchorGrids(AnchorConfig{Strides: m.Anchors.Strides, Scales: m.Anchors.Scales, Ratios: m.Anchors.Ratios}),
 		rpn: RPNConfig{NMSPre: m.RPN.NMSPre, NMSIoU: m.RPN.NMSIoU, MaxProposals: m.RPN.MaxProposals,
 			MinBoxSize: m.RPN.MinBoxSize, DeltaClip: clip},
-		det:      det,
-		ensemble: o.Ensemble,
-		views:    views,
-		masks:    !o.SkipMasks,
-		semantic: o.Semantic,
+		det:        det,
+		ensemble:   o.Ensemble,
+		views:      views,
+		masks:      !o.SkipMasks,
+		semantic:   o.Semantic,
+		semClasses: semClasses,
 	}, nil
 }
 
@@ -213,7 +223,7 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 		out[i] = Result{Width: w, Height: h, Detections: dets[i]}
 		if md.semantic {
 			t0 := time.Now()
-			if out[i].Semantic, err = semanticMap(runs[0], i, w, h); err != nil {
+			if out[i].Semantic, err = semanticMap(runs[0], i, w, h, md.semClasses); err != nil {
 				return nil, tm, err
 			}
 			tm.Paste += time.Since(t0)
@@ -225,11 +235,11 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 // outSemanticLogits is the backbone's semantic_logits output position.
 const outSemanticLogits = 6
 
-// semanticMap labels each pixel of frame i with the class whose semantic
+// semanticMap labels each pixel of frame i with the channel whose semantic
 // logit is highest in the stride-8 cell the pixel falls in (nearest
 // sampling: the map is for display and statistics, not a finer
 // segmentation than the branch gives).
-func semanticMap(run *viewRun, i, w, h int) ([]uint8, error) {
+func semanticMap(run *viewRun, i, w, h, classes int) ([]uint8, error) {
 	logits, shape, err := infer.Float32Output(run.outs[outSemanticLogits])
 	if err != nil || len(shape) != 4 {
 		return nil, fmt.Errorf("semantic_logits: %v (shape %v)", err, shape)
@@ -237,6 +247,9 @@ func semanticMap(run *viewRun, i, w, h int) ([]uint8, error) {
 	s, fh, fw := int(shape[1]), int(shape[2]), int(shape[3])
 	if s > 256 {
 		return nil, fmt.Errorf("semantic_logits has %d classes, more than a byte map holds", s)
+	}
+	if s != classes {
+		return nil, fmt.Errorf("semantic_logits has %d channels, the manifest names %d semantic classes", s, classes)
 	}
 	plane := fh * fw
 	base := logits[i*s*plane : (i+1)*s*plane]

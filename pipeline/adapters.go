@@ -21,9 +21,10 @@ type OverlayDrawer struct {
 	// HUD turns the status line on.
 	HUD bool
 	// StuffTint is the opacity of the stuff-class tint drawn from a
-	// result's semantic map (0: none); FirstStuff is the first stuff label.
-	StuffTint  float32
-	FirstStuff int
+	// result's semantic map (0: none); Stuff says, per semantic channel,
+	// whether it is stuff (infer.Manifest.StuffChannels).
+	StuffTint float32
+	Stuff     []bool
 
 	mu   sync.Mutex
 	last map[string]hudState
@@ -46,7 +47,7 @@ func (d *OverlayDrawer) Draw(o *Output) error {
 		}
 	}
 	if d.StuffTint > 0 && o.Result.Semantic != nil {
-		if err := overlay.TintStuff(f.RGB, f.Width, f.Height, o.Result.Semantic, d.FirstStuff, d.StuffTint); err != nil {
+		if err := overlay.TintStuff(f.RGB, f.Width, f.Height, o.Result.Semantic, d.Stuff, d.StuffTint); err != nil {
 			return err
 		}
 	}

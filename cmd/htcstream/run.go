@@ -226,7 +226,7 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 		Sources:  sources,
 		Detector: countingDetector{md, &frames},
 		Drawer: &pipeline.OverlayDrawer{Renderer: overlay.NewRenderer(style, classes), HUD: cfg.Overlay.HUD,
-			StuffTint: cfg.Overlay.StuffTint, FirstStuff: len(classes)},
+			StuffTint: cfg.Overlay.StuffTint, Stuff: b.Manifest.StuffChannels()},
 		Sinks:   sinks,
 		Batch:   infer.BatcherConfig{Size: cfg.Batch.Size, Deadline: cfg.Batch.Deadline},
 		Metrics: metrics,
