@@ -231,18 +231,40 @@ def long_short(scale: Sequence[int]) -> List[int]:
     return [int(max(scale)), int(min(scale))]
 
 
+def _semantic_section(stuff: Sequence[str]) -> Dict[str, Any]:
+    """The manifest's ``semantic`` section of a COCO-stuff head: every channel's name
+    and the stuff channels. ``stuff`` may be empty or the stuff channels' names."""
+    from .data.cocostuff import COCOSTUFF_NAMES, cocostuff_stuff_mask
+
+    mask = cocostuff_stuff_mask()
+    stuff_channels = [c for c, is_stuff in enumerate(mask) if is_stuff]
+    want = [COCOSTUFF_NAMES[c] for c in stuff_channels]
+    if stuff and [str(s) for s in stuff] != want:
+        raise ValueError(f"model.semantic_classes is cocostuff, whose {len(want)} stuff channels are "
+                         f"{want[0]} ... {want[-1]}; got {len(stuff)} other stuff names")
+    return {"layout": "cocostuff", "classes": list(COCOSTUFF_NAMES), "stuff": stuff_channels}
+
+
 def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequence[str]) -> Dict[str, Any]:
-    """manifest.yaml of docs/model-bundle.md from the model/data config actually exported."""
+    """manifest.yaml of docs/model-bundle.md from the model/data config actually exported.
+
+    A ``things_stuff`` model writes ``stuff`` (semantic channels: things, then stuff);
+    a ``cocostuff`` model writes the ``semantic`` section instead (183 channels by
+    COCO-stuff id, their names and which are stuff); ``stuff`` may then be empty."""
     m, d = cfg.model, cfg.data
     if len(things) != m.num_classes:
         raise ValueError(f"{len(things)} thing class names for model.num_classes {m.num_classes}")
-    if len(stuff) != m.num_stuff_classes:
-        raise ValueError(f"{len(stuff)} stuff class names for model.num_stuff_classes {m.num_stuff_classes}")
+    if m.semantic_classes == "cocostuff":
+        classes: Dict[str, Any] = {"semantic": _semantic_section(stuff)}
+    else:
+        if len(stuff) != m.num_stuff_classes:
+            raise ValueError(f"{len(stuff)} stuff class names for model.num_stuff_classes {m.num_stuff_classes}")
+        classes = {"stuff": [str(s) for s in stuff]}
     return {
         "contract": CONTRACT,
         "name": name,
         "things": [str(t) for t in things],
-        "stuff": [str(s) for s in stuff],
+        **classes,
         "num_stages": m.roi.num_stages,
         "input": {
             "color": "RGB",
@@ -410,6 +432,19 @@ def _class_names(cfg: Config, ckpt: Dict[str, Any], work_dir: Path) -> Tuple[Lis
                 stuff = [s if isinstance(s, str) else str(s.get("name")) for s in coco.get("stuff_categories", [])]
                 break
     m = cfg.model
+    if m.semantic_classes == "cocostuff":
+        # the semantic channels are COCO-stuff's (the manifest's semantic section)
+        from .data.cocostuff import COCO_THING_NAMES, NUM_COCOSTUFF_CHANNELS
+
+        named = meta.get("semantic_names")
+        if named is not None and len(named) != NUM_COCOSTUFF_CHANNELS:
+            raise ValueError(f"the checkpoint's meta.semantic_names has {len(named)} names, "
+                             f"model.semantic_classes cocostuff has {NUM_COCOSTUFF_CHANNELS} channels")
+        if not things and m.num_classes == len(COCO_THING_NAMES):
+            things = list(COCO_THING_NAMES)
+        if len(things) != m.num_classes:
+            raise ValueError(f"the checkpoint names {len(things)} thing classes but model.num_classes is {m.num_classes}")
+        return things, []
     if not things:
         things = [f"class_{i}" for i in range(m.num_classes)]
     if len(things) != m.num_classes:
