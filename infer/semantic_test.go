@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -152,5 +153,43 @@ func TestLoadBundleChecksSemanticChannelCount(t *testing.T) {
 		if !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want %q", err, want)
 		}
+	}
+}
+
+// TestLoadBundleOfAPythonCOCOStuffExport exports a small model with the
+// COCO-stuff semantic layout with the training module and loads it: the
+// manifest Python writes is the one Go reads, and its 183 names match the
+// graph's semantic_logits channels.
+func TestLoadBundleOfAPythonCOCOStuffExport(t *testing.T) {
+	dir := t.TempDir()
+	script := `
+import sys, torch
+sys.path.insert(0, "tests")
+from htc import export
+from htc.model import build_model
+from model_testutil import small_config
+torch.manual_seed(0)
+cfg = small_config(semantic_classes="cocostuff")
+cfg.data.test_scale = [128, 128]
+export.export_bundle(build_model(cfg).eval(), cfg, __import__("pathlib").Path(sys.argv[1]), name="cocostuff",
+                     things=["a", "b", "c"], stuff=[], fixture_image=None, tta_scales=None)
+`
+	cmd := exec.Command("/usr/bin/python3", "-W", "ignore", "-c", script, dir)
+	cmd.Dir = "../training"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("exporting with the training module: %v\n%s", err, out)
+	}
+	b, err := LoadBundle(dir, SessionOptions{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	m := b.Manifest
+	names, stuff := m.SemanticClasses(), m.StuffChannels()
+	if m.Semantic == nil || m.Semantic.Layout != LayoutCOCOStuff || len(names) != 183 || len(stuff) != 183 {
+		t.Fatalf("semantic section %+v", m.Semantic)
+	}
+	if names[0] != "person" || names[11] != "street sign" || names[156] != "sky-other" || names[182] != "other" || !stuff[91] || stuff[90] {
+		t.Errorf("names %q %q %q %q, stuff[90] %v stuff[91] %v", names[0], names[11], names[156], names[182], stuff[90], stuff[91])
 	}
 }
