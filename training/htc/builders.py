@@ -99,12 +99,14 @@ def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
 def check_same_model(saved: Dict[str, Any], cfg: Config, path: Path) -> None:
     """``saved`` (a checkpoint's config dict) must describe the same model as ``cfg``.
 
-    ``model.test`` (score threshold, NMS, detections per image) shapes no
-    weights and may differ.
+    ``model.test`` (score threshold, NMS, detections per image) and
+    ``model.backbone.pretrained`` shape no weights and may differ.
     """
     a = _flatten(saved.get("model", {}), "model")
     b = _flatten(cfg.to_dict()["model"], "model")
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith("model.test."))
+    # where the backbone's first weights came from does not change the model either
+    free = ("model.test.", "model.backbone.pretrained")
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(free))
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
         raise ValueError(f"{path} was trained with another model config ({shown}"

@@ -31,6 +31,14 @@ class BackboneConfig:
     # "batch": ordinary BatchNorm, for training from scratch where no pretrained
     # statistics exist.
     norm: str = "frozen"
+    # ResNeXt: grouped 3x3 convs (X-101 32x4d: groups 32, width_per_group 4;
+    # 64x4d: 64 and 4). 1 and 64 are plain ResNet.
+    groups: int = 1
+    width_per_group: int = 64
+    # A torchvision ResNet/ResNeXt state dict (.pth) to start the backbone from
+    # (relative paths: against the config file's folder, else the working
+    # directory). Empty: random initialisation.
+    pretrained: str = ""
 
 
 @dataclass
@@ -271,6 +279,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         fail("model.backbone.width", "must be >= 1")
     if not -1 <= m.backbone.frozen_stages <= 4:
         fail("model.backbone.frozen_stages", "must be in -1..4")
+    if m.backbone.groups < 1 or m.backbone.width_per_group < 1:
+        fail("model.backbone.groups", "and width_per_group must be >= 1")
+    if (m.backbone.groups, m.backbone.width_per_group) != (1, 64) and m.backbone.depth < 50:
+        fail("model.backbone.groups", f"ResNeXt needs bottleneck blocks (depth 50 or 101), got depth {m.backbone.depth}")
     if m.backbone.norm not in ("frozen", "batch"):
         fail("model.backbone.norm", f"must be 'frozen' or 'batch', got {m.backbone.norm!r}")
     bad = [s for s in m.semantic_fusion if s not in ("bbox", "mask")]

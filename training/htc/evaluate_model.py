@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import dist as dist_mod
+from . import mmdet_checkpoint
 from .builders import SplitData, build_split, check_same_model, load_config_with_overrides, prepare_data
 from .config import Config
 from .data import collate
@@ -109,12 +110,14 @@ def load_checkpoint_config(path: Path, config: Optional[str],
                            overrides: Sequence[str] = ()) -> Tuple[Config, Dict[str, Any]]:
     """A checkpoint written by htc.train and its config: ``config`` if given,
     else the one it carries, with ``overrides``; a config that changes the
-    model the checkpoint holds is an error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu")
+    model the checkpoint holds is an error. An mmdetection checkpoint is
+    converted (:mod:`htc.mmdet_checkpoint`)."""
+    ckpt = mmdet_checkpoint.read_file(path)
+    if mmdet_checkpoint.is_mmdet(ckpt):
+        # a released mmdetection model: its architecture comes from its weights' shapes
+        return mmdet_checkpoint.load(path, config, overrides, obj=ckpt)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} has no 'model' state dict; was it written by htc.train?")
+        raise ValueError(f"{path} has no 'model' state dict; was it written by htc.train or mmdetection?")
     if config is None and "config" not in ckpt:
         raise ValueError(f"{path} carries no config; pass --config")
     cfg = load_config_with_overrides(config, overrides, base=ckpt.get("config"))

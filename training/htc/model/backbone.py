@@ -15,18 +15,22 @@ from torch import Tensor, nn
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm with fixed statistics and affine parameters.
+    """BatchNorm with fixed statistics and a trainable affine.
 
     Detection batches are too small for useful batch statistics, so the
-    pretrained ones are kept (mmdetection's norm_eval). Buffers carry
-    torchvision's BatchNorm names so checkpoints load unchanged.
+    pretrained running mean and variance are kept, while the affine weight and
+    bias still learn: mmdetection's ``norm_eval=True`` with
+    ``requires_grad=True``, the setting its HTC configs train with. Frozen
+    stages (``frozen_stages``) switch the affine's gradient off with the rest
+    of the stage. Names are torchvision's BatchNorm names so checkpoints load
+    unchanged.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
@@ -72,8 +76,10 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_channels: int, planes: int, stride: int, downsample: Optional[nn.Module],
-                 norm: str) -> None:
+                 norm: str, groups: int = 1, width_per_group: int = 64) -> None:
         super().__init__()
+        if groups != 1 or width_per_group != 64:
+            raise ValueError("BasicBlock (ResNet-18/34) has no grouped form: groups must be 1, width_per_group 64")
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = _norm_layer(norm, planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
@@ -89,18 +95,24 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """"pytorch" style: the stride sits on the 3x3 conv, as in torchvision and mmdetection's HTC."""
+    """"pytorch" style: the stride sits on the 3x3 conv, as in torchvision and mmdetection's HTC.
+
+    With ``groups`` > 1 it is ResNeXt's block: the 3x3 conv is grouped and the
+    inner width is ``planes * width_per_group / 64 * groups`` (torchvision's and
+    mmdetection's formula: X-101 32x4d has 128 inner channels in layer1).
+    """
 
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int, downsample: Optional[nn.Module],
-                 norm: str) -> None:
+                 norm: str, groups: int = 1, width_per_group: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn1 = _norm_layer(norm, planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = _norm_layer(norm, planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        inner = int(planes * (width_per_group / 64.0)) * groups
+        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
+        self.bn1 = _norm_layer(norm, inner)
+        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = _norm_layer(norm, inner)
+        self.conv3 = nn.Conv2d(inner, planes * self.expansion, 1, bias=False)
         self.bn3 = _norm_layer(norm, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -122,14 +134,16 @@ _ARCHS = {
 
 
 class ResNet(nn.Module):
-    """ResNet returning C2..C5 (strides 4..32).
+    """ResNet (or ResNeXt, with ``groups`` > 1) returning C2..C5 (strides 4..32).
 
     torchvision's constructors fix the stem at 64 channels, so the network is
     built here with a ``width`` knob; at width 64 the names and shapes equal
-    torchvision's ``resnet{depth}`` (without ``fc``).
+    torchvision's ``resnet{depth}`` / ``resnext{depth}_{groups}x{width_per_group}d``
+    (without ``fc``) and mmdetection's ResNet/ResNeXt backbones.
     """
 
-    def __init__(self, *, depth: int, width: int = 64, frozen_stages: int = 1, norm: str = "frozen") -> None:
+    def __init__(self, *, depth: int, width: int = 64, frozen_stages: int = 1, norm: str = "frozen",
+                 groups: int = 1, width_per_group: int = 64) -> None:
         super().__init__()
         if depth not in _ARCHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_ARCHS)}, got {depth}")
@@ -152,7 +166,8 @@ class ResNet(nn.Module):
                         nn.Conv2d(in_channels, planes * block.expansion, 1, stride=stride, bias=False),
                         _norm_layer(norm, planes * block.expansion),
                     )
-                blocks.append(block(in_channels, planes, stride if b == 0 else 1, downsample, norm))
+                blocks.append(block(in_channels, planes, stride if b == 0 else 1, downsample, norm,
+                                    groups=groups, width_per_group=width_per_group))
                 in_channels = planes * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.out_channels.append(in_channels)

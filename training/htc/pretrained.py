@@ -1,0 +1,104 @@
+"""Where a training run's first weights come from, other than random initialisation.
+
+* ``model.backbone.pretrained: PATH``: a torchvision ResNet/ResNeXt state
+  dict (``resnet50-0676ba61.pth``, ``resnext101_32x8d-8ba56ff5.pth``...), or
+  an mmdetection backbone checkpoint (``{state_dict}``, names with or without
+  ``backbone.``). The classifier (``fc.*``) is dropped; every other tensor
+  must fit the configured backbone.
+* ``--load-from CKPT``: a whole model, from htc.train or a released
+  mmdetection HTC checkpoint (:mod:`htc.mmdet_checkpoint`), to fine-tune.
+  Every tensor must fit, except the class-count-dependent layers (the box
+  classifiers, mask logits, semantic logits): when those differ (another
+  dataset) they keep their fresh initialisation and the run says so.
+
+Unlike ``--resume`` neither restores the optimiser, the schedule or the epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import mmdet_checkpoint
+from .mmdet_checkpoint import CheckpointError, read_file
+
+# layers whose shape follows the class count: re-initialised on a mismatch
+_CLASS_LAYERS = re.compile(r"^roi_head\.(bbox_head\.\d+\.fc_cls|mask_head\.\d+\.conv_logits|semantic_head\.conv_logits)\.")
+
+
+def resolve(path: str, config_dir: Optional[Path]) -> Path:
+    """A relative path against the config file's folder when it is there, else the working directory."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    if config_dir is not None and (config_dir / p).exists():
+        return config_dir / p
+    return p
+
+
+def _without_counter(keys) -> List[str]:
+    return sorted(k for k in keys if not k.endswith("num_batches_tracked"))
+
+
+def load_backbone(backbone: nn.Module, path: Path) -> str:
+    """torchvision-named backbone weights into ``backbone``, strictly; returns a line for the log."""
+    obj = read_file(path)
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: model.backbone.pretrained wants a state dict of tensors "
+                              "(torchvision's resnet50-*.pth, say)")
+    for prefix in ("module.", "backbone."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    dropped = [k for k in sd if k.startswith("fc.")]
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    extra = [k for k in _without_counter(sd) if k not in own]
+    missing = [k for k in _without_counter(own) if k not in sd]
+    if extra or missing:
+        what = f"tensor {extra[0]} has no place in" if extra else f"tensor {missing[0]} is missing for"
+        raise CheckpointError(f"{path}: {what} the configured backbone (model.backbone depth/groups/"
+                              "width_per_group must match the pretrained network)")
+    for k, v in own.items():
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: backbone tensor {k} has shape {list(sd[k].shape)}, "
+                                  f"the configured backbone expects {list(v.shape)}")
+    backbone.load_state_dict(sd, strict=False)
+    return f"backbone weights from {path} ({len(sd)} tensors{', classifier dropped' if dropped else ''})"
+
+
+def load_from(model: nn.Module, path: Path) -> List[str]:
+    """A whole checkpoint's weights into ``model`` for fine-tuning; returns lines for the log."""
+    obj = read_file(path)
+    if mmdet_checkpoint.is_mmdet(obj):
+        _, ckpt = mmdet_checkpoint.load(path, obj=obj)
+        source = ckpt["meta"]["source"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        ckpt, source = obj, f"htc.train checkpoint {path.name}"
+    else:
+        raise CheckpointError(f"{path}: --load-from wants an htc.train or mmdetection checkpoint")
+    sd: Dict[str, Tensor] = ckpt["model"]
+    own = model.state_dict()
+    extra = [k for k in _without_counter(sd) if k not in own]
+    missing = [k for k in _without_counter(own) if k not in sd]
+    if extra or missing:
+        what = f"tensor {extra[0]} has no place in" if extra else f"tensor {missing[0]} is missing for"
+        raise CheckpointError(f"{path}: {what} the configured model; --load-from needs the same architecture "
+                              "(backbone, stages, heads), only the class counts may differ")
+    reinit = []
+    for k, v in own.items():
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
+            if not _CLASS_LAYERS.match(k):
+                raise CheckpointError(f"{path}: tensor {k} has shape {list(sd[k].shape)}, the configured model "
+                                      f"expects {list(v.shape)}")
+            reinit.append(k)
+    model.load_state_dict({k: v for k, v in sd.items() if k not in reinit}, strict=False)
+    lines = [f"weights from {source}"]
+    if reinit:
+        layers = sorted({k.rsplit(".", 1)[0] for k in reinit})
+        lines.append(f"class counts differ from {path.name}: {', '.join(layers)} keep their fresh initialisation")
+    return lines
