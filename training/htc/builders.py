@@ -218,7 +218,8 @@ def build_split(cfg: Config, root: Path, split: str, train: bool) -> SplitData:
         transforms = build_transforms(True, d.img_scales, "value", d.flip_ratio)
     else:
         transforms = build_transforms(False, d.test_scale)
-    coco = CocoDataset(ann, img_dir, seg_dir, transforms=transforms, mean=d.mean, std=d.std, filter_empty=train)
+    coco = CocoDataset(ann, img_dir, seg_dir, transforms=transforms, mean=d.mean, std=d.std, filter_empty=train,
+                       semantic_layout=cfg.model.semantic_classes)
     check_classes(cfg, coco, use_semantic)
 
     if len(coco) == 0:

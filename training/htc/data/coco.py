@@ -2,15 +2,26 @@
 
 Reads an instances JSON (polygon, uncompressed-RLE and compressed-RLE masks,
 iscrowd) and, when ``seg_dir`` is given, the per-image label PNG
-``seg_dir/<image stem>.png`` (COCO-stuff "stuffthingmaps" layout; values used
-as they are, 255 = ignore). Items follow the data contract::
+``seg_dir/<image stem>.png``. Its values are the semantic head's channel
+indices, used as they are, 255 = ignore; what a channel means is the
+``semantic_layout`` (``model.semantic_classes``):
+
+* ``"cocostuff"``: COCO-stuff's "stuffthingmaps", value = COCO-stuff id - 1
+  (things 0..90 *with COCO's gaps*, stuff 91..181; see
+  :mod:`htc.data.cocostuff`). A stop sign (id 13) is semantic channel 12 but
+  instance label 11: instance labels and semantic channels differ.
+* ``"things_stuff"``: the file's things 0..C-1 (instance label order) then its
+  ``stuff_categories`` C..C+K-1, as :mod:`htc.data.synthetic` writes them.
+
+Items follow the data contract::
 
     image  float32 [3,H,W], normalised ((rgb - mean) / std)
     target boxes float32 [N,4] xyxy, labels int64 [N] (0..C-1), masks uint8 [N,H,W],
            semantic int64 [H,W], iscrowd uint8 [N], image_id int, orig_size (h, w),
            img_size (h, w), scale_factor float, flip bool
 
-Category ids of the file map to labels 0..C-1 in order of sorted id.
+Category ids of the file map to instance labels 0..C-1 in order of sorted id
+(COCO's 80 ids 1..90 with gaps -> 0..79), whatever the semantic layout.
 Annotations are filtered as mmdetection does: boxes with no area inside the
 image, w or h below 1, or area <= 0 are dropped. Crowd regions stay, flagged
 by ``iscrowd`` (the model does not train on them).
@@ -29,6 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..evaluation import rle as rle_mod
+from . import cocostuff
 from .transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize
 
 IGNORE_INDEX = 255
@@ -47,6 +59,8 @@ class CocoDataset(Dataset):
         mean, std: normalisation, RGB.
         filter_empty: drop images without a usable non-crowd annotation
             (mmdetection does this for training).
+        semantic_layout: what label PNG values mean: "things_stuff" or
+            "cocostuff" (then values above 182 other than 255 are an error).
     """
 
     def __init__(
@@ -58,7 +72,11 @@ class CocoDataset(Dataset):
         mean: Sequence[float] = DEFAULT_MEAN,
         std: Sequence[float] = DEFAULT_STD,
         filter_empty: bool = False,
+        semantic_layout: str = "things_stuff",
     ):
+        if semantic_layout not in ("things_stuff", "cocostuff"):
+            raise ValueError(f"semantic_layout must be 'things_stuff' or 'cocostuff', got {semantic_layout!r}")
+        self.semantic_layout = semantic_layout
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.seg_dir = Path(seg_dir) if seg_dir is not None else None
@@ -91,8 +109,17 @@ class CocoDataset(Dataset):
 
     @property
     def num_semantic_classes(self) -> int:
-        """Things then stuff, as the semantic head predicts them."""
+        """Semantic channels: 183 for COCO-stuff, else things then stuff."""
+        if self.semantic_layout == "cocostuff":
+            return cocostuff.NUM_COCOSTUFF_CHANNELS
         return len(self.cat_ids) + len(self.stuff_names)
+
+    @property
+    def semantic_names(self) -> list[str]:
+        """Name of every semantic channel (label PNG value)."""
+        if self.semantic_layout == "cocostuff":
+            return list(cocostuff.COCOSTUFF_NAMES)
+        return self.class_names + self.stuff_names
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,6 +169,11 @@ class CocoDataset(Dataset):
             sem = np.asarray(pil).astype(np.int64)
         if sem.shape != (h, w):
             raise ValueError(f"{path}: label map is {sem.shape[1]}x{sem.shape[0]}, image is {w}x{h}")
+        if self.semantic_layout == "cocostuff":
+            bad = (sem >= cocostuff.NUM_COCOSTUFF_CHANNELS) & (sem != IGNORE_INDEX)
+            if bad.any():
+                raise ValueError(f"{path}: value {int(sem[bad][0])} is no COCO-stuff channel (stuffthingmaps hold "
+                                 f"COCO-stuff id - 1, 0..181, and 255 for unlabeled)")
         return sem
 
     def raw_target(self, index: int) -> dict:
