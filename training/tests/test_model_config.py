@@ -19,8 +19,10 @@ def test_r50_preset_is_the_paper_configuration():
     assert (m.rpn.test_pre_nms, m.rpn.test_max_proposals, m.rpn.nms_iou) == (1000, 1000, 0.7)
     assert cfg.data.img_scales == [[1333, 800]]
     assert (cfg.train.lr, cfg.train.steps, cfg.train.epochs) == (0.02, [8, 11], 12)
-    # The file spells out the defaults: loading it equals the built-in defaults.
-    assert cfg == config_from_dict({})
+    # The file spells out the defaults: loading it equals the built-in defaults,
+    # but for the semantic layout (the default keeps older checkpoints' meaning).
+    assert m.semantic_classes == "cocostuff"
+    assert cfg == config_from_dict({"model": {"semantic_classes": "cocostuff"}})
 
 
 def test_tiny_preset_loads():
