@@ -14,6 +14,10 @@ produced (:mod:`htc.model.tta`, whose single view is ``HTC.predict``).
 
 Without ``--config`` the config saved in the checkpoint is used. Class names
 come from the checkpoint's ``meta`` (or the config's annotation files).
+
+A released mmdetection HTC checkpoint is read directly (its architecture from
+its weights' shapes, ``--config``/``--set`` on top; :mod:`htc.mmdet_checkpoint`);
+it comes without data, so its bundle has a fixture only with ``--fixture-image``.
 """
 
 from __future__ import annotations
@@ -479,7 +483,8 @@ def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequ
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m htc.export", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a .pth written by htc.train")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pth written by htc.train, or a released mmdetection HTC checkpoint (htc.mmdet_checkpoint)")
     p.add_argument("--config", help="YAML config (default: the one saved in the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.test.max_per_img=50")
@@ -507,7 +512,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              else ckpt_path.stem)
         tta = parse_scales(args.tta_scales) if args.tta_scales else None
         image = None
-        if not args.no_fixture:
+        imported = str((ckpt.get("meta") or {}).get("source", "")).startswith("mmdetection")
+        if imported and not args.no_fixture and not args.fixture_image:
+            # a released model comes without its dataset: no image to make the fixture from
+            print("htc.export: no reference fixture (pass --fixture-image IMG to write one)", file=sys.stderr)
+        elif not args.no_fixture:
             image = Path(args.fixture_image) if args.fixture_image else first_val_image(cfg, work_dir)
             if not image.is_file():
                 raise FileNotFoundError(f"fixture image {image} not found")

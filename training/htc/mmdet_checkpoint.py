@@ -188,7 +188,7 @@ def infer_model(sd: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
             "num_stuff_classes": sem - (cls_rows - 1),
         })
         if sem == NUM_COCOSTUFF_CHANNELS:
-            pass  # TODO(semantic layout) model["semantic_classes"] = "cocostuff"
+            model["semantic_classes"] = "cocostuff"
     else:
         model.update({"semantic": False, "semantic_fusion": [], "num_stuff_classes": 0})
     return model

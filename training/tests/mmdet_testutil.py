@@ -106,6 +106,10 @@ def mmdet_htc_checkpoint(*, depth: int = 50, groups: int = 1, width_per_group: i
                          num_classes: int = 80, semantic_classes: int = 183, classes=COCO_CLASSES,
                          dcn: bool = False, seed: int = 0) -> Dict[str, object]:
     """``{state_dict, meta}`` as mmcv's save_checkpoint writes a released HTC model (random weights)."""
+    # Initialised roughly as mmdetection initialises a fresh model (kaiming convs,
+    # xavier FPN and FCs, normal 0.01 for the RPN and classifiers), with the last
+    # BatchNorm of every residual branch scaled down (0.1) so 33 random blocks do not
+    # blow the features up: the graphs then see finite, image-dependent values.
     gen = torch.Generator().manual_seed(seed)
     sd: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for name, shape in _shapes(depth=depth, groups=groups, width_per_group=width_per_group, layout=layout,
@@ -117,14 +121,25 @@ def mmdet_htc_checkpoint(*, depth: int = 50, groups: int = 1, width_per_group: i
         elif name.endswith("running_mean"):
             sd[name] = torch.randn(shape, generator=gen) * 0.1
         elif ".bn" in name or "downsample.1" in name:
-            sd[name] = (torch.ones(shape) if name.endswith("weight") else torch.zeros(shape))
+            scale = 0.1 if ".bn3." in name else 1.0
+            sd[name] = (torch.full(shape, scale) if name.endswith("weight") else torch.zeros(shape))
         elif name.endswith("bias"):
             sd[name] = torch.zeros(shape)
         else:
-            fan_in = 1
+            fan_in, fan_out = 1, shape[0]
             for d in shape[1:]:
                 fan_in *= d
-            sd[name] = torch.randn(shape, generator=gen) * (2.0 / max(fan_in, 1)) ** 0.5
+            if len(shape) == 4:
+                fan_out *= shape[2] * shape[3]
+            if name.startswith("rpn_head.") or ".fc_cls." in name or "conv_logits" in name:
+                std = 0.01
+            elif ".fc_reg." in name:
+                std = 0.001
+            elif name.startswith("neck.") or "shared_fcs" in name:
+                std = (2.0 / (fan_in + fan_out)) ** 0.5
+            else:
+                std = (2.0 / fan_out) ** 0.5
+            sd[name] = torch.randn(shape, generator=gen) * std
     meta = {"mmdet_version": "2.11.0" if layout == "v2" else "1.0rc0+d3ca926", "epoch": 20, "iter": 0}
     if classes is not None:
         meta["CLASSES"] = tuple(classes)
