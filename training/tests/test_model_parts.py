@@ -47,7 +47,8 @@ def test_resnet_width_strides_and_frozen_stages():
     assert [tuple(o.shape) for o in outs] == [(2, 16, 16, 24), (2, 32, 8, 12), (2, 64, 4, 6), (2, 128, 2, 3)]
     assert net.out_channels == [16, 32, 64, 128]
     frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
-    assert frozen and all(n.startswith(("conv1", "layer1.")) for n in frozen)
+    # the stem (conv1, bn1) and layer1, BatchNorm affine included (norm_eval keeps it trainable elsewhere)
+    assert frozen and all(n.startswith(("conv1", "bn1.", "layer1.")) for n in frozen)
     assert all(p.requires_grad for n, p in net.named_parameters() if n.startswith("layer2."))
     assert all(isinstance(m, FrozenBatchNorm2d) for m in net.modules() if "BatchNorm" in type(m).__name__)
     assert ResNet(depth=50).out_channels == [256, 512, 1024, 2048]
