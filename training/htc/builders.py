@@ -3,8 +3,10 @@ section; shared by training and evaluation.
 
 Both dataset kinds read ``root/train_ann`` + ``root/train_images`` (+
 ``root/semantic_dir`` label maps when the model has a semantic branch) and
-``root/val_ann`` + ``root/val_images``; a relative root is relative to the
-working directory.
+``root/val_ann`` + ``root/val_images``. The trainer makes a relative root
+absolute before anything uses it (:func:`resolve_data_root`): against the
+config file's folder when it exists there, else against the working
+directory (the user's: ``htcstream train`` runs Python where it was started).
 
 ``data.dataset: synthetic`` first generates what is missing with
 :mod:`htc.data.synthetic` (``train.seed``, ``num_train_images``,
@@ -20,10 +22,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, read_config_file
 from .data import CocoDataset, build_transforms
 from .data import synthetic as synthetic_mod
 from .dist import DistEnv, barrier, broadcast_object
@@ -74,11 +76,7 @@ def load_config_with_overrides(path: Optional[str], overrides: Sequence[str] = (
     """
     if path is not None:
         source = str(path)
-        with open(path, "r", encoding="utf-8") as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ValueError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+        raw, _ = read_config_file(path)  # with its _base_ chain merged in
     else:
         raw = json.loads(json.dumps(base or {}))  # deep copy of plain data
         source = "<checkpoint config>"
@@ -124,6 +122,26 @@ class SplitData:
     @property
     def label_to_cat_id(self) -> List[int]:
         return list(self.dataset.cat_ids)
+
+
+def resolve_data_root(root: str, config_path: Optional[Path]) -> Tuple[str, str]:
+    """A relative ``data.root`` made absolute, and where it was found, for the log.
+
+    Against the config file's folder when the root exists there, else against
+    the working directory (also when it exists nowhere yet: a synthetic set is
+    generated there, and a missing COCO set is reported there). Absolute paths
+    and an empty root (synthetic data under the work dir) stay as they are.
+    """
+    if not root:
+        return root, "the work dir's data/"
+    p = Path(root).expanduser()
+    if p.is_absolute():
+        return str(p), "as given"
+    if config_path is not None:
+        beside = Path(config_path).resolve().parent / p
+        if beside.exists():
+            return str(beside), "the config file's folder"
+    return str(Path.cwd() / p), "the working directory"
 
 
 def data_root(cfg: Config, work_dir: Path) -> Path:

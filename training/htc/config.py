@@ -1,19 +1,28 @@
 """Typed configuration for the HTC model, its data and its training schedule.
 
 A config file is YAML with up to three sections, ``model``, ``data`` and
-``train``. Every key has a default (the paper's HTC R-50 FPN 1x on COCO), so a
-file only states what it changes. A key the dataclasses do not define is an
-error naming the key and the file: a typo must never silently fall back to a
-default.
+``train``, and optionally ``_base_`` (mmdetection's name for it): a preset
+name (``htc_tiny``, ``htc_r50_fpn``: ``configs/model/<name>.yaml``) or the
+path of another config, relative to this file's folder. The file then
+extends its base key by key: mappings merge, any other value (lists included)
+replaces the base's, and the file's keys win. A base may have a base.
+
+Every key has a built-in default, the paper's HTC R-50 FPN 1x on COCO at
+1333x800 (``configs/model/htc_r50_fpn.yaml`` spells them out), so a file
+without ``_base_`` extends that model; :func:`describe_config` says which base
+a file used, and the trainer prints it. A key the dataclasses do not define is
+an error naming the key and the file it is in: a typo must never silently fall
+back to a default.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Tuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -178,6 +187,9 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     checkpoint_interval: int = 1
+    # Also write latest.pth every this many optimiser steps (mid-epoch; --resume
+    # continues from the step after it); 0 = only at the end of each epoch.
+    checkpoint_steps: int = 0
     # Max L2 norm of all gradients together; 0 turns clipping off (mmdetection's
     # HTC configs do not clip).
     grad_clip: float = 0.0
@@ -198,14 +210,96 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
+BASE_KEY = "_base_"
+# The presets a config can name in _base_ by their bare name.
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def presets() -> List[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
 def load_config(path: Union[str, Path]) -> Config:
-    """Read a YAML config; missing keys take defaults, unknown keys raise ValueError."""
-    path = Path(path)
-    with path.open("r", encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    if raw is None:
-        raw = {}
+    """Read a YAML config and its ``_base_`` chain; missing keys take defaults, unknown keys raise ValueError."""
+    raw, _ = read_config_file(path)
     return config_from_dict(raw, source=str(path))
+
+
+def read_config_file(path: Union[str, Path], _seen: Tuple[Path, ...] = ()) -> Tuple[Dict[str, Any], List[Path]]:
+    """The raw mapping of a config file with its bases merged in (no ``_base_`` keys
+    left), and the chain of files, the first base first and ``path`` last.
+
+    Each file's own keys are checked on their own, so an unknown key or a wrong
+    type names the file that holds it; cross-key checks (:func:`validate`)
+    need the merged result and are the caller's (:func:`config_from_dict`).
+    """
+    path = Path(path)
+    key = path.resolve()
+    if key in _seen:
+        raise ValueError(f"{path}: the {BASE_KEY} chain comes back to this file")
+    raw = _read_yaml(path)
+    base = raw.pop(BASE_KEY, None)
+    _build(Config, raw, "", str(path))
+    if base is None:
+        return raw, [path]
+    base_raw, chain = read_config_file(_base_path(base, path), _seen + (key,))
+    return merge_configs(base_raw, raw), chain + [path]
+
+
+def merge_configs(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, other values replace."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_configs(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def describe_config(chain: List[Path]) -> str:
+    """Which base a config extends, for the trainer's log: one line."""
+    def name(p: Path) -> str:
+        return f"preset {p.stem}" if p.resolve().parent == PRESETS_DIR else str(p)
+
+    if len(chain) > 1:
+        return f"{chain[-1]} extends {' <- '.join(name(p) for p in reversed(chain[:-1]))}"
+    if chain[0].resolve().parent == PRESETS_DIR:
+        return f"{name(chain[0])} ({chain[0]})"
+    return (f"{chain[0]} has no {BASE_KEY}: the keys it does not set take the built-in defaults, the paper's "
+            f"HTC R-50-FPN at 1333x800 (preset htc_r50_fpn); '{BASE_KEY}: htc_tiny' starts from the CPU preset")
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    with path.open("r", encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: top level must be a mapping with sections model/data/train")
+    return raw
+
+
+def _base_path(value: Any, path: Path) -> Path:
+    known = ", ".join(presets())
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path}: '{BASE_KEY}' must be a preset name ({known}) or the path of a YAML config, "
+                         f"got {value!r}")
+    v = value.strip()
+    if "/" not in v and not v.endswith((".yaml", ".yml")):
+        p = PRESETS_DIR / f"{v}.yaml"
+        if not p.is_file():
+            raise ValueError(f"{path}: '{BASE_KEY}: {v}' is no preset ({known}); give a preset name or a path")
+        return p
+    p = Path(v).expanduser()
+    if not p.is_absolute():
+        p = path.parent / p
+    if not p.is_file():
+        raise ValueError(f"{path}: '{BASE_KEY}': {p} not found (a relative path is relative to the config's folder)")
+    return p
 
 
 def config_from_dict(raw: Dict[str, Any], source: str = "<dict>") -> Config:
@@ -326,3 +420,5 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         fail("train.epochs", "must be >= 1")
     if not math.isfinite(t.grad_clip) or t.grad_clip < 0:
         fail("train.grad_clip", "must be a finite number >= 0 (0 = no clipping)")
+    if t.checkpoint_steps < 0:
+        fail("train.checkpoint_steps", "must be >= 0 (0 = only at the end of each epoch)")

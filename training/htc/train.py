@@ -15,8 +15,15 @@ warmup over ``train.warmup_iters`` iterations from ``warmup_ratio`` x lr, then
 lr x 0.1 after each epoch listed in ``train.steps``. ``train.batch_size`` is
 images per optimiser step over all processes.
 
+The config may extend a preset or another file (``_base_``, see
+:mod:`htc.config`); the run prints which. A relative ``data.root`` is made
+absolute first: against the config file's folder when it exists there, else
+the working directory (``htcstream train`` runs Python where the user
+started it); config.yaml and the checkpoints keep the absolute path.
+
 Written to the work dir (default ``work_dirs/<config name>``) by rank 0 only:
-``config.yaml`` (the resolved config), ``latest.pth`` after every epoch,
+``config.yaml`` (the resolved config), ``latest.pth`` after every epoch and,
+with ``train.checkpoint_steps: N``, every N optimiser steps within an epoch,
 ``epoch_N.pth`` every ``checkpoint_interval`` epochs and after the last,
 ``train_log.jsonl`` (the progress records below), ``eval_val.json`` (box and
 mask AP, when ``train.evaluate``) and, for ``data.dataset: synthetic`` without
@@ -29,11 +36,25 @@ one JSON object per line and nothing else (the COCO tables then go to stderr):
     {"epoch": 1, "epochs": 12, "iter": 20, "iters": 128, "loss": {"loss_rpn_cls": 0.69, ...},
      "loss_total": 5.1, "lr": 0.002, "s_per_iter": 0.9, "eta_s": 1380.0}
     {"checkpoint": "work_dirs/htc_tiny/epoch_1.pth", "epoch": 1}
+    {"checkpoint": "work_dirs/htc_tiny/latest.pth", "epoch": 2, "epoch_iter": 50, "iters": 128}   (mid-epoch)
+    {"interrupted": "SIGINT", "checkpoint": "work_dirs/htc_tiny/latest.pth", "epoch": 2, "epoch_iter": 51, "iters": 128}
     {"eval": {"bbox": {"AP": ..., ...}, "segm": {...}}, "epoch": 12}
 
 Losses in a progress record are averaged over ranks and over the iterations
-since the previous record. Exit status: 0 done, 1 training failed (non-finite
-loss), 2 bad arguments, config or data, 130 interrupted.
+since the previous record.
+
+SIGINT or SIGTERM during training (Ctrl-C; ``htcstream train`` passes it on,
+``htc.torchrun`` hands it to every rank) finishes the step in progress on
+every rank, writes ``latest.pth`` there (rank 0; the others wait for it) and
+exits with 130. A second signal stops at once. ``--resume`` continues from
+a mid-epoch checkpoint at the next step: same step counter and lr schedule,
+the epoch's remaining images in the same order (the done ones are skipped),
+and the same random state; with ``train.workers: 0`` the continuation repeats
+an uninterrupted run exactly, with loader workers their random augmentations
+are drawn anew.
+
+Exit status: 0 done, 1 training failed (non-finite loss), 2 bad arguments,
+config or data, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -44,24 +65,26 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import dist as dist_mod
-from .builders import SplitData, build_split, check_same_model, load_config_with_overrides, prepare_data
-from .config import Config, TrainConfig
+from .builders import (SplitData, build_split, check_same_model, load_config_with_overrides, prepare_data,
+                       resolve_data_root)
+from .config import Config, TrainConfig, describe_config, read_config_file
 from .data import collate
 from .dist import DistEnv
 from .evaluate_model import evaluate_results, predict_split, summary_line
@@ -74,6 +97,54 @@ LR_DECAY = 0.1
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term (or the gradient norm) became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """Stopped on SIGINT/SIGTERM after a step, with a checkpoint written (exit status 130)."""
+
+
+class StopRequest:
+    """SIGINT/SIGTERM while ``armed`` (the training loop): remember it, so the loop
+    finishes its step, checkpoints and stops. Unarmed (data preparation, the
+    final evaluation) and on a second signal: KeyboardInterrupt, Python's default.
+
+    A repeat within ``DEBOUNCE_S`` counts as the same request: Ctrl-C on a
+    terminal reaches torchrun and its workers both, and torchrun passes it on.
+    """
+
+    DEBOUNCE_S = 0.5
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.armed = False
+        self._at = 0.0
+        self._previous: Dict[int, Any] = {}
+
+    def install(self) -> "StopRequest":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (an embedding caller): keep its handlers
+                break
+        return self
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.signum and now - self._at < self.DEBOUNCE_S:
+            return
+        if self.armed and not self.signum:
+            self.signum, self._at = signum, now
+            return
+        raise KeyboardInterrupt
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -97,10 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
+    """The config with its bases and overrides, ``data.root`` made absolute."""
+    return resolve_config_notes(args)[0]
+
+
+def resolve_config_notes(args: argparse.Namespace) -> Tuple[Config, List[str]]:
+    """:func:`resolve_config` and lines for the log: which base the config
+    extends, where data.root was found."""
     overrides = [s for group in args.overrides for s in group]
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
-    return load_config_with_overrides(args.config, overrides)
+    cfg = load_config_with_overrides(args.config, overrides)
+    _, chain = read_config_file(args.config)
+    notes = [f"config: {describe_config(chain)}"]
+    given = cfg.data.root
+    cfg.data.root, where = resolve_data_root(given, Path(args.config))
+    if given and given != cfg.data.root:
+        notes.append(f"data.root {given} -> {cfg.data.root} (from {where})")
+    return cfg, notes
 
 
 def check_train_config(t: TrainConfig, world_size: int) -> None:
@@ -115,6 +200,8 @@ def check_train_config(t: TrainConfig, world_size: int) -> None:
         raise ValueError(f"train.workers must be >= 0, got {t.workers}")
     if t.checkpoint_interval < 1:
         raise ValueError(f"train.checkpoint_interval must be >= 1, got {t.checkpoint_interval}")
+    if t.checkpoint_steps < 0:
+        raise ValueError(f"train.checkpoint_steps must be >= 0 (0 = off), got {t.checkpoint_steps}")
     if t.batch_size % world_size != 0:
         raise ValueError(f"train.batch_size ({t.batch_size}) must be divisible by the number of processes "
                          f"({world_size}): it is the batch of one optimiser step over all of them")
@@ -152,6 +239,29 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
+    # a terminal's Ctrl-C reaches the whole process group: the trainer decides
+    # when to stop and shuts its loader workers down itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class SkipSampler(Sampler):
+    """``sampler`` without its first ``skip`` indices: the rest of the epoch a
+    mid-epoch checkpoint stopped in, in the same order."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler = sampler
+        self.skip = max(0, skip)
+
+    def __iter__(self):
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            if next(it, None) is None:
+                return
+        yield from it
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
 
 
 def rng_state() -> Dict[str, Any]:
@@ -211,6 +321,14 @@ def targets_to(targets: List[Dict[str, Any]], device: torch.device) -> List[Dict
 def short_name(name: str) -> str:
     """loss_rpn_cls -> rpn_cls, s0.loss_mask -> s0.mask (for the status line)."""
     return name.replace("loss_", "")
+
+
+def status_line(record: Dict[str, Any]) -> str:
+    """A progress record as the log line starts it: ``epoch E/N iter I/M loss X (term value ...) lr Y``,
+    terms in the model's order. htcstream train's closing summary (trainStatus) prints the same."""
+    terms = " ".join(f"{short_name(n)} {v:.4f}" for n, v in record["loss"].items())
+    return (f"epoch {record['epoch']}/{record['epochs']} iter {record['iter']}/{record['iters']} "
+            f"loss {record['loss_total']:.4f} ({terms}) lr {record['lr']:.3g}")
 
 
 def check_finite(names: Sequence[str], values: Sequence[float], epoch: int, epochs: int, it: int, iters: int,
@@ -319,9 +437,20 @@ class _Reporter:
             }
             self.emit(record)
             if not self.progress.tty:
-                terms = " ".join(f"{short_name(n)} {v:.4f}" for n, v in zip(names, mean))
-                self.log(f"epoch {epoch}/{self.total_epochs} iter {it}/{self.iters} loss {sum(mean):.4f} "
-                         f"({terms}) lr {lr:.3g} {s_iter:.2f} s/it ETA {format_duration(eta)}")
+                self.log(f"{status_line(record)} {s_iter:.2f} s/it ETA {format_duration(eta)}")
+
+    def mid_epoch_checkpoint(self, epoch: int, it: int, checkpoint: Optional[Path]) -> None:
+        if checkpoint is None:
+            return
+        self.log(f"epoch {epoch}/{self.total_epochs} step {it}/{self.iters}: saved {checkpoint}")
+        self.emit({"checkpoint": str(checkpoint), "epoch": epoch, "epoch_iter": it, "iters": self.iters})
+
+    def interrupted(self, signame: str, epoch: int, it: int, checkpoint: Optional[Path]) -> str:
+        """The record of a stop on a signal; returns the line main() prints."""
+        self.progress.close()
+        self.emit({"interrupted": signame, "checkpoint": str(checkpoint), "epoch": epoch, "epoch_iter": it,
+                   "iters": self.iters})
+        return f"{signame}: stopped after epoch {epoch}/{self.total_epochs} step {it}/{self.iters}; saved {checkpoint}"
 
     def end_epoch(self, epoch: int, seconds: float, checkpoint: Optional[Path]) -> None:
         self.progress.close()
@@ -334,8 +463,11 @@ class _Reporter:
             self.emit({"checkpoint": str(checkpoint), "epoch": epoch})
 
 
-def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
-    cfg = resolve_config(args)
+def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = None) -> TrainResult:
+    """One training run; ``stop`` (installed by :func:`main`) turns SIGINT/SIGTERM
+    into a checkpoint and :class:`TrainingInterrupted`."""
+    stop = stop if stop is not None else StopRequest()
+    cfg, notes = resolve_config_notes(args)
     t = cfg.train
     check_train_config(t, env.world_size)
     if args.log_interval < 1:
@@ -353,6 +485,8 @@ def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
         if resume_path is None:
             # a fresh run's log must not continue an older run's in the same folder
             (work_dir / "train_log.jsonl").unlink(missing_ok=True)
+        for note in notes:
+            print(f"htc.train: {note}", file=sys.stderr)
 
     splits = ("train", "val") if t.evaluate else ("train",)
     root = prepare_data(cfg, work_dir, env, splits)
@@ -371,12 +505,14 @@ def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
     seed_everything(t.seed + env.rank)
 
     start_epoch, iteration = 0, 0
+    skip_steps = 0  # steps of epoch start_epoch + 1 a mid-epoch checkpoint already took
     if resume_path is not None:
         ckpt = torch.load(resume_path, map_location="cpu")
         check_same_model(ckpt.get("config", {}), cfg, resume_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+        skip_steps = int(ckpt.get("epoch_iter", 0))
         states = ckpt.get("rng")
         if isinstance(states, list) and len(states) == env.world_size:
             set_rng_state(states[env.rank])
@@ -402,31 +538,69 @@ def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
     reporter = _Reporter(env, work_dir, args.progress_json, args.log_interval, t.epochs, iters)
     if env.is_main:
         resumed = f", resuming after epoch {start_epoch} from {resume_path}" if resume_path else ""
+        if resume_path and skip_steps:
+            resumed = (f", resuming at epoch {start_epoch + 1} step {skip_steps + 1}/{iters} (step {iteration + 1} "
+                       f"overall) from {resume_path}")
         reporter.log(f"htc.train: {len(train_split.image_ids)} training images, {iters} iterations/epoch "
                      f"({per_rank} images x {env.world_size} process(es)), {t.epochs} epochs, "
                      f"device {env.device}, work dir {work_dir}{resumed}")
         if start_epoch >= t.epochs:
             reporter.log(f"htc.train: {resume_path} already finished {start_epoch} of {t.epochs} epochs")
 
+    def checkpoint(epochs_done: int, epoch_iter: int) -> Optional[Path]:
+        """latest.pth (rank 0) after ``epochs_done`` epochs and ``epoch_iter`` steps of the next one."""
+        rng_all = dist_mod.all_gather_objects(rng_state(), env)
+        if not env.is_main:
+            return None
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"type": "warmup_step", "iteration": iteration, "epoch": epochs_done,
+                          "epoch_iter": epoch_iter},
+            "config": cfg.to_dict(),
+            "epoch": epochs_done,
+            "epoch_iter": epoch_iter,
+            "iteration": iteration,
+            "rng": rng_all,
+            "meta": {
+                "classes": train_split.dataset.class_names,
+                "cat_ids": train_split.dataset.cat_ids,
+                "stuff_classes": train_split.dataset.stuff_names,
+                "world_size": env.world_size,
+                "iters_per_epoch": iters,
+                "torch": torch.__version__,
+            },
+        }
+        latest = work_dir / "latest.pth"
+        _atomic_save(state, latest)
+        return latest
+
+    stop.armed = True
     for epoch0 in range(start_epoch, t.epochs):
         epoch = epoch0 + 1
         sampler.set_epoch(epoch0)
-        loader = DataLoader(train_split.dataset, batch_size=per_rank, sampler=sampler, num_workers=t.workers,
+        done = skip_steps if epoch0 == start_epoch else 0
+        loader = DataLoader(train_split.dataset, batch_size=per_rank, sampler=SkipSampler(sampler, done * per_rank),
+                            num_workers=t.workers,
                             collate_fn=collate_fn, worker_init_fn=seed_worker,
                             generator=loader_generator(t.seed, epoch0, env.rank),
                             pin_memory=env.device.type == "cuda")
         epoch_start = tick = time.monotonic()
-        for it, (images, targets) in enumerate(loader, 1):
+        it, stopping = done, False
+        for it, (images, targets) in enumerate(loader, done + 1):
             lr = learning_rate(t, epoch0, iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images = images.to(env.device, non_blocking=True)
             losses = net(images, targets_to(targets, env.device))
             names = list(losses)
-            local = torch.stack([losses[n].detach().float() for n in names])
+            # a stop request rides along with the losses: any rank's makes every rank stop after this step
+            local = torch.stack([losses[n].detach().float() for n in names]
+                                + [losses[names[0]].new_tensor(1.0 if stop.signum else 0.0)])
             # the mean over ranks is both what is shown and what decides to stop,
             # so every rank stops at the same iteration instead of hanging in a collective
-            values = dist_mod.all_reduce_mean(local, env).cpu().tolist()
+            *values, stop_votes = dist_mod.all_reduce_mean(local, env).cpu().tolist()
+            stopping = stop_votes > 0
             check_finite(names, values, epoch, t.epochs, it, iters, iteration + 1)
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
@@ -441,33 +615,29 @@ def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
             now = time.monotonic()
             reporter.step(names, values, lr, epoch, it, now - tick)
             tick = now
+            if stopping:
+                break
+            if t.checkpoint_steps and iteration % t.checkpoint_steps == 0 and it < iters:
+                reporter.mid_epoch_checkpoint(epoch, it, checkpoint(epoch0, it))
 
-        rng_all = dist_mod.all_gather_objects(rng_state(), env)
-        saved: Optional[Path] = None
-        if env.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {"type": "warmup_step", "iteration": iteration, "epoch": epoch},
-                "config": cfg.to_dict(),
-                "epoch": epoch,
-                "iteration": iteration,
-                "rng": rng_all,
-                "meta": {
-                    "classes": train_split.dataset.class_names,
-                    "cat_ids": train_split.dataset.cat_ids,
-                    "stuff_classes": train_split.dataset.stuff_names,
-                    "world_size": env.world_size,
-                    "torch": torch.__version__,
-                },
-            }
-            latest = work_dir / "latest.pth"
-            _atomic_save(state, latest)
-            saved = latest
-            if epoch % t.checkpoint_interval == 0 or epoch == t.epochs:
-                saved = work_dir / f"epoch_{epoch}.pth"
-                _link_or_copy(latest, saved)
+        if it < iters:  # stopped within the epoch
+            saved = checkpoint(epoch0, it)
+            dist_mod.barrier(env)  # no rank leaves (and makes torchrun end the others) before it is written
+            raise TrainingInterrupted(reporter.interrupted(stop.name or "signal", epoch, it, saved))
+        latest = saved = checkpoint(epoch, 0)
+        if latest is not None and (epoch % t.checkpoint_interval == 0 or epoch == t.epochs):
+            saved = work_dir / f"epoch_{epoch}.pth"
+            _link_or_copy(latest, saved)
         reporter.end_epoch(epoch, time.monotonic() - epoch_start, saved)
+        if stopping:
+            dist_mod.barrier(env)
+            raise TrainingInterrupted(reporter.interrupted(stop.name or "signal", epoch, iters, latest))
+    # a request that came after the last step: every rank must agree before the evaluation's collectives
+    late = dist_mod.all_reduce_mean(torch.tensor([1.0 if stop.signum else 0.0], device=env.device), env).item() > 0
+    stop.armed = False
+    if late:
+        raise TrainingInterrupted("stopped on a signal after the last epoch (its checkpoint is written); "
+                                  "evaluation skipped")
 
     result = TrainResult(work_dir=work_dir, epoch=max(start_epoch, t.epochs), iteration=iteration,
                          records=reporter.records, model=model)
@@ -490,19 +660,25 @@ def train(args: argparse.Namespace, env: DistEnv) -> TrainResult:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     env: Optional[DistEnv] = None
+    stop = StopRequest().install()
     try:
         env = dist_mod.setup(args.device)
-        train(args, env)
+        train(args, env, stop)
     except (OSError, ValueError) as e:
         _report(env, str(e))
         return 2
     except NonFiniteLossError as e:
         _report(env, str(e))
         return 1
+    except TrainingInterrupted as e:
+        if env is None or env.is_main:  # every rank stops the same way; one line says so
+            _report(env, f"{e}; --resume continues from there")
+        return 130
     except KeyboardInterrupt:
-        _report(env, "interrupted; --resume continues from the last saved epoch (latest.pth)")
+        _report(env, "interrupted; --resume continues from the last checkpoint (latest.pth)")
         return 130
     finally:
+        stop.restore()
         if env is not None:
             dist_mod.cleanup(env)
     return 0
