@@ -64,6 +64,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 2
+		case errors.Is(err, errInterrupted):
+			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
+			return 130
 		default:
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 1

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
-	"sort"
+	"runtime"
 	"strings"
+	"sync/atomic"
+	"syscall"
 )
 
 // python is Debian's interpreter: a python3 earlier on PATH (pyenv, venv)
@@ -22,7 +27,9 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 	config := fs.String("config", "", "model/data/train YAML (configs/model/*.yaml)")
 	workDir := fs.String("work-dir", "", "checkpoints and logs (default: the trainer's, work_dirs/<config name>)")
 	resume := fs.Bool("resume", false, "continue from the work dir's latest.pth")
-	nproc := fs.Int("nproc", 1, "training processes (DDP through torchrun: gloo on CPU, nccl on GPU)")
+	nproc := fs.Int("nproc", runtime.NumCPU(), "training processes, DDP through torchrun when > 1 (gloo on CPU, nccl on GPU);\n"+
+		"the default is this machine's CPU cores: one PyTorch process keeps about one core busy. With CUDA\n"+
+		"give the number of GPUs. train.batch_size must be divisible by it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,7 +50,13 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	targs := []string{"-m", "htc.train", "--config", cfg, "--progress-json"}
 	if *nproc > 1 {
-		targs = append([]string{"-m", "htc.torchrun", fmt.Sprintf("--nproc_per_node=%d", *nproc)}, targs...)
+		// a free port, not torchrun's fixed default, so two trainings on one machine do not collide
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		targs = append([]string{"-m", "htc.torchrun", "--nnodes=1", fmt.Sprintf("--nproc_per_node=%d", *nproc),
+			"--master_addr=127.0.0.1", fmt.Sprintf("--master_port=%d", port)}, targs...)
 	}
 	if *workDir != "" {
 		wd, err := filepath.Abs(*workDir)
@@ -88,9 +101,16 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	return runPython(root, append([]string{"-m", "htc.export", "--checkpoint", c, "--out", o}, fs.Args()...), stdout, stderr, nil)
 }
 
-// trainingDir finds the project's training/ folder next to the executable
-// (bin/htcstream) or above the working directory.
+// trainingDir finds the project's training/ folder: $HTCSTREAM_TRAINING when
+// set, else next to the executable (bin/htcstream) or above the working
+// directory.
 func trainingDir() (string, error) {
+	if d := os.Getenv("HTCSTREAM_TRAINING"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, "htc", "train.py")); err != nil {
+			return "", fmt.Errorf("HTCSTREAM_TRAINING=%s is not the training module's folder (no htc/train.py)", d)
+		}
+		return filepath.Abs(d)
+	}
 	var tried []string
 	check := func(dir string) (string, bool) {
 		p := filepath.Join(dir, "training", "htc", "train.py")
@@ -118,16 +138,29 @@ func trainingDir() (string, error) {
 	return "", fmt.Errorf("the training module is not here (looked for %s); run from the htcstream project", strings.Join(tried, ", "))
 }
 
-// runPython runs the training module with Debian's python in dir; stdout
-// goes through relay when given (it turns the trainer's JSON records into
-// progress), stderr passes through.
+// errInterrupted: the command stopped on SIGINT/SIGTERM (exit status 130).
+var errInterrupted = errors.New("interrupted")
+
+// runPython runs the training module with Debian's python. It runs in the
+// user's working directory, with dir (training/) on PYTHONPATH, so relative
+// paths in configs and flags (data.root, work_dirs/...) mean what they mean
+// where the user is. stdout goes through relay when given (it turns the
+// trainer's JSON records into progress), stderr passes through.
+//
+// The child gets a process group of its own: a terminal's Ctrl-C reaches
+// htcstream alone, which passes SIGINT/SIGTERM on to the child once per
+// signal (the trainer finishes its step and writes a checkpoint; htc.torchrun
+// hands the signal to its workers), waits for it and returns errInterrupted.
+// A third signal kills the child's process group. If htcstream itself is
+// killed, the child gets SIGTERM (Pdeathsig).
 func runPython(dir string, args []string, stdout, stderr io.Writer, relay func(io.Reader, io.Writer, io.Writer) error) error {
 	if _, err := os.Stat(python); err != nil {
 		return fmt.Errorf("%s is missing: run scripts/setup", python)
 	}
 	cmd := exec.Command(python, args...)
-	cmd.Dir = dir
+	cmd.Env = pythonEnv(os.Environ(), dir)
 	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	var relayErr chan error
 	if relay != nil {
 		pipe, err := cmd.StdoutPipe()
@@ -139,14 +172,27 @@ func runPython(dir string, args []string, stdout, stderr io.Writer, relay func(i
 	} else {
 		cmd.Stdout = stdout
 	}
+	// Pdeathsig follows the thread that started the child: keep it until Wait.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", python, err)
 	}
+	var interrupted atomic.Bool
+	done := make(chan struct{})
+	defer close(done)
+	go forwardSignals(cmd.Process, sig, done, &interrupted, stderr)
 	var rerr error
 	if relayErr != nil {
 		rerr = <-relayErr
 	}
 	err := cmd.Wait()
+	if interrupted.Load() {
+		return errInterrupted
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		// The trainer printed its own one-line reason on stderr.
@@ -158,15 +204,69 @@ func runPython(dir string, args []string, stdout, stderr io.Writer, relay func(i
 	return rerr
 }
 
+// forwardSignals passes each SIGINT/SIGTERM on to the child; the third kills
+// the child's process group.
+func forwardSignals(p *os.Process, sig <-chan os.Signal, done <-chan struct{}, interrupted *atomic.Bool, stderr io.Writer) {
+	for n := 1; ; n++ {
+		select {
+		case <-done:
+			return
+		case s := <-sig:
+			interrupted.Store(true)
+			switch n {
+			case 1:
+				fmt.Fprintln(stderr, "htcstream: stopping: the trainer finishes its step and saves a checkpoint (interrupt again to stop at once)")
+				p.Signal(s)
+			case 2:
+				fmt.Fprintln(stderr, "htcstream: stopping at once (a third interrupt kills the trainer)")
+				p.Signal(s)
+			default:
+				syscall.Kill(-p.Pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// pythonEnv is env with dir first on PYTHONPATH and PYTHONSAFEPATH set, so a
+// folder named htc in the user's directory cannot shadow the training module.
+func pythonEnv(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+2)
+	path := dir
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PYTHONPATH":
+			if v != "" {
+				path = dir + string(os.PathListSeparator) + v
+			}
+		case "PYTHONSAFEPATH":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return append(out, "PYTHONPATH="+path, "PYTHONSAFEPATH=1")
+}
+
+// freePort is a TCP port on 127.0.0.1 that nothing listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("no free port for torchrun: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
 // relayTrainProgress reads the trainer's --progress-json records. The
 // trainer draws its own progress (a status block on a terminal, a line every
 // --log-interval steps elsewhere) on the stderr it shares with us, so the
-// per-step records are not drawn again; checkpoints and evaluations become
-// lines of their own on stdout, and the last step's losses a summary.
+// per-step records are not drawn again; checkpoints, evaluations and a stop
+// on a signal become lines of their own on stdout, and the last step's losses
+// a summary.
 func relayTrainProgress(r io.Reader, stdout, _ io.Writer) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var last map[string]any
+	var last []byte
 	for sc.Scan() {
 		line := sc.Bytes()
 		var rec map[string]any
@@ -175,13 +275,18 @@ func relayTrainProgress(r io.Reader, stdout, _ io.Writer) error {
 			continue
 		}
 		switch {
+		case rec["interrupted"] != nil:
+			fmt.Fprintf(stdout, "%v: stopped after epoch %v step %v/%v; checkpoint %v (htcstream train --resume continues from the next step)\n",
+				rec["interrupted"], rec["epoch"], rec["epoch_iter"], rec["iters"], rec["checkpoint"])
+		case rec["checkpoint"] != nil && rec["epoch_iter"] != nil:
+			fmt.Fprintf(stdout, "epoch %v step %v/%v: checkpoint %v\n", rec["epoch"], rec["epoch_iter"], rec["iters"], rec["checkpoint"])
 		case rec["checkpoint"] != nil:
 			fmt.Fprintf(stdout, "epoch %v: checkpoint %v\n", rec["epoch"], rec["checkpoint"])
 		case rec["eval"] != nil:
 			b, _ := json.Marshal(rec["eval"])
 			fmt.Fprintf(stdout, "epoch %v: evaluation %s\n", rec["epoch"], b)
 		case rec["iter"] != nil:
-			last = rec
+			last = append(last[:0], line...)
 		default:
 			fmt.Fprintln(stdout, string(line))
 		}
@@ -192,21 +297,34 @@ func relayTrainProgress(r io.Reader, stdout, _ io.Writer) error {
 	return sc.Err()
 }
 
-func trainStatus(rec map[string]any) string {
-	num := func(k string) float64 { v, _ := rec[k].(float64); return v }
+// trainStatus is a progress record as the trainer's log line starts
+// (htc.train.status_line): the same loss names (loss_ dropped wherever it
+// stands: rpn_cls, s0.mask) in the trainer's order.
+func trainStatus(line []byte) string {
+	var rec struct {
+		Epoch, Epochs, Iter, Iters float64
+		Loss                       json.RawMessage
+		LossTotal                  float64 `json:"loss_total"`
+		LR                         float64 `json:"lr"`
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return string(line)
+	}
 	var terms []string
-	if loss, ok := rec["loss"].(map[string]any); ok {
-		keys := make([]string, 0, len(loss))
-		for k := range loss {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if v, ok := loss[k].(float64); ok {
-				terms = append(terms, fmt.Sprintf("%s %.3f", strings.TrimPrefix(k, "loss_"), v))
+	dec := json.NewDecoder(bytes.NewReader(rec.Loss))
+	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				break
 			}
+			var v float64
+			if err := dec.Decode(&v); err != nil {
+				break
+			}
+			terms = append(terms, fmt.Sprintf("%s %.4f", strings.ReplaceAll(fmt.Sprint(k), "loss_", ""), v))
 		}
 	}
-	return fmt.Sprintf("epoch %.0f/%.0f iter %.0f/%.0f loss %.4f lr %.5f (%s)", num("epoch"), num("epochs"),
-		num("iter"), num("iters"), num("loss_total"), num("lr"), strings.Join(terms, " "))
+	return fmt.Sprintf("epoch %.0f/%.0f iter %.0f/%.0f loss %.4f (%s) lr %.3g", rec.Epoch, rec.Epochs,
+		rec.Iter, rec.Iters, rec.LossTotal, strings.Join(terms, " "), rec.LR)
 }
