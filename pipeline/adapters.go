@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -105,6 +106,11 @@ func (s FileSink) Close() error {
 type DetectionsSink struct {
 	S       *stream.JSONSink
 	Classes []string
+	// SemanticClasses and Stuff name each semantic channel and say whether
+	// it is stuff (infer.Manifest.SemanticClasses / StuffChannels): with
+	// them, a result's semantic map becomes the line's stuff regions.
+	SemanticClasses []string
+	Stuff           []bool
 
 	mu    sync.Mutex
 	users int
@@ -125,7 +131,39 @@ func (u detectionsUser) Write(o *Output) error {
 	for _, d := range o.Result.Detections {
 		fd.Detections = append(fd.Detections, toStreamDetection(d, u.s.Classes))
 	}
+	if o.Result.Semantic != nil && u.s.Stuff != nil {
+		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
+	}
 	return u.s.S.Write(fd)
+}
+
+// MinStuffArea is the smallest share of a frame a stuff region needs to be
+// listed in the detections: below 1% a label is mostly the semantic map's
+// noise at object borders.
+const MinStuffArea = 0.01
+
+// StuffRegions counts the stuff labels of a semantic map (one label a
+// pixel) and returns those covering at least minArea of it, largest first
+// (ties by channel). Labels without a name or beyond stuff are skipped.
+func StuffRegions(labels []uint8, names []string, stuff []bool, minArea float32) []stream.Region {
+	var counts [256]int
+	for _, l := range labels {
+		counts[l]++
+	}
+	out := []stream.Region{}
+	if len(labels) == 0 {
+		return out
+	}
+	for c, n := range counts {
+		if n == 0 || c >= len(stuff) || !stuff[c] || c >= len(names) {
+			continue
+		}
+		if a := float32(n) / float32(len(labels)); a >= minArea {
+			out = append(out, stream.Region{Label: names[c], ClassID: c, Area: a})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Area > out[j].Area })
+	return out
 }
 
 func (u detectionsUser) Close() error {

@@ -38,6 +38,16 @@ type Detection struct {
 	Mask MaskRegion
 }
 
+// Region is a stuff class of the semantic branch's map (sky, road, grass...)
+// and the share of the frame's pixels it labels.
+type Region struct {
+	Label string
+	// ClassID is the semantic channel (the manifest's semantic classes).
+	ClassID int
+	// Area is the fraction of the frame, 0..1.
+	Area float32
+}
+
 // FrameDetections is what one frame produced.
 type FrameDetections struct {
 	Stream string
@@ -46,6 +56,9 @@ type FrameDetections struct {
 	// Width and Height are the frame's size, the size of every mask's RLE.
 	Width, Height int
 	Detections    []Detection
+	// Stuff lists the stuff regions of the frame's semantic map, largest
+	// first; nil when no map was made (the line then has no "stuff").
+	Stuff []Region
 }
 
 // jsonLine is one line of the file. The field names are the file format:
@@ -57,6 +70,13 @@ type jsonLine struct {
 	Width      int             `json:"width"`
 	Height     int             `json:"height"`
 	Detections []jsonDetection `json:"detections"`
+	Stuff      *[]jsonRegion   `json:"stuff,omitempty"`
+}
+
+type jsonRegion struct {
+	Label   string  `json:"label"`
+	ClassID int     `json:"class_id"`
+	Area    float32 `json:"area"`
 }
 
 type jsonDetection struct {
@@ -162,10 +182,21 @@ func (s *JSONSink) format(fd FrameDetections) error {
 	if dets == nil {
 		dets = []jsonDetection{}
 	}
-	return s.enc.Encode(jsonLine{
+	line := jsonLine{
 		Stream: fd.Stream, Seq: fd.Seq, PTSms: float64(fd.PTS) / float64(time.Millisecond),
 		Width: fd.Width, Height: fd.Height, Detections: dets,
-	})
+	}
+	if fd.Stuff != nil {
+		regions := make([]jsonRegion, len(fd.Stuff))
+		for i, r := range fd.Stuff {
+			if math.IsNaN(float64(r.Area)) || r.Area < 0 || r.Area > 1 {
+				return fmt.Errorf("stuff region %q: area %v outside 0..1", r.Label, r.Area)
+			}
+			regions[i] = jsonRegion(r)
+		}
+		line.Stuff = &regions
+	}
+	return s.enc.Encode(line)
 }
 
 // checkFinite rejects the NaN and infinite numbers JSON cannot carry,

@@ -191,7 +191,8 @@ func runPipeline(cfg pipeline.RunConfig, ortLib string, maxFrames int, stdout, s
 		if err != nil {
 			return err
 		}
-		detSink = &pipeline.DetectionsSink{S: js, Classes: classes}
+		detSink = &pipeline.DetectionsSink{S: js, Classes: classes,
+			SemanticClasses: b.Manifest.SemanticClasses(), Stuff: b.Manifest.StuffChannels()}
 	}
 	var videoPaths []string
 	sinks := func(id string) ([]pipeline.Sink, error) {
