@@ -22,6 +22,10 @@ var version = "0.1.0-dev"
 // errUsage marks errors whose message is a usage problem: exit code 2.
 var errUsage = errors.New("usage")
 
+// errReported is a failure whose one-line reason was already printed (by the
+// training module's Python): exit code 1, nothing more said.
+var errReported = errors.New("failed (reason above)")
+
 type command struct {
 	name    string
 	summary string
@@ -34,7 +38,8 @@ func commands() []command {
 		{"eval", "COCO box and mask AP of a model on a COCO-format set or a video with ground truth", evalCmd},
 		{"bench", "time each step of the model (graphs and Go) per frame", benchCmd},
 		{"train", "train an HTC model with the training module (PyTorch), relaying its progress", trainCmd},
-		{"export", "export a training checkpoint as a model bundle", exportCmd},
+		{"export", "export a training or mmdetection HTC checkpoint as a model bundle", exportCmd},
+		{"import", "convert a released mmdetection HTC checkpoint into a training checkpoint (to fine-tune)", importCmd},
 		{"version", "print htcstream's version and the native libraries it loaded", versionCmd},
 	}
 }
@@ -61,6 +66,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.Is(err, errReported):
+			return 1
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 2

@@ -27,6 +27,8 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 	config := fs.String("config", "", "model/data/train YAML (configs/model/*.yaml)")
 	workDir := fs.String("work-dir", "", "checkpoints and logs (default: the trainer's, work_dirs/<config name>)")
 	resume := fs.Bool("resume", false, "continue from the work dir's latest.pth")
+	loadFrom := fs.String("load-from", "", "fine-tune from this whole model: an htc.train checkpoint or a released mmdetection HTC .pth\n"+
+		"(class-count layers that differ from the config are re-initialised; not with --resume)")
 	nproc := fs.Int("nproc", runtime.NumCPU(), "training processes, DDP through torchrun when > 1 (gloo on CPU, nccl on GPU);\n"+
 		"the default is this machine's CPU cores: one PyTorch process keeps about one core busy. With CUDA\n"+
 		"give the number of GPUs. train.batch_size must be divisible by it")
@@ -68,37 +70,21 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 	if *resume {
 		targs = append(targs, "--resume")
 	}
+	if *loadFrom != "" {
+		if *resume {
+			return fmt.Errorf("%w: --load-from starts a new run, --resume continues one: give one of them", errUsage)
+		}
+		lf, err := filepath.Abs(*loadFrom)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(lf); err != nil {
+			return fmt.Errorf("--load-from: %w", err)
+		}
+		targs = append(targs, "--load-from", lf)
+	}
 	targs = append(targs, fs.Args()...)
 	return runPython(root, targs, stdout, stderr, relayTrainProgress)
-}
-
-func exportCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("export", "export --checkpoint CKPT --out BUNDLE [-- exporter flags]", stderr)
-	ckpt := fs.String("checkpoint", "", "training checkpoint (.pth)")
-	out := fs.String("out", "", "bundle directory to write")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *ckpt == "" || *out == "" {
-		fs.Usage()
-		return fmt.Errorf("%w: want --checkpoint and --out", errUsage)
-	}
-	root, err := trainingDir()
-	if err != nil {
-		return err
-	}
-	c, err := filepath.Abs(*ckpt)
-	if err != nil {
-		return err
-	}
-	o, err := filepath.Abs(*out)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(c); err != nil {
-		return fmt.Errorf("--checkpoint: %w", err)
-	}
-	return runPython(root, append([]string{"-m", "htc.export", "--checkpoint", c, "--out", o}, fs.Args()...), stdout, stderr, nil)
 }
 
 // trainingDir finds the project's training/ folder: $HTCSTREAM_TRAINING when
@@ -195,7 +181,11 @@ func runPython(dir string, args []string, stdout, stderr io.Writer, relay func(i
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		// The trainer printed its own one-line reason on stderr.
+		if ee.ExitCode() == 2 {
+			// The module's way of failing on input: it printed its one-line
+			// reason on stderr, and a second line would only repeat it.
+			return errReported
+		}
 		return fmt.Errorf("%s exited with code %d", strings.Join(args[:2], " "), ee.ExitCode())
 	}
 	if err != nil {

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// repeated collects a flag given several times (--set a=1 --set b=2).
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, " ") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+// checkpointFlags are what export and import share: the checkpoint (ours or
+// mmdetection's), an optional config whose keys override what the checkpoint
+// says, and --set overrides.
+type checkpointFlags struct {
+	ckpt, out, config *string
+	sets              repeated
+}
+
+func (c *checkpointFlags) register(fs *flag.FlagSet, outHelp string) {
+	c.ckpt = fs.String("checkpoint", "", "htc.train checkpoint, or a released mmdetection HTC .pth (2.x or 2019 v1 layout)")
+	c.out = fs.String("out", "", outHelp)
+	c.config = fs.String("config", "", "YAML whose keys override the checkpoint's config (for mmdetection files: what the weights' shapes say)")
+	fs.Var(&c.sets, "set", "override one config value, KEY=VALUE (repeatable), e.g. --set data.test_scale=[800,480]")
+}
+
+// pythonArgs checks the paths and turns them absolute: Python runs in training/.
+func (c *checkpointFlags) pythonArgs() ([]string, error) {
+	ckpt, err := filepath.Abs(*c.ckpt)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(ckpt); err != nil {
+		return nil, fmt.Errorf("--checkpoint: %w", err)
+	}
+	out, err := filepath.Abs(*c.out)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--checkpoint", ckpt, "--out", out}
+	if *c.config != "" {
+		cfg, err := filepath.Abs(*c.config)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(cfg); err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		args = append(args, "--config", cfg)
+	}
+	for _, s := range c.sets {
+		args = append(args, "--set", s)
+	}
+	return args, nil
+}
+
+func exportCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("export", "export --checkpoint CKPT --out BUNDLE [flags] [-- exporter flags]", stderr)
+	var c checkpointFlags
+	c.register(fs, "bundle directory to write")
+	name := fs.String("name", "", "the bundle's name in its manifest (default: from the checkpoint's file)")
+	fixture := fs.String("fixture-image", "", "image for the reference fixture the Go parity test reads (default: the first val image; none for an mmdetection checkpoint)")
+	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
+	tta := fs.String("tta-scales", "", "the fixture's TTA plan, LONGxSHORT,LONGxSHORT (default: the test scale and 1.3x it)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *c.ckpt == "" || *c.out == "" {
+		fs.Usage()
+		return fmt.Errorf("%w: want --checkpoint and --out", errUsage)
+	}
+	root, err := trainingDir()
+	if err != nil {
+		return err
+	}
+	pargs, err := c.pythonArgs()
+	if err != nil {
+		return err
+	}
+	if *name != "" {
+		pargs = append(pargs, "--name", *name)
+	}
+	if *fixture != "" {
+		img, err := filepath.Abs(*fixture)
+		if err != nil {
+			return err
+		}
+		pargs = append(pargs, "--fixture-image", img)
+	}
+	if *noFixture {
+		pargs = append(pargs, "--no-fixture")
+	}
+	if *tta != "" {
+		pargs = append(pargs, "--tta-scales", *tta)
+	}
+	return runPython(root, append(append([]string{"-m", "htc.export"}, pargs...), fs.Args()...), stdout, stderr, nil)
+}
+
+// importCmd writes an mmdetection checkpoint in the training module's own
+// format, to fine-tune from (train --load-from) or to keep beside its config.
+func importCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("import", "import --checkpoint MMDET.pth --out OURS.pth [flags]", stderr)
+	var c checkpointFlags
+	c.register(fs, "training checkpoint (.pth) to write")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *c.ckpt == "" || *c.out == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: want --checkpoint and --out, and no other arguments", errUsage)
+	}
+	root, err := trainingDir()
+	if err != nil {
+		return err
+	}
+	pargs, err := c.pythonArgs()
+	if err != nil {
+		return err
+	}
+	return runPython(root, append([]string{"-m", "htc.mmdet_checkpoint"}, pargs...), stdout, stderr, nil)
+}
