@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union, get_args, get_origin, get_type_hints
@@ -326,6 +327,9 @@ def _build(cls, raw: Any, prefix: str, source: str):
     return cls(**kwargs)
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _convert(tp, value: Any, dotted: str, source: str):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, dotted, source)
@@ -344,6 +348,9 @@ def _convert(tp, value: Any, dotted: str, source: str):
             raise ValueError(f"{source}: '{dotted}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-4 as a string: it wants 1.0e-4
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{source}: '{dotted}' must be a number, got {value!r}")
         return float(value)

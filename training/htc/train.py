@@ -82,6 +82,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import dist as dist_mod
+from . import pretrained as pretrained_mod
 from .builders import (SplitData, build_split, check_same_model, load_config_with_overrides, prepare_data,
                        resolve_data_root)
 from .config import Config, TrainConfig, describe_config, read_config_file
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="checkpoints, logs and generated data (default: work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const=AUTO_RESUME, metavar="CKPT",
                    help="continue from CKPT, or from <work dir>/latest.pth when no path is given")
+    p.add_argument("--load-from", metavar="CKPT",
+                   help="start from this whole model (htc.train or mmdetection HTC checkpoint) to fine-tune; "
+                        "class-count layers that differ are re-initialised")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. --set train.lr=0.01 data.img_scales=[[640,480]]")
@@ -463,6 +467,18 @@ class _Reporter:
             self.emit({"checkpoint": str(checkpoint), "epoch": epoch})
 
 
+def initial_weights(model: nn.Module, cfg: Config, args: argparse.Namespace) -> List[str]:
+    """model.backbone.pretrained, then --load-from (which covers the backbone too)."""
+    lines = []
+    config_dir = Path(args.config).resolve().parent if args.config else None
+    if cfg.model.backbone.pretrained:
+        path = pretrained_mod.resolve(cfg.model.backbone.pretrained, config_dir)
+        lines.append(pretrained_mod.load_backbone(model.backbone, path))
+    if args.load_from:
+        lines += pretrained_mod.load_from(model, Path(args.load_from))
+    return lines
+
+
 def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = None) -> TrainResult:
     """One training run; ``stop`` (installed by :func:`main`) turns SIGINT/SIGTERM
     into a checkpoint and :class:`TrainingInterrupted`."""
@@ -498,7 +514,14 @@ def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = 
 
     # same seed on every rank: identical initial weights (DDP also broadcasts rank 0's)
     seed_everything(t.seed)
-    model = build_model(cfg).to(env.device)
+    if args.resume is not None and args.load_from:
+        raise ValueError("--load-from starts a new run from other weights, --resume continues this one: give one")
+    model = build_model(cfg)
+    if args.resume is None:
+        for line in initial_weights(model, cfg, args):
+            if env.is_main:
+                print(f"htc.train: {line}", file=sys.stderr)
+    model = model.to(env.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     # per-rank streams from here on, so ranks sample different RoIs and flips

@@ -75,3 +75,12 @@ def test_empty_file_gives_defaults(tmp_path):
 def test_round_trip_through_dict():
     cfg = load_config(CONFIGS / "htc_tiny.yaml")
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # PyYAML (YAML 1.1) leaves 1e-4 a string; --set train.lr=1e-4 is what users type
+    from htc.config import config_from_dict
+    cfg = config_from_dict({"train": {"lr": "1e-4", "weight_decay": "5E-4"}})
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-4
+    with pytest.raises(ValueError, match="'train.lr' must be a number"):
+        config_from_dict({"train": {"lr": "1e-4x"}})

@@ -169,3 +169,36 @@ def test_evaluate_model_cli(baseline, tmp_path, capsys):
 def test_evaluate_model_reports_a_missing_checkpoint(tmp_path, capsys):
     assert evaluate_model.main(["--checkpoint", str(tmp_path / "none.pth")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_load_from_starts_from_other_weights(data_root, tmp_path, capsys):
+    """--load-from: every tensor from the checkpoint except the class-count layers,
+    which keep their fresh initialisation and are named on stderr."""
+    from htc.config import config_from_dict
+    from htc.model import build_model
+    from train_testutil import TINY
+    import copy
+
+    other = copy.deepcopy(TINY)
+    other["model"]["num_classes"] = 3  # another dataset's classes
+    torch.manual_seed(1)
+    src = build_model(config_from_dict(other))
+    ckpt = tmp_path / "other.pth"
+    torch.save({"model": src.state_dict(), "config": config_from_dict(other).to_dict()}, ckpt)
+    cfg = write_config(tmp_path / "tiny.yaml", data_root)
+    work = tmp_path / "work"
+    # a negligible lr: the weights saved after one epoch are the starting weights
+    args = ["--config", str(cfg), "--work-dir", str(work), "--epochs", "1", "--set", "train.lr=1e-12"]
+    assert train.main(args + ["--load-from", str(ckpt)]) == 0
+    err = capsys.readouterr().err
+    assert f"weights from htc.train checkpoint {ckpt.name}" in err
+    assert "class counts differ" in err and "roi_head.bbox_head.0.fc_cls" in err
+    got = torch.load(work / "epoch_1.pth", map_location="cpu")["model"]
+    want = src.state_dict()
+    for k in ("roi_head.bbox_head.1.shared_fcs.0.weight", "roi_head.mask_head.2.convs.0.conv.weight",
+              "neck.fpn_convs.0.conv.weight", "rpn_head.rpn_reg.weight"):
+        assert torch.allclose(got[k], want[k], atol=1e-7), k
+    assert got["roi_head.bbox_head.0.fc_cls.weight"].shape[0] == 6
+    # --resume continues a run; --load-from starts one: both is an error
+    assert train.main(args + ["--load-from", str(ckpt), "--resume"]) != 0
+    assert "--load-from starts a new run" in capsys.readouterr().err
