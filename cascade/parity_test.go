@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"strconv"
 	"path/filepath"
 	"testing"
 
@@ -96,9 +97,18 @@ func loadPNG(t *testing.T, path string) Image {
 // 1 px, scores within 1e-3, mask IoU >= 0.98 per instance. Detections near
 // the score threshold or the per-image cap may legitimately come and go with
 // float rounding, so the match is required for every detection scoring at
-// least minScore on either side.
+// least minScore on either side ($HTCSTREAM_PARITY_MIN_SCORE overrides it:
+// a bundle exported from random weights, such as the imported real-size
+// test model, scores every class about 1/81).
 func TestParityWithPyTorch(t *testing.T) {
-	const minScore = 0.05
+	minScore := float32(0.05)
+	if v := os.Getenv("HTCSTREAM_PARITY_MIN_SCORE"); v != "" {
+		f, err := strconv.ParseFloat(v, 32)
+		if err != nil {
+			t.Fatalf("HTCSTREAM_PARITY_MIN_SCORE=%q: %v", v, err)
+		}
+		minScore = float32(f)
+	}
 	dir := testBundle(t)
 	b, err := infer.LoadBundle(dir, infer.SessionOptions{IntraOpThreads: 2})
 	if err != nil {
