@@ -244,6 +244,18 @@ def test_load_from_an_mmdet_checkpoint(tmp_path, v2):
     assert torch.equal(model.rpn_head.rpn_conv.weight, v2["state_dict"]["rpn_head.rpn_conv.weight"])
 
 
+def test_fine_tune_config_of_a_released_model(tmp_path, v2):
+    """The walkthrough's config: the R-50 preset with 3 classes and the semantic branch off."""
+    path = _save(tmp_path, v2)
+    cfg = config_from_dict({"model": {"num_classes": 3, "semantic": False, "semantic_fusion": []}})
+    model = build_model(cfg.model)
+    lines = pretrained.load_from(model, path)
+    assert "semantic_head tensors of htc.pth are not used" in lines[1]
+    assert "roi_head.bbox_head.0.fc_cls" in lines[2] and "roi_head.mask_head.0.conv_logits" in lines[2]
+    key = "roi_head.mask_head.1.conv_res.conv.weight"
+    assert torch.equal(model.state_dict()[key], v2["state_dict"][key])
+
+
 def test_frozen_batchnorm_affine_trains_outside_frozen_stages():
     net = ResNet(depth=50, frozen_stages=1, norm="frozen")
     assert isinstance(net.layer2[0].bn1, FrozenBatchNorm2d)
@@ -254,3 +266,16 @@ def test_frozen_batchnorm_affine_trains_outside_frozen_stages():
     net(torch.randn(2, 3, 64, 64))[-1].sum().backward()
     assert net.layer2[0].bn1.weight.grad is not None
     assert torch.equal(net.layer2[0].bn1.running_mean, before)
+
+
+@pytest.mark.parametrize("preset,depth,groups,wpg", [
+    ("htc_r50_fpn", 50, 1, 64), ("htc_r50_fpn_20e", 50, 1, 64), ("htc_r101_fpn_20e", 101, 1, 64),
+    ("htc_x101_32x4d_fpn_20e", 101, 32, 4), ("htc_x101_64x4d_fpn_20e", 101, 64, 4)])
+def test_each_model_zoo_preset_takes_its_released_weights(preset, depth, groups, wpg):
+    """Every preset of a model-zoo row builds the model its released checkpoint fills, strictly."""
+    from htc.config import load_config
+
+    cfg = load_config(TRAINING.parent / "configs" / "model" / f"{preset}.yaml")
+    ck = mmdet_htc_checkpoint(depth=depth, groups=groups, width_per_group=wpg)
+    sd = mc.to_v2_names(mc.state_dict_of(ck, Path("x.pth")), mc.V2)
+    mc.load_strict(build_model(cfg.model), sd, mc.V2, Path(f"{preset}.pth"))
