@@ -224,7 +224,10 @@ def build_split(cfg: Config, root: Path, split: str, train: bool) -> SplitData:
         raise FileNotFoundError(f"annotation file {ann} (data.{key}_ann) not found{hint}")
     if not img_dir.is_dir():
         raise FileNotFoundError(f"image folder {img_dir} (data.{key}_images) not found{hint}")
-    use_semantic = train and cfg.model.semantic
+    # An empty data.semantic_dir: no label maps (a dataset of instances only).
+    # The semantic branch still runs and fuses, but gets no loss, so weights
+    # it was given (--load-from a released HTC) stay as they are.
+    use_semantic = train and cfg.model.semantic and bool(d.semantic_dir)
     if use_semantic:
         if seg_dir is None or not seg_dir.is_dir():
             raise FileNotFoundError(

@@ -83,6 +83,12 @@ def load_from(model: nn.Module, path: Path) -> List[str]:
         raise CheckpointError(f"{path}: --load-from wants an htc.train or mmdetection checkpoint")
     sd: Dict[str, Tensor] = ckpt["model"]
     own = model.state_dict()
+    lines = [f"weights from {source}"]
+    unused = [k for k in sd if k.startswith("roi_head.semantic_head.")]
+    if unused and not any(k.startswith("roi_head.semantic_head.") for k in own):
+        # fine-tuning with the semantic branch off (model.semantic: false) drops it
+        sd = {k: v for k, v in sd.items() if k not in set(unused)}
+        lines.append(f"model.semantic is off: the {len(unused)} semantic_head tensors of {path.name} are not used")
     extra = [k for k in _without_counter(sd) if k not in own]
     missing = [k for k in _without_counter(own) if k not in sd]
     if extra or missing:
@@ -97,7 +103,6 @@ def load_from(model: nn.Module, path: Path) -> List[str]:
                                       f"expects {list(v.shape)}")
             reinit.append(k)
     model.load_state_dict({k: v for k, v in sd.items() if k not in reinit}, strict=False)
-    lines = [f"weights from {source}"]
     if reinit:
         layers = sorted({k.rsplit(".", 1)[0] for k in reinit})
         lines.append(f"class counts differ from {path.name}: {', '.join(layers)} keep their fresh initialisation")

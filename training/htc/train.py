@@ -507,6 +507,9 @@ def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = 
     splits = ("train", "val") if t.evaluate else ("train",)
     root = prepare_data(cfg, work_dir, env, splits)
     train_split = build_split(cfg, root, "train", train=True)
+    if cfg.model.semantic and not cfg.data.semantic_dir and env.is_main:
+        print("htc.train: data.semantic_dir is empty: no semantic label maps, so the semantic branch runs "
+              "without a loss and keeps the weights it starts with", file=sys.stderr)
     val_split: Optional[SplitData] = None
     if t.evaluate and not (cfg.data.dataset == "synthetic" and cfg.data.num_val_images <= 0):
         # built now so a missing val set fails before hours of training, not after

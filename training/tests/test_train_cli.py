@@ -202,3 +202,13 @@ def test_load_from_starts_from_other_weights(data_root, tmp_path, capsys):
     # --resume continues a run; --load-from starts one: both is an error
     assert train.main(args + ["--load-from", str(ckpt), "--resume"]) != 0
     assert "--load-from starts a new run" in capsys.readouterr().err
+
+
+def test_empty_semantic_dir_trains_without_a_semantic_loss(data_root, tmp_path, capsys):
+    """A dataset of instances only: the semantic branch runs with no loss and says so."""
+    cfg = write_config(tmp_path / "tiny.yaml", data_root, data={"semantic_dir": ""})
+    work = tmp_path / "work"
+    assert train.main(["--config", str(cfg), "--work-dir", str(work), "--epochs", "1", "--log-interval", "1"]) == 0
+    assert "no semantic label maps" in capsys.readouterr().err
+    records = steps(read_log(work))
+    assert records and all(r["loss"]["loss_semantic_seg"] == 0.0 for r in records)
