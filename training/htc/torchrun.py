@@ -89,6 +89,9 @@ def patch_signals() -> None:
 def main() -> None:
     patch_std_parsing()
     patch_signals()
+    # torchrun sets 1 thread a worker anyway and prints a six-line banner saying
+    # so; one PyTorch process keeps about one core busy here (docs/training.md)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.argv[0] = "torchrun"
     try:
         run.main()
