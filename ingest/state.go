@@ -1,0 +1,88 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// State is where a Runner is in its source's life.
+type State int32
+
+const (
+	// StateIdle: Run has not started.
+	StateIdle State = iota
+	// StateConnecting: opening the source (a new attempt for live kinds).
+	StateConnecting
+	// StateLive: frames are flowing.
+	StateLive
+	// StateRetrying: a live source dropped or could not be opened; the
+	// runner waits out its backoff before the next attempt.
+	StateRetrying
+	// StateFailed: the source ended with an error (a damaged or missing
+	// file, or a live source that used up Config.MaxAttempts).
+	StateFailed
+	// StateEnded: the source ended cleanly (end of a file or folder) or Run's
+	// context was cancelled.
+	StateEnded
+)
+
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateConnecting:
+		return "connecting"
+	case StateLive:
+		return "live"
+	case StateRetrying:
+		return "retrying"
+	case StateFailed:
+		return "failed"
+	case StateEnded:
+		return "ended"
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Event is one state change of a Runner.
+type Event struct {
+	// Source names the source, any password hidden.
+	Source string
+	State  State
+	// Attempt counts the failed attempts in a row so far (retrying, failed).
+	Attempt int
+	// Delay is the wait before the next attempt (retrying).
+	Delay time.Duration
+	// Err is why: the drop or open failure (retrying), the final error
+	// (failed), the context's error when Run was cancelled (ended).
+	Err error
+}
+
+func (r *Runner) set(e Event) {
+	e.Source = r.name
+	r.state.Store(int32(e.State))
+	attrs := []any{"source", r.name, "state", e.State.String()}
+	if e.Attempt > 0 {
+		attrs = append(attrs, "attempt", e.Attempt)
+	}
+	if e.Delay > 0 {
+		attrs = append(attrs, "retry_in", e.Delay)
+	}
+	level := slog.LevelInfo
+	if e.State == StateConnecting && e.Attempt > 0 {
+		// The retrying line before it already said all there is.
+		level = slog.LevelDebug
+	}
+	if e.Err != nil {
+		attrs = append(attrs, "err", e.Err.Error())
+		if e.State == StateRetrying || e.State == StateFailed {
+			level = slog.LevelWarn
+		}
+	}
+	r.cfg.Logger.Log(context.Background(), level, "source state", attrs...)
+	if r.cfg.OnState != nil {
+		r.cfg.OnState(e)
+	}
+}
