@@ -226,6 +226,9 @@ type IngestSource struct {
 	Source ingest.Source
 	Config ingest.Config
 	Loop   bool
+	// Metrics, when set, hears the source's states and reconnects
+	// (Config.OnState still hears them too).
+	Metrics *Metrics
 }
 
 // Name implements Source.
@@ -243,6 +246,7 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 	for {
 		cfg := s.Config
 		cfg.StreamID = s.ID
+		cfg.OnState = s.Metrics.IngestHook(s.ID, cfg.OnState)
 		r, err := ingest.NewRunner(s.Source, cfg)
 		if err != nil {
 			return err

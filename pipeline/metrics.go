@@ -4,44 +4,161 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"sort"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/ingest"
 )
 
+// SourceStates are the states htcstream_source_state reports, one 0/1
+// series each per camera: ingest.State's names, idle left out (a source is
+// connecting as soon as the run starts).
+var SourceStates = []string{
+	ingest.StateConnecting.String(),
+	ingest.StateLive.String(),
+	ingest.StateRetrying.String(),
+	ingest.StateEnded.String(),
+	ingest.StateFailed.String(),
+}
+
+// MetricsConfig describes the run for htcstream_build_info and names the
+// labels of the detections. Every field is optional.
+type MetricsConfig struct {
+	// Version is htcstream's version; default: the main module's version
+	// from the binary's build info, "devel" without one.
+	Version string
+	// Provider is the execution provider the model runs on ("cpu", "cuda",
+	// "tensorrt"); default "unknown".
+	Provider string
+	// Model names the model bundle (e.g. its folder name); default "".
+	Model string
+	// Classes are the model's thing class names, the label of
+	// htcstream_detections_total; a class beyond them is "class N".
+	// Default none.
+	Classes []string
+}
+
 // Metrics counts what the pipeline does and serves it in Prometheus' text
-// format. All methods are safe for concurrent use and do nothing on a nil
-// *Metrics, so stages need not check.
+// format (github.com/prometheus/client_golang, on a registry of its own
+// with the process_ and go_ collectors). All methods are safe for
+// concurrent use and do nothing on a nil *Metrics, so stages need not
+// check.
+//
+// Series (every per-stream one labelled camera):
+//
+//	htcstream_build_info{version,goversion,provider,model}  1
+//	htcstream_frames_in_total, _frames_out_total, _frames_dropped_total
+//	htcstream_source_state{camera,state}  1 for the current state, 0 for the others
+//	htcstream_reconnects_total{camera}
+//	htcstream_detections_total{camera,label}
+//	htcstream_sink_dropped_total{camera,sink}
+//	htcstream_latency_seconds{camera}  histogram, capture to drawn
+//	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
 type Metrics struct {
-	mu       sync.Mutex
-	streams  map[string]*streamMetrics
-	stages   map[string]*histogram
-	batches  *histogram
-	provider string
+	reg     *prometheus.Registry
+	handler http.Handler
+	classes []string
+
+	mu      sync.Mutex
+	streams map[string]*streamMetrics
+
+	latency    *prometheus.HistogramVec
+	stages     *prometheus.HistogramVec
+	batches    prometheus.Histogram
+	detections *prometheus.CounterVec
+	reconnects *prometheus.CounterVec
+	sinkDrops  *prometheus.CounterVec
 }
 
 type streamMetrics struct {
-	in, out, dropped uint64
-	state            string
-	latency          *histogram
+	in, out, dropped atomic.Uint64
+	state            atomic.Value // string
 }
 
 // NewMetrics returns empty metrics; provider names the execution provider
-// the model runs on.
+// the model runs on. It is NewMetricsWith(MetricsConfig{Provider: provider}).
 func NewMetrics(provider string) *Metrics {
-	return &Metrics{
-		streams:  map[string]*streamMetrics{},
-		stages:   map[string]*histogram{},
-		batches:  newHistogram([]float64{1, 2, 4, 8, 16, 32}),
-		provider: provider,
-	}
+	return NewMetricsWith(MetricsConfig{Provider: provider})
 }
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
+// NewMetricsWith returns empty metrics describing the run as cfg says.
+func NewMetricsWith(cfg MetricsConfig) *Metrics {
+	if cfg.Version == "" {
+		cfg.Version = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			cfg.Version = bi.Main.Version
+		}
+	}
+	if cfg.Provider == "" {
+		cfg.Provider = "unknown"
+	}
+	m := &Metrics{
+		reg:     prometheus.NewRegistry(),
+		classes: append([]string(nil), cfg.Classes...),
+		streams: map[string]*streamMetrics{},
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "htcstream_latency_seconds", Help: "Capture-to-drawn latency of frames.", Buckets: latencyBuckets,
+		}, []string{"camera"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "htcstream_stage_seconds", Help: "Time per batch (per frame for draw) in each step.", Buckets: latencyBuckets,
+		}, []string{"stage"}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "htcstream_batch_size", Help: "Frames per inference batch.", Buckets: []float64{1, 2, 4, 8, 16, 32},
+		}),
+		detections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_detections_total", Help: "Instances detected, by camera and class.",
+		}, []string{"camera", "label"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_reconnects_total", Help: "Attempts to reconnect a live source after it dropped or failed to open.",
+		}, []string{"camera"}),
+		sinkDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_sink_dropped_total", Help: "Frames a sink's queue was too full to take (live sources).",
+		}, []string{"camera", "sink"}),
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "htcstream_build_info", Help: "htcstream's version and the run's execution provider and model; always 1.",
+		ConstLabels: prometheus.Labels{"version": cfg.Version, "goversion": goVersion(), "provider": cfg.Provider, "model": cfg.Model},
+	})
+	info.Set(1)
+	m.reg.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		info, m.latency, m.stages, m.batches, m.detections, m.reconnects, m.sinkDrops,
+		streamCollector{m},
+	)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown"
+}
+
+// Registry is the metrics' own registry, for other parts of the run to
+// register their collectors on.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// stream returns a stream's counters, making them (state connecting, every
+// per-camera series at 0) on first use.
 func (m *Metrics) stream(name string) *streamMetrics {
 	if m == nil {
 		return nil
@@ -50,46 +167,94 @@ func (m *Metrics) stream(name string) *streamMetrics {
 	defer m.mu.Unlock()
 	s := m.streams[name]
 	if s == nil {
-		s = &streamMetrics{state: "connecting", latency: newHistogram(latencyBuckets)}
+		s = &streamMetrics{}
+		s.state.Store(ingest.StateConnecting.String())
 		m.streams[name] = s
+		m.reconnects.WithLabelValues(name)
+		m.latency.WithLabelValues(name)
 	}
 	return s
 }
 
-func (m *Metrics) with(name string, f func(*streamMetrics)) {
+func (m *Metrics) frameIn(name string) {
+	if s := m.stream(name); s != nil {
+		s.in.Add(1)
+	}
+}
+
+func (m *Metrics) frameDropped(name string) {
+	if s := m.stream(name); s != nil {
+		s.dropped.Add(1)
+	}
+}
+
+func (m *Metrics) frameOut(name string, latency time.Duration) {
+	if s := m.stream(name); s != nil {
+		s.out.Add(1)
+		m.latency.WithLabelValues(name).Observe(latency.Seconds())
+	}
+}
+
+// SourceState records a source's state: one of SourceStates (a state not
+// among them shows as 0 in every series).
+func (m *Metrics) SourceState(name, state string) {
+	if s := m.stream(name); s != nil {
+		s.state.Store(state)
+	}
+}
+
+// Reconnect counts one attempt to reconnect a live source.
+func (m *Metrics) Reconnect(name string) {
 	if m == nil {
 		return
 	}
-	s := m.stream(name)
-	m.mu.Lock()
-	f(s)
-	m.mu.Unlock()
+	m.stream(name)
+	m.reconnects.WithLabelValues(name).Inc()
 }
 
-func (m *Metrics) frameIn(name string)      { m.with(name, func(s *streamMetrics) { s.in++ }) }
-func (m *Metrics) frameDropped(name string) { m.with(name, func(s *streamMetrics) { s.dropped++ }) }
-func (m *Metrics) frameOut(name string, latency time.Duration) {
-	m.with(name, func(s *streamMetrics) { s.out++; s.latency.observe(latency.Seconds()) })
+// IngestHook returns a function for ingest.Config.OnState that records the
+// states and reconnect attempts of the source named camera, then passes
+// the event on to next (which may be nil). On a nil *Metrics it returns
+// next.
+func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest.Event) {
+	if m == nil {
+		return next
+	}
+	m.stream(camera)
+	return func(e ingest.Event) {
+		m.SourceState(camera, e.State.String())
+		if e.State == ingest.StateConnecting && e.Attempt > 0 {
+			m.Reconnect(camera)
+		}
+		if next != nil {
+			next(e)
+		}
+	}
 }
 
-// SourceState records a source's state (connecting, live, retrying,
-// failed, ended).
-func (m *Metrics) SourceState(name, state string) {
-	m.with(name, func(s *streamMetrics) { s.state = state })
+// detected counts a frame's detections by class name.
+func (m *Metrics) detected(name string, dets []cascade.Detection) {
+	if m == nil {
+		return
+	}
+	for _, d := range dets {
+		m.detections.WithLabelValues(name, className(d.Label, m.classes)).Inc()
+	}
+}
+
+// sinkDropped counts a frame a sink's queue could not take.
+func (m *Metrics) sinkDropped(name, sink string) {
+	if m == nil {
+		return
+	}
+	m.sinkDrops.WithLabelValues(name, sink).Inc()
 }
 
 func (m *Metrics) stage(name string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	h := m.stages[name]
-	if h == nil {
-		h = newHistogram(latencyBuckets)
-		m.stages[name] = h
-	}
-	h.observe(d.Seconds())
-	m.mu.Unlock()
+	m.stages.WithLabelValues(name).Observe(d.Seconds())
 }
 
 func (m *Metrics) draw(d time.Duration) { m.stage("draw", d) }
@@ -98,9 +263,7 @@ func (m *Metrics) batch(size int, _ time.Duration, t cascade.Timings) {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	m.batches.observe(float64(size))
-	m.mu.Unlock()
+	m.batches.Observe(float64(size))
 	for name, d := range map[string]time.Duration{
 		"preprocess": t.Preprocess, "backbone": t.Backbone, "proposals": t.Proposals,
 		"bbox_heads": t.BBoxHeads, "merge": t.Merge, "mask_heads": t.MaskHeads, "paste": t.Paste,
@@ -111,92 +274,97 @@ func (m *Metrics) batch(size int, _ time.Duration, t cascade.Timings) {
 
 // Snapshot returns frames in, out and dropped of a stream.
 func (m *Metrics) Snapshot(name string) (in, out, dropped uint64) {
-	m.with(name, func(s *streamMetrics) { in, out, dropped = s.in, s.out, s.dropped })
-	return
+	if s := m.stream(name); s != nil {
+		return s.in.Load(), s.out.Load(), s.dropped.Load()
+	}
+	return 0, 0, 0
 }
 
-// ServeHTTP writes the metrics in Prometheus' text exposition format.
-func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	m.WriteTo(w)
+// ServeHTTP serves the metrics in Prometheus' text exposition format.
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m == nil {
+		http.Error(w, "no metrics", http.StatusNotFound)
+		return
+	}
+	m.handler.ServeHTTP(w, r)
 }
 
 // WriteTo writes the metrics in Prometheus' text exposition format.
 func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
-	var b strings.Builder
-	m.mu.Lock()
-	names := make([]string, 0, len(m.streams))
-	for n := range m.streams {
+	if m == nil {
+		return 0, nil
+	}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		return 0, fmt.Errorf("metrics: %w", err)
+	}
+	cw := &countingWriter{w: w}
+	enc := expfmt.NewEncoder(cw, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return cw.n, err
+		}
+	}
+	return cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// streamCollector reports the per-stream counters and states kept in
+// streamMetrics (Snapshot reads the same numbers).
+type streamCollector struct{ m *Metrics }
+
+var (
+	descIn = prometheus.NewDesc("htcstream_frames_in_total",
+		"Frames decoded from the source.", []string{"camera"}, nil)
+	descOut = prometheus.NewDesc("htcstream_frames_out_total",
+		"Frames that reached the sinks.", []string{"camera"}, nil)
+	descDropped = prometheus.NewDesc("htcstream_frames_dropped_total",
+		"Frames of live sources dropped before inference to keep latency bounded.", []string{"camera"}, nil)
+	descState = prometheus.NewDesc("htcstream_source_state",
+		"Current state of each source: 1 for the state it is in, 0 for the others.", []string{"camera", "state"}, nil)
+)
+
+func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descIn
+	ch <- descOut
+	ch <- descDropped
+	ch <- descState
+}
+
+func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	names := make([]string, 0, len(c.m.streams))
+	for n := range c.m.streams {
 		names = append(names, n)
 	}
+	streams := make([]*streamMetrics, len(names))
 	sort.Strings(names)
-	counter := func(metric, help string, get func(*streamMetrics) uint64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n", metric, help, metric)
-		for _, n := range names {
-			fmt.Fprintf(&b, "%s{stream=%q} %d\n", metric, n, get(m.streams[n]))
+	for i, n := range names {
+		streams[i] = c.m.streams[n]
+	}
+	c.m.mu.Unlock()
+	for i, n := range names {
+		s := streams[i]
+		ch <- prometheus.MustNewConstMetric(descIn, prometheus.CounterValue, float64(s.in.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descOut, prometheus.CounterValue, float64(s.out.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.dropped.Load()), n)
+		cur := s.state.Load().(string)
+		for _, st := range SourceStates {
+			v := 0.0
+			if st == cur {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, n, st)
 		}
 	}
-	counter("htcstream_frames_in_total", "Frames decoded from the source.", func(s *streamMetrics) uint64 { return s.in })
-	counter("htcstream_frames_out_total", "Frames that reached the sinks.", func(s *streamMetrics) uint64 { return s.out })
-	counter("htcstream_frames_dropped_total", "Frames of live sources dropped to keep latency bounded.", func(s *streamMetrics) uint64 { return s.dropped })
-	b.WriteString("# HELP htcstream_source_state Current state of each source (1 = in that state).\n# TYPE htcstream_source_state gauge\n")
-	for _, n := range names {
-		fmt.Fprintf(&b, "htcstream_source_state{stream=%q,state=%q} 1\n", n, m.streams[n].state)
-	}
-	b.WriteString("# HELP htcstream_latency_seconds Capture-to-drawn latency of frames.\n# TYPE htcstream_latency_seconds histogram\n")
-	for _, n := range names {
-		m.streams[n].latency.write(&b, "htcstream_latency_seconds", fmt.Sprintf("stream=%q", n))
-	}
-	stages := make([]string, 0, len(m.stages))
-	for s := range m.stages {
-		stages = append(stages, s)
-	}
-	sort.Strings(stages)
-	b.WriteString("# HELP htcstream_stage_seconds Time per batch (per frame for draw) in each step.\n# TYPE htcstream_stage_seconds histogram\n")
-	for _, s := range stages {
-		m.stages[s].write(&b, "htcstream_stage_seconds", fmt.Sprintf("stage=%q", s))
-	}
-	b.WriteString("# HELP htcstream_batch_size Frames per inference batch.\n# TYPE htcstream_batch_size histogram\n")
-	m.batches.write(&b, "htcstream_batch_size", "")
-	fmt.Fprintf(&b, "# HELP htcstream_execution_provider The provider the model runs on.\n# TYPE htcstream_execution_provider gauge\nhtcstream_execution_provider{provider=%q} 1\n", m.provider)
-	m.mu.Unlock()
-	n, err := io.WriteString(w, b.String())
-	return int64(n), err
-}
-
-// histogram is a Prometheus-style cumulative histogram.
-type histogram struct {
-	bounds []float64
-	counts []uint64
-	sum    float64
-	n      uint64
-}
-
-func newHistogram(bounds []float64) *histogram {
-	return &histogram{bounds: bounds, counts: make([]uint64, len(bounds))}
-}
-
-func (h *histogram) observe(v float64) {
-	for i, b := range h.bounds {
-		if v <= b {
-			h.counts[i]++
-		}
-	}
-	h.sum += v
-	h.n++
-}
-
-func (h *histogram) write(b *strings.Builder, name, labels string) {
-	sep := ""
-	if labels != "" {
-		sep = ","
-	}
-	for i, bound := range h.bounds {
-		fmt.Fprintf(b, "%s_bucket{%s%sle=\"%g\"} %d\n", name, labels, sep, bound, h.counts[i])
-	}
-	fmt.Fprintf(b, "%s_bucket{%s%sle=\"+Inf\"} %d\n", name, labels, sep, h.n)
-	if labels != "" {
-		labels = "{" + labels + "}"
-	}
-	fmt.Fprintf(b, "%s_sum%s %g\n%s_count%s %d\n", name, labels, h.sum, name, labels, h.n)
 }

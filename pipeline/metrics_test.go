@@ -1,0 +1,187 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/ingest"
+)
+
+func TestMetricsExposition(t *testing.T) {
+	m := NewMetricsWith(MetricsConfig{Provider: "cpu", Version: "v1.2.3", Model: "tiny", Classes: []string{"person", "car"}})
+	m.frameIn("cam 1")
+	m.frameOut("cam 1", 30*time.Millisecond)
+	m.SourceState("cam 1", "live")
+	m.batch(2, time.Millisecond, cascade.Timings{Backbone: 10 * time.Millisecond})
+	m.detected("cam 1", []cascade.Detection{{Label: 1}, {Label: 1}, {Label: 0}, {Label: 7}})
+	m.sinkDropped("cam 1", "video")
+	var b strings.Builder
+	if _, err := m.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`htcstream_frames_in_total{camera="cam 1"} 1`,
+		`htcstream_frames_out_total{camera="cam 1"} 1`,
+		`htcstream_frames_dropped_total{camera="cam 1"} 0`,
+		`htcstream_source_state{camera="cam 1",state="live"} 1`,
+		`htcstream_source_state{camera="cam 1",state="connecting"} 0`,
+		`htcstream_source_state{camera="cam 1",state="failed"} 0`,
+		`htcstream_reconnects_total{camera="cam 1"} 0`,
+		`htcstream_detections_total{camera="cam 1",label="car"} 2`,
+		`htcstream_detections_total{camera="cam 1",label="person"} 1`,
+		`htcstream_detections_total{camera="cam 1",label="class 7"} 1`,
+		`htcstream_sink_dropped_total{camera="cam 1",sink="video"} 1`,
+		`htcstream_latency_seconds_bucket{camera="cam 1",le="0.05"} 1`,
+		`htcstream_stage_seconds_bucket{stage="backbone",le="0.01"} 1`,
+		`htcstream_batch_size_bucket{le="2"} 1`,
+		`htcstream_build_info{goversion="go`,
+		`model="tiny",provider="cpu",version="v1.2.3"} 1`,
+		"\ngo_goroutines ",
+		"\nprocess_resident_memory_bytes ",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+	if in, out, dropped := m.Snapshot("cam 1"); in != 1 || out != 1 || dropped != 0 {
+		t.Errorf("snapshot %d %d %d", in, out, dropped)
+	}
+	var nilM *Metrics
+	nilM.frameIn("x") // stages call it unconditionally
+	nilM.detected("x", []cascade.Detection{{}})
+	nilM.sinkDropped("x", "y")
+	if nilM.IngestHook("x", nil) != nil {
+		t.Error("a nil Metrics' hook should be the next one, nil")
+	}
+}
+
+// A live source (a real HTTP stream read by ingest) goes live, drops,
+// retries and comes back; each state shows in turn on /metrics, scraped
+// over HTTP, and the reconnect is counted.
+func TestMetricsFollowALiveSource(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "clip.mkv")
+	cmd := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=1",
+		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-bf", "0", clip)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The camera: each response sends the clip, then holds the connection
+	// open (the camera is live) until the test ends the response.
+	end := make(chan struct{})
+	var once sync.Once
+	stop := make(chan struct{})
+	camera := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "video/x-matroska")
+		w.Write(data)
+		w.(http.Flusher).Flush()
+		select {
+		case <-end:
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	}))
+	defer camera.Close()
+	defer once.Do(func() { close(stop) })
+
+	src, err := ingest.Parse(camera.URL + "/live")
+	if err != nil || !src.Kind.Live() {
+		t.Fatalf("parse: %+v, %v", src, err)
+	}
+	m := NewMetrics("cpu")
+	var events []string
+	var emu sync.Mutex
+	s := &IngestSource{ID: "door", Source: src, Metrics: m, Config: ingest.Config{
+		MinBackoff: 1500 * time.Millisecond, MaxBackoff: 1500 * time.Millisecond, ReadTimeout: 20 * time.Second,
+		OnState: func(e ingest.Event) { emu.Lock(); events = append(events, e.State.String()); emu.Unlock() },
+	}}
+	scrape := httptest.NewServer(m)
+	defer scrape.Close()
+	get := func() string {
+		t.Helper()
+		res, err := http.Get(scrape.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 {
+			t.Fatalf("scrape: %s", res.Status)
+		}
+		return string(b)
+	}
+	waitState := func(want string, extra ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			body := get()
+			ok := strings.Contains(body, `htcstream_source_state{camera="door",state="`+want+`"} 1`)
+			for _, e := range extra {
+				ok = ok && strings.Contains(body, e)
+			}
+			if ok {
+				n := 0
+				for _, st := range SourceStates {
+					if strings.Contains(body, `htcstream_source_state{camera="door",state="`+st+`"} 1`) {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Fatalf("%d states at 1:\n%s", n, body)
+				}
+				return body
+			}
+			if time.Now().After(deadline) {
+				emu.Lock()
+				defer emu.Unlock()
+				t.Fatalf("/metrics never showed %s %v (events %v):\n%s", want, extra, events, body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	m.stream("door") // the run declares its streams before they start
+	waitState("connecting")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- s.Run(ctx, func(f *decode.Frame) bool { m.frameIn("door"); return true })
+	}()
+	waitState("live", `htcstream_reconnects_total{camera="door"} 0`)
+	end <- struct{}{} // the camera drops
+	waitState("retrying")
+	waitState("live", `htcstream_reconnects_total{camera="door"} 1`)
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil && ctx.Err() == nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	body := waitState("ended")
+	if !strings.Contains(body, `htcstream_frames_in_total{camera="door"}`) || strings.Contains(body, `htcstream_frames_in_total{camera="door"} 0`) {
+		t.Errorf("no frames counted:\n%s", body)
+	}
+	emu.Lock()
+	t.Logf("states: %v", events)
+	emu.Unlock()
+}
