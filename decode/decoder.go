@@ -29,15 +29,22 @@ var ErrTruncated = errors.New("file ends before its declared length (truncated)"
 // Width*3 bytes, no padding). Its memory is Go's: pass it on freely.
 type Frame struct {
 	StreamID string
-	// Seq counts frames from 0: those of one Decoder, or all of an
-	// ingest.Runner's sessions.
+	// Seq counts frames from 0. A Decoder counts its own frames; an
+	// ingest.Runner renumbers them as the stream's, across reconnects and
+	// loop passes.
 	Seq int64
 	// PTS is the presentation time relative to the stream's start; frames
-	// without a timestamp get one derived from the frame rate.
+	// without a timestamp get one derived from the frame rate. A Decoder
+	// gives the media's own times; an ingest.Runner continues them as the
+	// stream's clock, which only grows.
 	PTS time.Duration
 	// Captured is the wall-clock time the frame left the decoder: the
-	// reference for latency measurements downstream.
-	Captured      time.Time
+	// reference for latency measurements downstream, and the frame's time
+	// of day in outputs.
+	Captured time.Time
+	// Name is the file the picture came from, without its folder, for
+	// pictures of an image folder (ingest sets it); empty for video.
+	Name          string
 	Width, Height int
 	RGB           []byte
 }

@@ -23,9 +23,14 @@ func frameInterval(rate string) (time.Duration, error) {
 	return time.Duration(float64(time.Second) * d / n), nil
 }
 
-// timeline renumbers frames across sessions: Seq never restarts and PTS
-// never goes back, so a reconnect looks to consumers like a short gap.
+// timeline is a stream's clock, and the one place a frame's stream name,
+// Seq and PTS are set: Seq counts every frame the Runner hands out from 0,
+// never restarting, and PTS only grows, across a live source's reconnects
+// and a looped file's passes alike, so either looks to consumers like a
+// short gap. The decoder's own Seq and PTS (per decoder, from the media's
+// timestamps) are its input.
 type timeline struct {
+	id      string // the stream's name, stamped on every frame
 	seq     int64
 	offset  time.Duration // added to the current session's PTS
 	last    time.Duration // the last PTS handed out
@@ -37,7 +42,7 @@ type timeline struct {
 
 func (t *timeline) newSession() { t.fresh = true }
 
-func (t *timeline) stamp(f *decode.Frame, live bool) {
+func (t *timeline) stamp(f *decode.Frame) {
 	raw := f.PTS
 	switch {
 	case t.fresh && t.started:
@@ -52,14 +57,19 @@ func (t *timeline) stamp(f *decode.Frame, live bool) {
 	t.fresh = false
 	t.prev = raw
 	pts := raw + t.offset
-	if live && t.started && pts <= t.last {
-		// A live clock that jumps back (a camera or server resetting its
-		// timestamps mid-session) must not reach consumers.
+	if t.started && pts <= t.last {
+		// A clock that jumps back or stands still (a camera or server
+		// resetting its timestamps mid-session, a file with damaged or
+		// repeated timestamps) must not reach consumers.
 		pts = t.last + t.step
 		t.offset = pts - raw
 	}
+	f.StreamID = t.id
 	f.PTS = pts
 	f.Seq = t.seq
+	if f.Captured.IsZero() {
+		f.Captured = time.Now()
+	}
 	t.seq++
 	t.last = pts
 	t.started = true

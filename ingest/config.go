@@ -46,6 +46,13 @@ type Config struct {
 	// folder, default 25 (as FFmpeg's image2).
 	VideoSize, FrameRate, InputFormat string
 
+	// Loop starts a file or image folder again at its end, its clock
+	// continuing: the next pass's first frame follows the last one by a
+	// frame interval, Seq going on (a preview that keeps serving). Live
+	// kinds ignore it: they reconnect anyway. Default: off, a file ends at
+	// its end.
+	Loop bool
+
 	// HWDecode asks for hardware decoding, "cuda" or "vaapi"; default
 	// software. Missing hardware falls back to software with a log line.
 	HWDecode string

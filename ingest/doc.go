@@ -11,7 +11,16 @@
 // For live kinds the Runner never gives up unless Config.MaxAttempts says
 // so: any drop (a read error, the end of the stream, a failed open, no data
 // for Config.ReadTimeout) is followed by another attempt after a capped
-// exponential backoff, and frames keep counting (Seq) and their clock
-// (PTS) keeps running across attempts. Passwords in URLs reach FFmpeg and
-// nothing else: messages, logs and stream names show them as xxxxx.
+// exponential backoff. Files and image folders end at their end, or start
+// again with Config.Loop.
+//
+// The Runner is the one owner of a stream's clock and name: every frame it
+// hands out carries Config.StreamID, a Seq that counts from 0 and never
+// restarts, and a PTS that only grows, across reconnects and loop passes
+// alike. Consumers take them as they are. Image folders also name each
+// frame's file (decode.Frame.Name), skip an unreadable picture with a
+// warning (Runner.Skipped counts them) and keep every picture's own size.
+//
+// Passwords in URLs reach FFmpeg and nothing else: messages, logs and
+// stream names show them as xxxxx.
 package ingest

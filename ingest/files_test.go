@@ -258,20 +258,50 @@ func TestImageFolder(t *testing.T) {
 		if f.StreamID != dir {
 			t.Errorf("frame %d stream id %q, want the folder %q", i, f.StreamID, dir)
 		}
+		if f.Name != p.name {
+			t.Errorf("frame %d name %q, want %q", i, f.Name, p.name)
+		}
+		if f.Captured.IsZero() {
+			t.Errorf("frame %d has no capture time", i)
+		}
 	}
 
-	// A broken picture ends the folder with an error naming it, after the
-	// pictures before it.
+	// A broken picture is skipped with a warning naming it; the pictures
+	// after it still come, the clock without a gap.
 	bad := filepath.Join(dir, "frame3.png")
 	if err := os.WriteFile(bad, []byte("\x89PNG\r\n\x1a\n broken"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	frames, err, x := runAll(t, src, Config{})
-	if err == nil || !strings.Contains(err.Error(), bad) || len(frames) != 2 {
-		t.Fatalf("%d frames, %v; want 2 then an error naming %s", len(frames), err, bad)
+	if err != nil || len(frames) != len(pics) {
+		t.Fatalf("%d frames, %v; want all %d good pictures and no error", len(frames), err, len(pics))
 	}
-	if x.r.State() != StateFailed {
-		t.Errorf("state %s", x.r.State())
+	checkSeqAndPTS(t, frames, 0)
+	for i, f := range frames {
+		if f.Name != pics[i].name {
+			t.Errorf("frame %d is %q, want %q", i, f.Name, pics[i].name)
+		}
+	}
+	if x.r.Skipped() != 1 || x.r.State() != StateEnded {
+		t.Errorf("skipped %d, state %s; want 1 and ended", x.r.Skipped(), x.r.State())
+	}
+	if logs := x.logs.String(); !strings.Contains(logs, "level=WARN msg=\"image skipped\"") || !strings.Contains(logs, "file=frame3.png") {
+		t.Errorf("no warning naming frame3.png:\n%s", logs)
+	}
+
+	// Only a folder with no readable picture at all is an error.
+	broken := t.TempDir()
+	for _, n := range []string{"a.png", "b.jpg"} {
+		if err := os.WriteFile(filepath.Join(broken, n), []byte("not a picture"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err, x = runAll(t, Source{Kind: Images, Location: broken}, Config{})
+	if err == nil || !strings.Contains(err.Error(), broken) || !strings.Contains(err.Error(), "none of its 2 pictures") {
+		t.Fatalf("unreadable folder: %v", err)
+	}
+	if x.r.Skipped() != 2 || x.r.State() != StateFailed {
+		t.Errorf("skipped %d, state %s; want 2 and failed", x.r.Skipped(), x.r.State())
 	}
 
 	empty := t.TempDir()
@@ -375,27 +405,72 @@ func TestBackoff(t *testing.T) {
 
 func TestTimelineAcrossSessions(t *testing.T) {
 	ms := time.Millisecond
-	tl := &timeline{step: defaultStep}
+	tl := &timeline{step: defaultStep, id: "cam"}
 	var got []time.Duration
-	feed := func(live bool, pts ...time.Duration) {
+	feed := func(pts ...time.Duration) {
 		tl.newSession()
 		for _, p := range pts {
 			f := &decode.Frame{PTS: p}
-			tl.stamp(f, live)
-			if f.Seq != int64(len(got)) {
-				t.Fatalf("seq %d, want %d", f.Seq, len(got))
+			tl.stamp(f)
+			if f.Seq != int64(len(got)) || f.StreamID != "cam" {
+				t.Fatalf("seq %d stream %q, want %d and cam", f.Seq, f.StreamID, len(got))
 			}
 			got = append(got, f.PTS)
 		}
 	}
-	feed(true, 0, 50*ms, 100*ms)
+	feed(0, 50*ms, 100*ms)
 	// The next session restarts its clock near zero, then jumps back.
-	feed(true, 7*ms, 57*ms, 30*ms, 130*ms)
-	want := []time.Duration{0, 50 * ms, 100 * ms, 150 * ms, 200 * ms, 250 * ms, 350 * ms}
+	feed(7*ms, 57*ms, 30*ms, 130*ms)
+	// A third repeats a timestamp (a damaged file): never the same PTS twice.
+	feed(0, 0, 50*ms)
+	want := []time.Duration{0, 50 * ms, 100 * ms, 150 * ms, 200 * ms, 250 * ms, 350 * ms, 450 * ms, 550 * ms, 600 * ms}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("pts %v, want %v", got, want)
 		}
+	}
+}
+
+// A looped file or folder starts again at its end with the clock going on:
+// Seq continues and the next pass's first frame comes one frame interval
+// after the last, so consumers see one long stream. The source goes live
+// once, not once a pass.
+func TestLoopContinuesTheClock(t *testing.T) {
+	ms := time.Millisecond
+	clip := ffmpegMake(t, "loop.mp4", "testsrc2=s=64x48:r=10:d=0.5", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+	dir := t.TempDir()
+	for _, n := range []string{"a.png", "b.png"} {
+		ffmpegMake(t, filepath.Join(dir, n), "color=c=red:s=32x24", "-frames:v", "1", "-update", "1", "-f", "image2")
+	}
+	for _, tc := range []struct {
+		name     string
+		src      Source
+		perPass  int
+		interval time.Duration
+	}{
+		{"file", Source{Kind: File, Location: clip}, 5, 100 * ms},
+		{"folder", Source{Kind: Images, Location: dir}, 2, 100 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			x := startRunner(t, tc.src, Config{Loop: true, FrameRate: "10", StreamID: "looped"})
+			frames := x.collect(t, 3*tc.perPass+1, 20*time.Second)
+			checkSeqAndPTS(t, frames, 0)
+			for i, f := range frames {
+				if want := time.Duration(i) * tc.interval; f.PTS != want {
+					t.Fatalf("frame %d (pass %d) pts %v, want %v", i, i/tc.perPass+1, f.PTS, want)
+				}
+				if f.StreamID != "looped" {
+					t.Fatalf("frame %d stream %q", i, f.StreamID)
+				}
+			}
+			if err := x.stop(t); !isCanceled(err) {
+				t.Errorf("Run after cancel: %v", err)
+			}
+			if got := strings.Join(states(x.allEvents()), ","); got != "connecting,live,ended" {
+				t.Errorf("states %s, want connecting,live,ended", got)
+			}
+		})
 	}
 }
 

@@ -14,8 +14,12 @@ import (
 )
 
 // runImages decodes a folder's pictures one file at a time, in natural name
-// order (img2 before img10). A file each keeps every picture's own size and
-// lets an error name the file.
+// order (img2 before img10). A file each keeps every picture's own size
+// (consumers get each picture as it is: detections in its own pixels) and
+// lets a message name the file. A picture that cannot be read is skipped
+// with a warning and counted (Skipped); only a folder none of whose
+// pictures can be read is an error. With Config.Loop the folder starts
+// again at its end, the unreadable pictures left out.
 func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, tl *timeline) error {
 	r.set(Event{State: StateConnecting})
 	files, err := imageFiles(r.src.Location)
@@ -25,24 +29,50 @@ func (r *Runner) runImages(ctx context.Context, emit func(*decode.Frame) error, 
 	// Every image is a session of its own, so the step never comes from
 	// two pictures: it is the folder's rate throughout.
 	tl.step = r.step
-	for i, path := range files {
-		if ctx.Err() != nil {
-			break
+	var lastW, lastH int
+	for pass := 1; ; pass++ {
+		readable := files[:0:0]
+		for _, path := range files {
+			if ctx.Err() != nil {
+				return r.finish(ctx, nil)
+			}
+			f, err := decodeImage(ctx, path, r.id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return r.finish(ctx, nil)
+				}
+				n := r.skipped.Add(1)
+				r.cfg.Logger.Warn("image skipped", "source", r.name, "file", filepath.Base(path), "err", err.Error(), "skipped", n)
+				continue
+			}
+			readable = append(readable, path)
+			f.Name = filepath.Base(path)
+			if lastW != 0 && (f.Width != lastW || f.Height != lastH) {
+				r.cfg.Logger.Info("image size changed", "source", r.name, "file", f.Name,
+					"from", fmt.Sprintf("%dx%d", lastW, lastH), "to", fmt.Sprintf("%dx%d", f.Width, f.Height))
+			}
+			lastW, lastH = f.Width, f.Height
+			tl.newSession()
+			tl.stamp(f)
+			if r.State() != StateLive {
+				r.set(Event{State: StateLive})
+			}
+			if err := emit(f); err != nil {
+				return r.finish(ctx, &emitError{err})
+			}
 		}
-		f, err := decodeImage(ctx, path, r.id)
-		if err != nil {
-			return r.finish(ctx, fmt.Errorf("image folder %s: %w", r.name, err))
+		if len(readable) == 0 {
+			return r.finish(ctx, fmt.Errorf("image folder %s: none of its %d pictures could be read (see the warnings above)", r.name, len(files)))
 		}
-		tl.newSession()
-		tl.stamp(f, false)
-		if i == 0 {
-			r.set(Event{State: StateLive})
+		if !r.cfg.Loop {
+			if n := r.skipped.Load(); n > 0 {
+				r.cfg.Logger.Warn("image folder done with pictures skipped", "source", r.name, "read", len(readable), "skipped", n)
+			}
+			return r.finish(ctx, nil)
 		}
-		if err := emit(f); err != nil {
-			return r.finish(ctx, &emitError{err})
-		}
+		files = readable
+		r.cfg.Logger.Debug("source loops", "source", r.name, "pass", pass+1, "next_seq", tl.seq)
 	}
-	return r.finish(ctx, nil)
 }
 
 func decodeImage(ctx context.Context, path, streamID string) (*decode.Frame, error) {

@@ -15,9 +15,13 @@ import (
 // Runner turns a Source into a stream of frames. For live kinds (RTSP,
 // camera, HTTP) it reconnects after every drop — a read error, the end of
 // the stream, a failed open, a stall longer than ReadTimeout — with capped
-// exponential backoff, and keeps Seq and PTS increasing across sessions so
-// consumers never see the source restart. Files and image folders end at
-// their end.
+// exponential backoff. Files and image folders end at their end, or start
+// again with Config.Loop.
+//
+// The Runner owns the stream's clock and name: every frame it hands out
+// carries Config.StreamID, a Seq counting from 0 that never restarts and a
+// PTS that only grows, across reconnects and loop passes, so consumers
+// never see the source restart and need not renumber anything.
 type Runner struct {
 	src   Source
 	cfg   Config
@@ -26,6 +30,8 @@ type Runner struct {
 	step  time.Duration // image folders: the interval between pictures
 	state atomic.Int32
 	ran   atomic.Bool
+	// skipped counts the unreadable pictures an image folder passed over.
+	skipped atomic.Int64
 }
 
 // NewRunner checks cfg and prepares a runner for src.
@@ -57,6 +63,11 @@ func NewRunner(src Source, cfg Config) (*Runner, error) {
 // State reports the runner's current state; any goroutine may call it.
 func (r *Runner) State() State { return State(r.state.Load()) }
 
+// Skipped counts the pictures of an image folder that could not be read
+// (each logged as a warning) and were passed over; any goroutine may call
+// it.
+func (r *Runner) Skipped() int64 { return r.skipped.Load() }
+
 // Run opens the source and hands each frame to emit, in order, on Run's
 // goroutine; emit owns the frame. Run returns when the source ends (nil
 // at the clean end of a file or folder; the error, after every frame
@@ -76,7 +87,7 @@ func (r *Runner) Run(ctx context.Context, emit func(*decode.Frame) error) error 
 	if !r.ran.CompareAndSwap(false, true) {
 		return fmt.Errorf("source %s: Run called twice (a Runner runs once)", r.name)
 	}
-	tl := &timeline{step: defaultStep}
+	tl := &timeline{step: defaultStep, id: r.id}
 	switch {
 	case r.src.Kind == Images:
 		return r.runImages(ctx, emit, tl)
@@ -95,8 +106,14 @@ func (e *emitError) Unwrap() error { return e.err }
 
 func (r *Runner) runFile(ctx context.Context, emit func(*decode.Frame) error, tl *timeline) error {
 	r.set(Event{State: StateConnecting})
-	_, err := r.session(ctx, emit, tl, false)
-	return r.finish(ctx, err)
+	for pass := 1; ; pass++ {
+		n, err := r.session(ctx, emit, tl, false)
+		// A pass that gave no frame would loop without end.
+		if err != nil || !r.cfg.Loop || n == 0 || ctx.Err() != nil {
+			return r.finish(ctx, err)
+		}
+		r.cfg.Logger.Debug("source loops", "source", r.name, "pass", pass+1, "next_seq", tl.seq)
+	}
 }
 
 // finish reports how a source that will not be retried ended.
@@ -164,8 +181,8 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 			// Frames drained after a cancel's interrupt go nowhere.
 			return n, ctx.Err()
 		}
-		tl.stamp(f, live)
-		if n == 0 {
+		tl.stamp(f)
+		if n == 0 && r.State() != StateLive {
 			r.set(Event{State: StateLive})
 		}
 		n++
