@@ -87,6 +87,9 @@ func (d *OverlayDrawer) rate(name string) float64 {
 type FileSink struct{ S *stream.FileSink }
 
 // Write implements Sink.
+// SinkName implements NamedSink.
+func (FileSink) SinkName() string { return "video" }
+
 func (s FileSink) Write(o *Output) error {
 	return s.S.WriteFrame(o.Frame.Width, o.Frame.Height, o.Frame.RGB, o.Frame.PTS)
 }
@@ -126,8 +129,10 @@ func (s *DetectionsSink) For() Sink {
 
 type detectionsUser struct{ s *DetectionsSink }
 
+func (detectionsUser) SinkName() string { return "detections" }
+
 func (u detectionsUser) Write(o *Output) error {
-	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Width: o.Frame.Width, Height: o.Frame.Height}
+	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name, Width: o.Frame.Width, Height: o.Frame.Height}
 	for _, d := range o.Result.Detections {
 		fd.Detections = append(fd.Detections, toStreamDetection(d, u.s.Classes))
 	}
@@ -195,6 +200,9 @@ type HubSink struct {
 }
 
 // Write implements Sink.
+// SinkName implements NamedSink.
+func (HubSink) SinkName() string { return "webrtc" }
+
 func (s HubSink) Write(o *Output) error {
 	dets := make([]stream.Detection, len(o.Result.Detections))
 	for i, d := range o.Result.Detections {

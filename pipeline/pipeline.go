@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,11 +59,28 @@ type Drawer interface {
 type Config struct {
 	Sources  []Source
 	Detector Detector
+	// Detectors, when set, gives source i its own detector (Detectors[i];
+	// a nil entry uses Detector): cameras with their own test-time views.
+	// Frames of different detectors never share a batch.
+	Detectors []Detector
+	// Filters, when set, edits source i's results (Filters[i]; nil keeps
+	// them) before drawing and before any sink sees them: per-camera class
+	// lists, thresholds and minimum areas.
+	Filters []ResultFilter
 	// Drawer annotates frames before the sinks see them; nil leaves frames
 	// as decoded.
 	Drawer Drawer
 	// Sinks returns the sinks of a stream (called once per stream at start).
+	// Each sink gets a queue of its own (SinkQueue frames): a slow sink
+	// holds up only itself. When a live stream's sink is behind, its oldest
+	// queued frame is dropped (OnSinkDrop); a file stream's sink instead
+	// holds up that stream's source, so nothing of a file is skipped.
 	Sinks func(stream string) ([]Sink, error)
+	// SinkQueue is each sink's queue length in frames (default 8).
+	SinkQueue int
+	// OnSinkDrop, when set, hears of every frame a live stream's sink
+	// dropped; the sink is named by its SinkName method, else "sink<k>".
+	OnSinkDrop func(stream, sink string)
 	// Batch configures the shared batcher (default: batches of 1, no wait).
 	Batch infer.BatcherConfig
 	// Metrics receives counts and timings; nil keeps none.
@@ -70,6 +88,14 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// ResultFilter edits a frame's result in place before it is drawn.
+type ResultFilter func(r *cascade.Result)
+
+// inFlight is how many frames of one stream may be between its source and
+// its sink queues: a stream whose outputs are slow to leave stops taking
+// frames from its source instead of stalling inference for the others.
+const inFlight = 4
 
 type item struct {
 	stream int
@@ -142,6 +168,32 @@ func Run(drain, hard context.Context, cfg Config) error {
 		errMu.Unlock()
 	}
 
+	// Every stream holds inFlight credits: a frame takes one on its way in
+	// and gives it back once it has left for the sink queues.
+	credits := make([]chan struct{}, len(cfg.Sources))
+	for i := range credits {
+		credits[i] = make(chan struct{}, inFlight)
+	}
+	detectorOf := func(i int) Detector {
+		if i < len(cfg.Detectors) && cfg.Detectors[i] != nil {
+			return cfg.Detectors[i]
+		}
+		return cfg.Detector
+	}
+	// Frames of different detectors go to different batches: the batch key
+	// carries the detector's index among the distinct ones.
+	detGroup := make([]int, len(cfg.Sources))
+	var dets []Detector
+	for i := range cfg.Sources {
+		d := detectorOf(i)
+		g := slices.IndexFunc(dets, func(x Detector) bool { return x == d })
+		if g < 0 {
+			g = len(dets)
+			dets = append(dets, d)
+		}
+		detGroup[i] = g
+	}
+
 	// Sources -> one shared channel, through a per-source mailbox for live
 	// sources (newest frame wins) or a blocking hand-over for files.
 	in := make(chan item)
@@ -150,7 +202,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 		srcWG.Add(1)
 		go func(i int, src Source) {
 			defer srcWG.Done()
-			if err := runSource(drain, hard, i, src, in, cfg.Metrics); err != nil && !errors.Is(err, context.Canceled) {
+			if err := runSource(drain, hard, i, src, in, credits[i], cfg.Metrics); err != nil && !errors.Is(err, context.Canceled) {
 				cfg.Logger.Error("stream failed", "stream", names[i], "err", err)
 				fail(&StreamError{Stream: names[i], Err: err})
 			}
@@ -164,7 +216,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 	// The shared batcher groups same-sized frames of all streams.
 	batches := make(chan []item)
 	b := infer.NewBatcher(cfg.Batch, func(it item) string {
-		return fmt.Sprintf("%dx%d", it.frame.Width, it.frame.Height)
+		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.frame.Width, it.frame.Height)
 	})
 	go func() {
 		if err := b.Run(hard, in, batches); err != nil && !errors.Is(err, context.Canceled) {
@@ -172,23 +224,29 @@ func Run(drain, hard context.Context, cfg Config) error {
 		}
 	}()
 
-	// Per-stream output queues keep each stream's order and let a slow
-	// sink hold up only its own stream's drawing, not inference.
+	// Per-stream output queues keep each stream's order; as a stream never
+	// has more than inFlight frames out, inference never waits on them.
 	outs := make([]chan *Output, len(cfg.Sources))
 	var sinkWG sync.WaitGroup
 	for i := range outs {
-		outs[i] = make(chan *Output, 4)
+		outs[i] = make(chan *Output, inFlight)
+		var filter ResultFilter
+		if i < len(cfg.Filters) {
+			filter = cfg.Filters[i]
+		}
+		st := streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter,
+			drawer: cfg.Drawer, metrics: cfg.Metrics, queue: cfg.SinkQueue, onDrop: cfg.OnSinkDrop}
 		sinkWG.Add(1)
 		go func(i int) {
 			defer sinkWG.Done()
-			if err := runSinks(hard, names[i], outs[i], cfg.Drawer, sinks[i], cfg.Metrics); err != nil {
+			if err := st.run(hard, outs[i], sinks[i]); err != nil {
 				cfg.Logger.Error("stream output failed", "stream", names[i], "err", err)
 				fail(&StreamError{Stream: names[i], Err: err})
 			}
 		}(i)
 	}
 
-	inferErr := runInference(hard, batches, cfg.Detector, outs, cfg.Metrics)
+	inferErr := runInference(hard, batches, func(i int) Detector { return dets[detGroup[i]] }, outs, cfg.Metrics)
 	for _, o := range outs {
 		close(o)
 	}
@@ -211,32 +269,50 @@ func Run(drain, hard context.Context, cfg Config) error {
 	return errors.Join(errs...)
 }
 
-// runSource runs one source, handing its frames to in.
-func runSource(drain, hard context.Context, i int, src Source, in chan<- item, m *Metrics) error {
+// runSource runs one source, handing its frames to in; each frame first
+// takes one of the stream's credits (given back when it reaches the sinks).
+func runSource(drain, hard context.Context, i int, src Source, in chan<- item, credits chan struct{}, m *Metrics) error {
 	name := src.Name()
 	if !src.Live() {
 		return src.Run(drain, func(f *decode.Frame) bool {
 			m.frameIn(name)
 			select {
+			case credits <- struct{}{}:
+			case <-hard.Done():
+				return false
+			}
+			select {
 			case in <- item{i, f}:
 				return true
 			case <-hard.Done():
+				<-credits
 				return false
 			}
 		})
 	}
 	// A live source writes into a one-frame mailbox, replacing a frame
-	// that still waits there (counted as dropped); a forwarder hands the
-	// newest frame on whenever the batcher takes one. emit never blocks:
+	// that still waits there (counted as dropped); a forwarder takes a
+	// credit, then the newest frame, and hands it on. emit never blocks:
 	// it is the mailbox's only sender.
 	mailbox := make(chan *decode.Frame, 1)
 	fwdDone := make(chan struct{})
 	go func() {
 		defer close(fwdDone)
-		for f := range mailbox {
+		for {
+			select {
+			case credits <- struct{}{}:
+			case <-hard.Done():
+				return
+			}
+			f, ok := <-mailbox
+			if !ok {
+				<-credits
+				return
+			}
 			select {
 			case in <- item{i, f}:
 			case <-hard.Done():
+				<-credits
 				return
 			}
 		}
@@ -263,7 +339,7 @@ func runSource(drain, hard context.Context, i int, src Source, in chan<- item, m
 
 // runInference runs the detector on every batch and routes each frame's
 // result to its stream's queue.
-func runInference(ctx context.Context, batches <-chan []item, det Detector, outs []chan *Output, m *Metrics) error {
+func runInference(ctx context.Context, batches <-chan []item, detectorOf func(stream int) Detector, outs []chan *Output, m *Metrics) error {
 	// On an early return keep reading, so the batcher is never stuck on a
 	// send; after the loop the channel is closed and this ends at once.
 	defer func() {
@@ -278,7 +354,8 @@ func runInference(ctx context.Context, batches <-chan []item, det Detector, outs
 			imgs[k] = cascade.Image{Width: it.frame.Width, Height: it.frame.Height, Pix: it.frame.RGB, Order: infer.RGB}
 		}
 		t0 := time.Now()
-		res, tm, err := det.Detect(imgs)
+		// a batch holds frames of one detector only (the batch key says so)
+		res, tm, err := detectorOf(batch[0].stream).Detect(imgs)
 		if err != nil {
 			return fmt.Errorf("inference: %w", err)
 		}
@@ -294,34 +371,66 @@ func runInference(ctx context.Context, batches <-chan []item, det Detector, outs
 	return nil
 }
 
-// runSinks draws each output of one stream and hands it to the stream's
-// sinks. A failing sink is reported once and dropped; the others go on.
-func runSinks(ctx context.Context, name string, outs <-chan *Output, d Drawer, sinks []Sink, m *Metrics) error {
-	failed := make([]bool, len(sinks))
+// streamOut is the output side of one stream: filter, draw, then hand each
+// frame to every sink's queue.
+type streamOut struct {
+	name    string
+	live    bool
+	credits chan struct{}
+	filter  ResultFilter
+	drawer  Drawer
+	metrics *Metrics
+	queue   int
+	onDrop  func(stream, sink string)
+}
+
+// run consumes the stream's outputs until outs is closed, then waits for
+// every sink queue to empty (or, on a hard stop, to be abandoned). A failing
+// sink is reported once and dropped; the others go on.
+func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) error {
+	qs := make([]*sinkQueue, len(sinks))
+	for k, s := range sinks {
+		qs[k] = newSinkQueue(s, k, st.queue)
+		go qs[k].run(ctx)
+	}
 	var errs []error
 	for o := range outs {
 		if ctx.Err() != nil {
+			<-st.credits
 			continue // hard stop: drop what is left, keep draining
 		}
-		o.Stream = name
-		if d != nil {
+		o.Stream = st.name
+		if st.filter != nil {
+			st.filter(&o.Result)
+		}
+		if st.drawer != nil {
 			t0 := time.Now()
-			if err := d.Draw(o); err != nil {
+			if err := st.drawer.Draw(o); err != nil {
 				errs = append(errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
 			}
-			m.draw(time.Since(t0))
+			st.metrics.draw(time.Since(t0))
 		}
 		o.Latency = time.Since(o.Frame.Captured)
-		for k, s := range sinks {
-			if failed[k] {
-				continue
-			}
-			if err := s.Write(o); err != nil {
-				failed[k] = true
-				errs = append(errs, fmt.Errorf("frame %d: %w", o.Frame.Seq, err))
+		for _, q := range qs {
+			if st.live {
+				if q.offer(o) && st.onDrop != nil {
+					st.onDrop(st.name, q.name)
+				}
+			} else {
+				q.put(ctx, o)
 			}
 		}
-		m.frameOut(name, o.Latency)
+		<-st.credits
+		st.metrics.frameOut(st.name, o.Latency)
+	}
+	for _, q := range qs {
+		close(q.ch)
+	}
+	for _, q := range qs {
+		<-q.done
+		if q.err != nil {
+			errs = append(errs, q.err)
+		}
 	}
 	return errors.Join(errs...)
 }
