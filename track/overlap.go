@@ -5,12 +5,12 @@ import "math"
 // boxIoU is intersection over union of two x1 y1 x2 y2 boxes; 0 for
 // degenerate ones.
 func boxIoU(a, b [4]float32) float64 {
-	iw := math.Min(float64(a[2]), float64(b[2])) - math.Max(float64(a[0]), float64(b[0]))
-	ih := math.Min(float64(a[3]), float64(b[3])) - math.Max(float64(a[1]), float64(b[1]))
+	iw := min(a[2], b[2]) - max(a[0], b[0])
+	ih := min(a[3], b[3]) - max(a[1], b[1])
 	if iw <= 0 || ih <= 0 {
 		return 0
 	}
-	inter := iw * ih
+	inter := float64(iw) * float64(ih)
 	u := boxArea(a) + boxArea(b) - inter
 	if u <= 0 {
 		return 0

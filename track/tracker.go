@@ -107,7 +107,7 @@ type trk struct {
 	kf       kalman
 	pred     [4]float32 // predicted box for this frame
 	mask     Mask       // last matched detection's mask
-	maskArea int
+	maskArea int        // set pixels of mask; -1 until counted
 	maskBox  [4]float32 // box of the detection the mask came from
 }
 
@@ -357,28 +357,37 @@ func (t *Tracker) associate(tracks []*trk, idx []int, dets []Detection, minIoU f
 // tracks); an uncontested pair matches whatever its mask says, so its mask
 // IoU is not computed. Where a mask is missing, box IoU stands in for it.
 func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []Detection, pairs []pairCost, tie float64) {
-	nr := make(map[int]int)
-	nc := make(map[int]int)
+	nr := make([]int, len(tracks))
+	nc := make([]int, len(idx))
 	for _, p := range pairs {
 		nr[p.r]++
 		nc[p.c]++
 	}
+	var detArea []int // by column, counted when first needed
 	for k := range pairs {
 		p := &pairs[k]
 		boxCost := p.cost
-		if nr[p.r] < 2 && nc[p.c] < 2 {
+		tr, d := tracks[p.r], &dets[idx[p.c]]
+		if (nr[p.r] < 2 && nc[p.c] < 2) || !tr.mask.ok() || !d.Mask.ok() {
 			p.cost += tie * boxCost
 			continue
 		}
-		tr, d := tracks[p.r], &dets[idx[p.c]]
-		if tr.maskArea == 0 || !d.Mask.ok() {
-			p.cost += tie * boxCost
-			continue
+		if tr.maskArea < 0 {
+			tr.maskArea = tr.mask.area()
+		}
+		if detArea == nil {
+			detArea = make([]int, len(idx))
+			for i := range detArea {
+				detArea[i] = -1
+			}
+		}
+		if detArea[p.c] < 0 {
+			detArea[p.c] = d.Mask.area()
 		}
 		// Move the old mask by how far the prediction moved its box.
 		dx := int(math.Round(float64(tr.pred[0]+tr.pred[2]-tr.maskBox[0]-tr.maskBox[2]) / 2))
 		dy := int(math.Round(float64(tr.pred[1]+tr.pred[3]-tr.maskBox[1]-tr.maskBox[3]) / 2))
-		m := maskIoU(&tr.mask, tr.maskArea, dx, dy, &d.Mask, d.Mask.area())
+		m := maskIoU(&tr.mask, tr.maskArea, dx, dy, &d.Mask, detArea[p.c])
 		p.cost += tie * (1 - m)
 	}
 }
@@ -393,9 +402,10 @@ func (t *Tracker) hit(tr *trk, seq int64, pts time.Duration, d *Detection) {
 	tr.LastSeq, tr.LastSeen = seq, pts
 	tr.Box, tr.Score = d.Box, d.Score
 	if t.s.MaskTieBreak > 0 && d.Mask.ok() {
-		tr.mask, tr.maskArea, tr.maskBox = d.Mask, d.Mask.area(), d.Box
+		// The area is counted only if the mask is ever needed.
+		tr.mask, tr.maskArea, tr.maskBox = d.Mask, -1, d.Box
 	} else {
-		tr.mask, tr.maskArea = Mask{}, 0
+		tr.mask = Mask{}
 	}
 }
 
