@@ -75,7 +75,8 @@ type FileSink struct {
 }
 
 // NewFileSink creates PATH.partial and prepares the mp4 muxer; the video
-// track is set up by the first frame, whose size all frames must have.
+// track is set up by the first frame and keeps its size: a later frame of
+// another size is scaled to fit it, centred between black bars.
 func NewFileSink(path string, cfg FileSinkConfig) (*FileSink, error) {
 	enc, err := NewEncoder(EncoderConfig{
 		Codec: H264, FrameRate: cfg.FrameRate, GOP: cfg.GOP, Bitrate: cfg.Bitrate,
@@ -146,6 +147,12 @@ func (s *FileSink) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
 	}
 	if s.writeErr != nil {
 		return fmt.Errorf("mp4 sink %s: an earlier write failed: %w", s.path, s.writeErr)
+	}
+	if fw, fh := s.enc.w, s.enc.h; fw > 0 && (w != fw || h != fh) {
+		if err := checkRGB(w, h, rgb, pts); err != nil {
+			return fmt.Errorf("mp4 sink %s: %w", s.path, err)
+		}
+		rgb, w, h = fitRGB(rgb, w, h, fw, fh), fw, fh
 	}
 	ticks, err := s.enc.prepare(w, h, rgb, pts)
 	if err != nil {

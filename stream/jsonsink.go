@@ -53,6 +53,12 @@ type FrameDetections struct {
 	Stream string
 	Seq    int64
 	PTS    time.Duration
+	// Time is when the frame was captured, by the wall clock (the line's
+	// "time", RFC 3339 in UTC with milliseconds); zero leaves it out.
+	Time time.Time
+	// File names the picture's file for an image folder's frames (the
+	// line's "file"); empty for video, and left out.
+	File string
 	// Width and Height are the frame's size, the size of every mask's RLE.
 	Width, Height int
 	Detections    []Detection
@@ -61,12 +67,18 @@ type FrameDetections struct {
 	Stuff []Region
 }
 
+// timeFormat is RFC 3339 with milliseconds, always three digits so the
+// times of a file sort as text.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // jsonLine is one line of the file. The field names are the file format:
 // change them only with the docs.
 type jsonLine struct {
 	Stream     string          `json:"stream"`
 	Seq        int64           `json:"seq"`
 	PTSms      float64         `json:"pts_ms"`
+	Time       string          `json:"time,omitempty"`
+	File       string          `json:"file,omitempty"`
 	Width      int             `json:"width"`
 	Height     int             `json:"height"`
 	Detections []jsonDetection `json:"detections"`
@@ -184,7 +196,10 @@ func (s *JSONSink) format(fd FrameDetections) error {
 	}
 	line := jsonLine{
 		Stream: fd.Stream, Seq: fd.Seq, PTSms: float64(fd.PTS) / float64(time.Millisecond),
-		Width: fd.Width, Height: fd.Height, Detections: dets,
+		File: fd.File, Width: fd.Width, Height: fd.Height, Detections: dets,
+	}
+	if !fd.Time.IsZero() {
+		line.Time = fd.Time.UTC().Format(timeFormat)
 	}
 	if fd.Stuff != nil {
 		regions := make([]jsonRegion, len(fd.Stuff))

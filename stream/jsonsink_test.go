@@ -227,3 +227,57 @@ func TestSinksNameAMissingDirectory(t *testing.T) {
 		t.Errorf("a sink created %s", dir)
 	}
 }
+
+// A line carries the frame's wall-clock time (RFC 3339, UTC, always three
+// digits of milliseconds) and, for an image folder's frames, the picture's
+// file; a frame without them has neither key.
+func TestJSONSinkTimeAndFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dets.jsonl")
+	s, err := NewJSONSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paris := time.FixedZone("CET", 3600)
+	a := sampleFrame(0)
+	a.Time = time.Date(2026, 3, 4, 13, 5, 6, 120_456_789, paris)
+	a.File = "img 01.png"
+	b := sampleFrame(1)
+	b.Time = time.Date(2026, 3, 4, 12, 5, 7, 0, time.UTC)
+	c := sampleFrame(2)
+	for _, fd := range []FrameDetections{a, b, c} {
+		if err := s.Write(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var got []map[string]any
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		got = append(got, m)
+	}
+	if got[0]["time"] != "2026-03-04T12:05:06.120Z" || got[0]["file"] != "img 01.png" {
+		t.Errorf("line 0: time %v file %v", got[0]["time"], got[0]["file"])
+	}
+	if got[1]["time"] != "2026-03-04T12:05:07.000Z" {
+		t.Errorf("line 1: time %v", got[1]["time"])
+	}
+	if _, has := got[1]["file"]; has {
+		t.Errorf("line 1 has a file without one: %s", lines[1])
+	}
+	if _, has := got[2]["time"]; has {
+		t.Errorf("line 2 has a time without one: %s", lines[2])
+	}
+	if tm, err := time.Parse(time.RFC3339, got[0]["time"].(string)); err != nil || !tm.Equal(a.Time.Truncate(time.Millisecond)) {
+		t.Errorf("time %v does not parse back as RFC 3339 (%v, %v)", got[0]["time"], tm, err)
+	}
+}
