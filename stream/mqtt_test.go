@@ -1,0 +1,271 @@
+package stream
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// quickMQTT is a config that retries fast, for tests.
+func quickMQTT(url, id string) MQTTConfig {
+	return MQTTConfig{
+		Broker: url, ClientID: id, QoS: 1,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		ConnectTimeout: 2 * time.Second, PublishTimeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{}, nil)),
+	}
+}
+
+// testWriter discards logs; tests that read them use a syncBuffer.
+type testWriter struct{}
+
+func (testWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func decodeEvent(t *testing.T, payload []byte) Event {
+	t.Helper()
+	var e Event
+	if err := json.Unmarshal(payload, &e); err != nil {
+		t.Fatalf("event %s: %v", payload, err)
+	}
+	return e
+}
+
+// Events reach a subscriber in order on the camera's topic; the counts of
+// current tracks per label are retained; availability and Home Assistant
+// discovery are retained; Close says offline.
+func TestMQTTEventsCountsDiscovery(t *testing.T) {
+	b := startBroker(t, "")
+	sub := subscribe(t, b, "sub", "#", "", "")
+	cfg := quickMQTT(b.url(), "worker-1")
+	cfg.HomeAssistant = true
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Announce("front", "person", "car")
+	if got := sub.next(t, "htcstream/worker-1/availability"); string(got.Payload()) != "online" {
+		t.Fatalf("availability %q", got.Payload())
+	}
+
+	seq := []struct {
+		typ   EventType
+		track int64
+		label string
+	}{
+		{EventNew, 1, "person"}, {EventNew, 2, "person"}, {EventNew, 3, "car"},
+		{EventUpdate, 1, "person"}, {EventEnd, 2, "person"},
+	}
+	for _, e := range seq {
+		if err := s.Publish(testEvent(t, e.typ, "front", e.track, e.label)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range seq {
+		m := sub.next(t, "htcstream/front/events")
+		e := decodeEvent(t, m.Payload())
+		if e.Type != want.typ || e.TrackID != want.track || e.Label != want.label || e.Camera != "front" {
+			t.Fatalf("event %d: got %s #%d %s on %s, want %s #%d %s", i, e.Type, e.TrackID, e.Label, e.Camera, want.typ, want.track, want.label)
+		}
+		if m.Retained() {
+			t.Errorf("event %d is retained", i)
+		}
+	}
+	waitFor(t, "all published", 10*time.Second, func() bool { st := s.Stats(); return st.Published == 5 && st.Queued == 0 })
+	waitFor(t, "counts", 10*time.Second, func() bool {
+		return retained(t, b, "htcstream/front/person") == "1" && retained(t, b, "htcstream/front/car") == "1"
+	})
+	if got := retained(t, b, "htcstream/worker-1/availability"); got != "online" {
+		t.Errorf("retained availability %q", got)
+	}
+	var disco map[string]any
+	if err := json.Unmarshal([]byte(retained(t, b, "homeassistant/sensor/worker-1/front_person_count/config")), &disco); err != nil {
+		t.Fatal(err)
+	}
+	if disco["state_topic"] != "htcstream/front/person" || disco["availability_topic"] != "htcstream/worker-1/availability" {
+		t.Errorf("discovery config %v", disco)
+	}
+	st := s.Stats()
+	if st.Published != 5 || st.Dropped != 0 || st.Errors != 0 || !st.Connected {
+		t.Errorf("stats %+v", st)
+	}
+
+	s.Close()
+	if got := retained(t, b, "htcstream/worker-1/availability"); got != "offline" {
+		t.Errorf("availability after Close %q, want offline", got)
+	}
+	if err := s.Publish(testEvent(t, EventNew, "front", 9, "dog")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	s.Close() // idempotent
+}
+
+// The broker is killed mid-stream and restarted on the same port: the sink
+// reconnects, sends what fit in the outbox in order, counts the rest as
+// dropped, and republishes the counts the restarted broker forgot.
+func TestMQTTBrokerRestart(t *testing.T) {
+	b := startBroker(t, "")
+	p := startProxy(t, b.addr())
+	cfg := quickMQTT(p.url(), "restart")
+	cfg.Outbox = 4
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sub := subscribe(t, b, "sub1", "htcstream/cam/#", "", "")
+	for i := int64(1); i <= 3; i++ {
+		s.Publish(testEvent(t, EventNew, "cam", i, "person"))
+	}
+	for i := int64(1); i <= 3; i++ {
+		if e := decodeEvent(t, sub.next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
+			t.Fatalf("before the kill: got track %d, want %d", e.TrackID, i)
+		}
+	}
+	waitFor(t, "3 published", 10*time.Second, func() bool { return s.Stats().Published == 3 })
+
+	b.stop(syscall.SIGKILL)
+	waitFor(t, "the sink to see the broker gone", 10*time.Second, func() bool { return !s.Stats().Connected })
+	p.refuse(true) // hold the sink off until the new subscriber is ready
+	for i := int64(4); i <= 10; i++ {
+		s.Publish(testEvent(t, EventNew, "cam", i, "person"))
+	}
+	if st := s.Stats(); st.Queued != 4 || st.Dropped != 3 {
+		t.Fatalf("while away: queued %d dropped %d, want 4 and 3", st.Queued, st.Dropped)
+	}
+
+	b.start()
+	sub = subscribe(t, b, "sub2", "htcstream/cam/#", "", "")
+	p.refuse(false)
+	for i := int64(7); i <= 10; i++ {
+		if e := decodeEvent(t, sub.next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
+			t.Fatalf("after the restart: got track %d, want %d", e.TrackID, i)
+		}
+	}
+	waitFor(t, "7 published", 10*time.Second, func() bool { return s.Stats().Published == 7 })
+	if got := retained(t, b, "htcstream/cam/person"); got != "10" {
+		t.Errorf("count after restart %q, want 10", got)
+	}
+	st := s.Stats()
+	if st.Dropped != 3 || st.Errors == 0 || !st.Connected || st.Queued != 0 {
+		t.Errorf("stats %+v: want 3 dropped, some errors, connected, none queued", st)
+	}
+}
+
+// Wrong credentials: one clear error line, the sink keeps retrying and
+// never crashes; the right ones connect.
+func TestMQTTWrongCredentials(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "cam", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd (Debian's mosquitto): %v: %s", err, out)
+	}
+	b := startBroker(t, "allow_anonymous false\npassword_file "+pw+"\n")
+
+	logs := &syncBuffer{}
+	cfg := quickMQTT(b.url(), "wrong")
+	cfg.Username, cfg.Password = "cam", "nope"
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Publish(testEvent(t, EventNew, "cam", 1, "person"))
+	waitFor(t, "three refused attempts", 10*time.Second, func() bool { return s.Stats().Errors >= 3 })
+	st := s.Stats()
+	if st.Connected || st.Queued != 1 || !strings.Contains(st.LastError, "check the username and password") {
+		t.Errorf("stats %+v", st)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d error lines, want 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs.String(), "nope") {
+		t.Error("the log shows the password")
+	}
+	s.Close()
+	if st := s.Stats(); st.Dropped != 1 {
+		t.Errorf("dropped %d after Close, want the 1 queued", st.Dropped)
+	}
+
+	cfg.Password = "s3cret"
+	cfg.ClientID = "right"
+	good, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	good.Publish(testEvent(t, EventNew, "cam", 1, "person"))
+	waitFor(t, "the right credentials to publish", 10*time.Second, func() bool { return good.Stats().Published == 1 })
+}
+
+// A connection that dies without DISCONNECT (here cut by the proxy) makes
+// the broker publish the last will: availability goes offline; the sink
+// reconnects and says online again.
+func TestMQTTLastWill(t *testing.T) {
+	b := startBroker(t, "")
+	p := startProxy(t, b.addr())
+	sub := subscribe(t, b, "sub", "htcstream/+/availability", "", "")
+	s, err := NewMQTTSink(quickMQTT(p.url(), "lwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := func(v string) {
+		t.Helper()
+		if got := string(sub.next(t, "htcstream/lwt/availability").Payload()); got != v {
+			t.Fatalf("availability %q, want %q", got, v)
+		}
+	}
+	want("online")
+	p.cut()
+	want("offline")
+	want("online")
+	if st := s.Stats(); st.Errors == 0 {
+		t.Errorf("the lost connection was not counted: %+v", st)
+	}
+}
+
+func TestMQTTConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]MQTTConfig{
+		"no broker":   {},
+		"scheme":      {Broker: "http://x"},
+		"qos":         {Broker: "tcp://127.0.0.1:1", QoS: 3},
+		"cert no key": {Broker: "ssl://127.0.0.1:1", CertFile: "c.pem"},
+		"ca missing":  {Broker: "ssl://127.0.0.1:1", CAFile: filepath.Join(t.TempDir(), "none.pem")},
+		"wildcard":    {Broker: "tcp://127.0.0.1:1", TopicPrefix: "a/#"},
+	} {
+		if s, err := NewMQTTSink(cfg); err == nil {
+			s.Close()
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// A broker that is never there: Publish still returns at once, Close
+// returns promptly and counts what was queued as dropped.
+func TestMQTTNoBroker(t *testing.T) {
+	cfg := quickMQTT("tcp://127.0.0.1:"+strconv.Itoa(freePort(t)), "alone")
+	cfg.Outbox = 2
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		s.Publish(testEvent(t, EventNew, "c", int64(i), "cat"))
+	}
+	waitFor(t, "a failed attempt", 10*time.Second, func() bool { return s.Stats().Errors > 0 })
+	s.Close()
+	if st := s.Stats(); st.Dropped != 5 || st.Published != 0 {
+		t.Errorf("stats %+v, want all 5 dropped", st)
+	}
+	if err := s.Publish(Event{Type: "x"}); !errors.Is(err, ErrBadEvent) {
+		t.Errorf("bad event: %v", err)
+	}
+}
