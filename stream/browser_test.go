@@ -83,7 +83,10 @@ func TestBrowserViewer(t *testing.T) {
 	}
 	w, h := frames[0].Width, frames[0].Height
 
-	hub, base := startHub(t, HubConfig{})
+	// Behind the Server with a token, as when serving beyond this machine:
+	// the page must ask for it, take it from a link's #token= and send it.
+	const token = "tok-3f9a"
+	hub, _, base := startServer(t, HubConfig{}, ServerConfig{Token: token}, Routes{})
 	renderer := overlay.NewRenderer(overlay.DefaultStyle(), []string{"person", "car", "dog"})
 	classes := []string{"person", "car", "dog"}
 
@@ -153,8 +156,20 @@ func TestBrowserViewer(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
 	defer cancelTimeout()
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?play=demo")); err != nil {
+	// Without the token the page asks for it.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatalf("open the viewer page: %v", err)
+	}
+	waitFor(t, "the page to ask for the token", 10*time.Second, func() bool {
+		asks, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!document.querySelector('#auth').hidden`))
+		return err == nil && asks
+	})
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?play=demo#token="+token)); err != nil {
+		t.Fatalf("open the viewer page: %v", err)
+	}
+	kept, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash + '|' + localStorage.getItem('htcstream.token')`))
+	if err != nil || kept != "|"+token {
+		t.Fatalf("the page should keep the token and strip it from the address: %q %v", kept, err)
 	}
 
 	type pageState struct {
@@ -247,5 +262,6 @@ func TestBrowserViewer(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("leave the page: %v", err)
 	}
-	waitFor(t, "the page's session to end", 10*time.Second, func() bool { return hub.Sessions() == 0 })
+	// Faster than any ICE timeout could end it: the DELETE, with the token.
+	waitFor(t, "the page's session to end", 4*time.Second, func() bool { return hub.Sessions() == 0 })
 }

@@ -48,8 +48,9 @@ func Summarize(dets []Detection) Summary {
 // the default its comment gives; the zero value serves browsers on this
 // machine.
 type HubConfig struct {
-	// Addr is where ListenAndServe listens; default "127.0.0.1:8889", this
-	// machine only (":8889" serves the network).
+	// Addr is where ListenAndServe listens; default "127.0.0.1:8889".
+	// ListenAndServe has no credentials, so it serves this machine only
+	// (":8889" is loopback too); NewServer serves beyond it.
 	Addr string
 	// WebRTC configures ICE: STUN/TURN servers, the UDP port range, 1:1
 	// NAT addresses; the zero value works on loopback and a LAN.
@@ -349,7 +350,8 @@ func (h *Hub) Sessions() int {
 }
 
 // ListenAndServe serves the hub on cfg.Addr until ctx is done, then stops
-// the HTTP server (the sessions stay until Close).
+// the HTTP server (the sessions stay until Close). It is a Server with the
+// hub alone and no credentials: loopback only.
 func (h *Hub) ListenAndServe(ctx context.Context) error {
 	l, err := net.Listen("tcp", h.cfg.Addr)
 	if err != nil {
@@ -358,26 +360,23 @@ func (h *Hub) ListenAndServe(ctx context.Context) error {
 	return h.Serve(ctx, l)
 }
 
-// Serve is ListenAndServe on a listener the caller made; it closes l.
+// Serve is ListenAndServe on a listener the caller made; it closes l. A
+// listener beyond loopback is refused (ErrNeedsAuth).
 func (h *Hub) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		case <-stopped:
-		}
-	}()
-	h.log.Info("webrtc viewer listening", "url", "http://"+l.Addr().String()+"/")
-	err := srv.Serve(l)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	srv, err := NewServer(ServerConfig{Addr: l.Addr().String(), Logger: h.log}, Routes{Hub: h})
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("hub: %w", err)
 	}
-	return fmt.Errorf("hub: serve: %w", err)
+	srv.mu.Lock()
+	srv.startOn(l)
+	done := srv.done
+	srv.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-done:
+	}
+	return srv.Close()
 }
 
 // frameOut is one published frame as every viewer gets it; it is shared
@@ -427,6 +426,9 @@ type hubStream struct {
 	// droppedGone keeps the drops of viewers that left.
 	droppedGone atomic.Int64
 
+	// latest is the last frame, for snapshots (LatestJPEG).
+	latest latestFrame
+
 	smu   sync.Mutex
 	times [64]time.Time // publish times, a ring
 	nt    int
@@ -453,6 +455,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 	s.nt++
 	s.size = [2]int{w, h}
 	s.smu.Unlock()
+	s.latest.keep(seq, w, h, rgb)
 
 	pts += s.shifted
 	if s.hasPTS && pts <= s.lastPTS {

@@ -74,10 +74,10 @@ func (h *Hub) routes() *http.ServeMux {
 // ServeHTTP serves the viewer page, GET /streams and the WHEP endpoint.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// cors lets a viewer page from another origin use the endpoint, as
-// RFC 9725 asks; Location must be exposed for the client to DELETE.
+// cors exposes Location, which a client needs to DELETE its session.
+// Which other origins may call the endpoint at all is the Server's choice
+// (ServerConfig.AllowedOrigins): the hub alone allows none.
 func cors(w http.ResponseWriter) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("Access-Control-Expose-Headers", "Location")
 }
 

@@ -11,6 +11,47 @@ window.__htcstats = {};
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
+// The access token: a server serving beyond this machine asks for a bearer
+// token on /streams and WHEP. The page asks for it once, or takes it from a
+// link's fragment (#token=..., which never reaches a server or a log) and
+// strips it from the address bar; it is kept in this browser's
+// localStorage for this origin and sent as "Authorization: Bearer".
+const TOKEN_KEY = 'htcstream.token';
+
+function takeTokenFromFragment() {
+  const frag = new URLSearchParams(location.hash.slice(1));
+  if (!frag.has('token')) return;
+  const t = frag.get('token');
+  if (t) localStorage.setItem(TOKEN_KEY, t);
+  frag.delete('token');
+  const rest = frag.toString();
+  history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+}
+
+function authHeaders(extra = {}) {
+  const t = localStorage.getItem(TOKEN_KEY);
+  return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
+}
+
+// askToken shows the token form; a stored token that was refused goes.
+function askToken(res) {
+  if (!/bearer/i.test(res.headers.get('WWW-Authenticate') || '')) return false;
+  const had = localStorage.getItem(TOKEN_KEY) !== null;
+  localStorage.removeItem(TOKEN_KEY);
+  $('#auth-msg').textContent = had ? 'the token was refused' : '';
+  $('#auth').hidden = false;
+  $('#token').focus();
+  return true;
+}
+
+$('#auth').addEventListener('submit', (e) => {
+  e.preventDefault();
+  localStorage.setItem(TOKEN_KEY, $('#token').value.trim());
+  $('#token').value = '';
+  $('#auth').hidden = true;
+  refreshList();
+});
+
 function el(tag, text, cls) {
   const e = document.createElement(tag);
   if (text !== undefined) e.textContent = text;
@@ -19,9 +60,11 @@ function el(tag, text, cls) {
 }
 
 async function refreshList() {
+  if (!$('#auth').hidden) return; // waiting for the token
   let streams;
   try {
-    const res = await fetch('streams', { cache: 'no-store' });
+    const res = await fetch('streams', { cache: 'no-store', headers: authHeaders() });
+    if (res.status === 401 && askToken(res)) throw new Error('an access token is needed');
     if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
     streams = await res.json();
   } catch (err) {
@@ -75,9 +118,10 @@ async function whep(url, video, onMessage) {
   });
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/sdp' },
+    headers: authHeaders({ 'Content-Type': 'application/sdp' }),
     body: pc.localDescription.sdp,
   });
+  if (res.status === 401) askToken(res);
   if (res.status !== 201) {
     pc.close();
     throw new Error(`${res.status}: ${await res.text()}`);
@@ -88,7 +132,7 @@ async function whep(url, video, onMessage) {
     pc,
     close() {
       pc.close();
-      fetch(session, { method: 'DELETE', keepalive: true }).catch(() => {});
+      fetch(session, { method: 'DELETE', keepalive: true, headers: authHeaders() }).catch(() => {});
     },
   };
 }
@@ -201,6 +245,8 @@ function stop(id) {
 
 // Sessions end with the page, not ICE timeouts later.
 window.addEventListener('pagehide', () => { for (const id of [...players.keys()]) stop(id); });
+
+takeTokenFromFragment();
 
 // ?play=a,b starts those streams at once.
 for (const id of (new URLSearchParams(location.search).get('play') || '').split(',')) {
