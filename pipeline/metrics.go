@@ -17,6 +17,7 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/ingest"
+	"github.com/htcstream/htcstream/stream"
 )
 
 // SourceStates are the states htcstream_source_state reports, one 0/1
@@ -82,6 +83,7 @@ type Metrics struct {
 type streamMetrics struct {
 	in, out, dropped atomic.Uint64
 	state            atomic.Value // string
+	lastErr          atomic.Value // string: why the source last retried or failed
 }
 
 // NewMetrics returns empty metrics; provider names the execution provider
@@ -223,6 +225,9 @@ func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest
 	m.stream(camera)
 	return func(e ingest.Event) {
 		m.SourceState(camera, e.State.String())
+		if e.Err != nil && (e.State == ingest.StateRetrying || e.State == ingest.StateFailed) {
+			m.stream(camera).lastErr.Store(e.Err.Error())
+		}
 		if e.State == ingest.StateConnecting && e.Attempt > 0 {
 			m.Reconnect(camera)
 		}
@@ -230,6 +235,30 @@ func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest
 			next(e)
 		}
 	}
+}
+
+// Health reports every stream's source state for the web API's /healthz
+// (stream.Routes.Health): connecting, live and ended are fine, retrying
+// and failed are not; Error is the last drop or failure, if any. Streams
+// are sorted by name.
+func (m *Metrics) Health() []stream.SourceHealth {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	out := make([]stream.SourceHealth, 0, len(m.streams))
+	for name, s := range m.streams {
+		st := s.state.Load().(string)
+		h := stream.SourceHealth{Name: name, State: st,
+			OK: st != ingest.StateRetrying.String() && st != ingest.StateFailed.String()}
+		if e, _ := s.lastErr.Load().(string); e != "" && !h.OK {
+			h.Error = e
+		}
+		out = append(out, h)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // detected counts a frame's detections by class name.

@@ -16,6 +16,7 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/ingest"
+	"github.com/htcstream/htcstream/stream"
 )
 
 func TestMetricsExposition(t *testing.T) {
@@ -110,20 +111,35 @@ func TestMetricsFollowALiveSource(t *testing.T) {
 		MinBackoff: 1500 * time.Millisecond, MaxBackoff: 1500 * time.Millisecond, ReadTimeout: 20 * time.Second,
 		OnState: func(e ingest.Event) { emu.Lock(); events = append(events, e.State.String()); emu.Unlock() },
 	}}
-	scrape := httptest.NewServer(m)
-	defer scrape.Close()
-	get := func() string {
+	// Scraped through the web API, as Prometheus would, with its token.
+	srv, err := stream.NewServer(stream.ServerConfig{Addr: "127.0.0.1:0", Token: "scrape-me"},
+		stream.Routes{Metrics: m, Health: m.Health})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fetch := func(path string) (int, string) {
 		t.Helper()
-		res, err := http.Get(scrape.URL + "/metrics")
+		req, _ := http.NewRequest("GET", srv.URL()+path, nil)
+		req.Header.Set("Authorization", "Bearer scrape-me")
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != 200 {
-			t.Fatalf("scrape: %s", res.Status)
+		return res.StatusCode, string(b)
+	}
+	get := func() string {
+		t.Helper()
+		code, body := fetch("metrics")
+		if code != 200 {
+			t.Fatalf("scrape: %d %s", code, body)
 		}
-		return string(b)
+		return body
 	}
 	waitState := func(want string, extra ...string) string {
 		t.Helper()
@@ -165,8 +181,14 @@ func TestMetricsFollowALiveSource(t *testing.T) {
 		runErr <- s.Run(ctx, func(f *decode.Frame) bool { m.frameIn("door"); return true })
 	}()
 	waitState("live", `htcstream_reconnects_total{camera="door"} 0`)
+	if code, body := fetch("healthz"); code != 200 || !strings.Contains(body, `"state":"live"`) {
+		t.Errorf("/healthz of a live source: %d %s", code, body)
+	}
 	end <- struct{}{} // the camera drops
 	waitState("retrying")
+	if code, body := fetch("healthz"); code != 503 || !strings.Contains(body, `"state":"retrying"`) || !strings.Contains(body, "ended") {
+		t.Errorf("/healthz of a retrying source: %d %s", code, body)
+	}
 	waitState("live", `htcstream_reconnects_total{camera="door"} 1`)
 	cancel()
 	select {
