@@ -349,7 +349,7 @@ func (s *Server) startOn(l net.Listener) {
 	case !isLoopbackAddr(addr) && s.tls == nil:
 		s.log.Warn("serving beyond this machine without TLS: the token or password crosses the network in clear text; set a TLS certificate and key or put a TLS proxy in front", "addr", addr)
 	}
-	s.log.Info("web API listening", "url", s.URL(), "auth", s.cfg.hasAuth(), "tls", s.tls != nil)
+	s.log.Info("web API listening", "url", s.url(addr), "auth", s.cfg.hasAuth(), "tls", s.tls != nil)
 	srv, done := s.srv, s.done
 	ll := newLimitListener(l, s.cfg.MaxConns)
 	go func() {
@@ -379,10 +379,11 @@ func (s *Server) Addr() string {
 
 // URL is the server's base URL, "http://ADDR/" or "https://ADDR/", with a
 // loopback host for a server on every interface.
-func (s *Server) URL() string {
-	addr := s.ln.Addr().String()
+func (s *Server) URL() string { return s.url(s.Addr()) }
+
+func (s *Server) url(addr string) string {
 	if host, port, err := net.SplitHostPort(addr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 			addr = net.JoinHostPort("127.0.0.1", port)
 		}
 	}

@@ -478,3 +478,34 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	pool.AddCert(cert)
 	return pool
 }
+
+// Close before Start, twice, and Start after Close.
+func TestServerCloseOrders(t *testing.T) {
+	srv, err := NewServer(ServerConfig{Addr: "127.0.0.1:0", Logger: quietLogger()}, Routes{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close: %v", err)
+	}
+	srv, _ = NewServer(ServerConfig{Addr: "127.0.0.1:0", Logger: quietLogger()}, Routes{})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err == nil {
+		t.Fatal("second Start accepted")
+	}
+	addr := srv.Addr()
+	srv.Close()
+	srv.Close()
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("still listening after Close")
+	}
+	if got := (&Server{cfg: ServerConfig{Addr: ":8080"}}).URL(); got != "http://127.0.0.1:8080/" {
+		t.Errorf("URL of a server on every interface: %s", got)
+	}
+}
