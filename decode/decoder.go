@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -106,7 +107,10 @@ func Open(url string, o Options) (*Decoder, error) {
 // accepts a connection but never answers would otherwise hold Open until
 // FFmpeg's own timeouts (if any) run out. ctx governs the opening only; to
 // cut a later Next short, call Interrupt. The error of an open cut short
-// wraps both ErrInterrupted and ctx's error.
+// wraps both ErrInterrupted and ctx's error, and ErrTimeout too when that
+// was a deadline. A server that refuses the credentials gives an error
+// wrapping ErrUnauthorized; one that says nothing until FFmpeg's socket
+// timeout, ErrTimeout.
 func OpenContext(ctx context.Context, url string, o Options) (*Decoder, error) {
 	d := &Decoder{url: url, name: Redact(url), id: o.StreamID}
 	if d.id == "" {
@@ -160,6 +164,10 @@ func (d *Decoder) open(ctx context.Context, o Options) error {
 			return err
 		}
 		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The caller's deadline: the source did not answer in time.
+				return &openError{msg: "open " + url + ": " + ErrTimeout.Error(), errs: []error{ErrTimeout, ErrInterrupted, context.Cause(ctx)}}
+			}
 			return fmt.Errorf("open %s: %w (%w)", url, ErrInterrupted, context.Cause(ctx))
 		}
 		return fmt.Errorf("open %s: %w", url, ErrInterrupted)
@@ -180,14 +188,16 @@ func (d *Decoder) open(ctx context.Context, o Options) error {
 			}
 		}
 	}
+	t0 := time.Now()
 	if err := d.fc.OpenInput(d.url, inFmt, dict); err != nil {
 		// FFmpeg frees the context when OpenInput fails.
 		d.fc = nil
-		return cut(fmt.Errorf("open %s: %w", url, err))
+		return cut(classifyOpen(url, "", err, time.Since(t0), o.Input))
 	}
 	d.opened = true
+	t0 = time.Now()
 	if err := d.fc.FindStreamInfo(nil); err != nil {
-		return cut(fmt.Errorf("open %s: read stream info: %w", url, err))
+		return cut(classifyOpen(url, "read stream info: ", err, time.Since(t0), o.Input))
 	}
 	if d.interrupted.Load() {
 		// FindStreamInfo may stop early without an error when interrupted,
@@ -351,6 +361,9 @@ func (d *Decoder) feed() error {
 			switch {
 			case d.interrupted.Load():
 				d.damaged = fmt.Errorf("read %s: %w", d.name, ErrInterrupted)
+			case errors.Is(err, astiav.ErrEtimedout):
+				// FFmpeg's socket timeout: the source went quiet.
+				d.damaged = &openError{msg: "read " + d.name + ": " + err.Error(), errs: []error{ErrTimeout, err}}
 			case !errors.Is(err, astiav.ErrEof):
 				d.damaged = fmt.Errorf("read %s: %w", d.name, err)
 			default:
@@ -446,12 +459,19 @@ func (d *Decoder) Close() {
 	d.pin.Unpin()
 }
 
-// Redact hides the password of a URL (rtsp://user:pass@host/…) for
-// messages, logs and stream names; anything else comes back unchanged.
+// Redact hides the credentials of a URL for messages, logs and stream
+// names: the password of its user info (rtsp://user:pass@host/…) and the
+// values of query parameters that carry secrets (?token=…, ?password=…,
+// ?key=…, ?access_token=…, ?signature=…; secretParam). Anything else
+// comes back unchanged.
 func Redact(raw string) string {
 	if !strings.Contains(raw, "://") {
 		return raw
 	}
+	return redactQuery(redactUser(raw))
+}
+
+func redactUser(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// An unparsable URL may still carry credentials, maybe with a '/'
@@ -466,6 +486,22 @@ func Redact(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// secretParam matches a URL query parameter whose name says it carries a
+// secret (token, access_token, password, passwd, pwd, pass, key, apikey,
+// api_key, secret, signature, sig, auth, credential, in any case, as a
+// whole name or its last _/- separated part) up to its value, which it
+// captures for replacement. It works on free text too (FFmpeg's messages),
+// where a URL ends at white space or a quote.
+var secretParam = regexp.MustCompile(`(?i)([?&;](?:[^=&;#\s'"]*[_-])?(?:access[_-]?token|token|password|passwd|pwd|pass|api[_-]?key|key|secret|signature|sig|auth|credentials?)=)[^&;#\s'"]*`)
+
+// redactQuery hides the values of a URL's secret query parameters.
+func redactQuery(s string) string {
+	if !strings.ContainsAny(s, "?&;") {
+		return s
+	}
+	return secretParam.ReplaceAllString(s, "${1}xxxxx")
 }
 
 func redactAuthority(raw string) string {

@@ -54,8 +54,11 @@ func TestOpenContextAbortsAHangingOpen(t *testing.T) {
 				d.Close()
 				t.Fatal("open of a silent server succeeded")
 			}
-			if !errors.Is(err, ErrInterrupted) || !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("error %q should wrap ErrInterrupted and the deadline", err)
+			if !errors.Is(err, ErrInterrupted) || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrTimeout) {
+				t.Errorf("error %q should wrap ErrInterrupted, ErrTimeout and the deadline", err)
+			}
+			if !strings.Contains(err.Error(), "timed out") {
+				t.Errorf("error %q should say it timed out", err)
 			}
 			if strings.Contains(err.Error(), "secret") || !strings.Contains(err.Error(), "user:xxxxx@") {
 				t.Errorf("error %q should name the URL without its password", err)
@@ -64,6 +67,25 @@ func TestOpenContextAbortsAHangingOpen(t *testing.T) {
 			if took > 5*time.Second {
 				t.Errorf("open took %v after a 300ms deadline", took)
 			}
+		})
+	}
+}
+
+// A server that accepts and never answers, with FFmpeg's own socket
+// timeout shorter than any deadline: FFmpeg's RTSP client calls that
+// "invalid data" (no reply, no valid status); the error says timed out.
+func TestOpenSocketTimeoutIsATimeout(t *testing.T) {
+	for _, tc := range []struct{ scheme, option string }{{"rtsp", "timeout"}, {"http", "rw_timeout"}} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			url := tc.scheme + "://" + silentServer(t) + "/cam"
+			_, err := Open(url, Options{Input: map[string]string{tc.option: "300000"}})
+			if err == nil {
+				t.Fatal("open of a silent server succeeded")
+			}
+			if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "timed out") || strings.Contains(strings.ToLower(err.Error()), "invalid data") {
+				t.Errorf("error %q should be a time out, not invalid data", err)
+			}
+			t.Log(err)
 		})
 	}
 }
@@ -205,6 +227,15 @@ func TestRedact(t *testing.T) {
 		"http://a:b@host/x?y=1":               "http://a:xxxxx@host/x?y=1",
 		"rtsp://us er:sec ret@host/%zz":       "rtsp://xxxxx@host/%zz",
 		"rtsp://user:pa/ss@host/x":            "rtsp://xxxxx@host/x",
+		// Secrets in the query, whatever the case or prefix; other
+		// parameters and look-alike names stay.
+		"rtsp://host/cam?token=abc&channel=1":                      "rtsp://host/cam?token=xxxxx&channel=1",
+		"rtsp://u:p@host/cam?Password=abc":                         "rtsp://u:xxxxx@host/cam?Password=xxxxx",
+		"https://h/live.m3u8?X-Amz-Signature=f00&X-Amz-Date=1":     "https://h/live.m3u8?X-Amz-Signature=xxxxx&X-Amz-Date=1",
+		"http://h/s?access_token=a.b.c&api_key=k1&key=k2&keyint=5": "http://h/s?access_token=xxxxx&api_key=xxxxx&key=xxxxx&keyint=5",
+		"http://h/s?pwd=1;auth=2#frag":                             "http://h/s?pwd=xxxxx;auth=xxxxx#frag",
+		"http://h/s?monkey=1&stoken=2":                             "http://h/s?monkey=1&stoken=2",
+		"/data/clip.mp4?token=not-a-url":                           "/data/clip.mp4?token=not-a-url",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
@@ -212,6 +243,9 @@ func TestRedact(t *testing.T) {
 	}
 	if got := redactLog("Opening 'http://me:hunter2@cam.local/x' for reading"); strings.Contains(got, "hunter2") {
 		t.Errorf("log line keeps the password: %s", got)
+	}
+	if got := redactLog("Opening 'http://cam.local/x?token=hunter3' for reading"); got != "Opening 'http://cam.local/x?token=xxxxx' for reading" {
+		t.Errorf("log line with a query token: %s", got)
 	}
 }
 

@@ -26,7 +26,7 @@ func init() {
 var userinfo = regexp.MustCompile(`://[^/\s@]*@`)
 
 // redactLog hides URL credentials in FFmpeg's messages: some protocols print
-// the URL they open, password included.
+// the URL they open, password and query included.
 func redactLog(msg string) string {
-	return userinfo.ReplaceAllString(msg, "://xxxxx@")
+	return redactQuery(userinfo.ReplaceAllString(msg, "://xxxxx@"))
 }

@@ -41,6 +41,11 @@ func (r *Runner) runLive(ctx context.Context, emit func(*decode.Frame) error, tl
 			return r.finish(ctx, fmt.Errorf("source %s: giving up after %d failed attempts in a row: %w", r.name, failures, err))
 		}
 		delay := r.backoff(failures)
+		if errors.Is(err, decode.ErrUnauthorized) {
+			// Credentials do not mend themselves, and a server may lock an
+			// account that keeps failing: wait the longest.
+			delay = r.jitter(r.cfg.MaxBackoff)
+		}
 		r.set(Event{State: StateRetrying, Attempt: failures, Delay: delay, Err: err})
 		t := time.NewTimer(delay)
 		select {
@@ -58,7 +63,11 @@ func (r *Runner) backoff(n int) time.Duration {
 	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
 		d *= 2
 	}
-	d = min(d, r.cfg.MaxBackoff)
+	return r.jitter(min(d, r.cfg.MaxBackoff))
+}
+
+// jitter shortens a wait by a random part of up to Config.Jitter.
+func (r *Runner) jitter(d time.Duration) time.Duration {
 	if r.cfg.Jitter > 0 {
 		d -= time.Duration(rand.Float64() * r.cfg.Jitter * float64(d))
 	}

@@ -2,10 +2,13 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/decode"
 )
 
 // The RTSP tests run FFmpeg's RTSP client (through Runner and decode)
@@ -136,6 +139,9 @@ func TestRTSPStalledServerIsADrop(t *testing.T) {
 				t.Errorf("a stall of %v went unnoticed past the 1s read timeout", took)
 			}
 			t.Logf("%s: stall noticed after %v: %v", transport, time.Since(froze).Round(time.Millisecond), retry.Err)
+			if retry.Reason != ReasonTimedOut {
+				t.Errorf("a stall's reason is %q, want %q", retry.Reason, ReasonTimedOut)
+			}
 			srv.frozen.Store(false)
 			x.waitState(t, StateLive, 10*time.Second)
 			x.collect(t, 3, 10*time.Second)
@@ -202,10 +208,23 @@ func TestRTSPSilentServer(t *testing.T) {
 	cfg.OpenTimeout = 500 * time.Millisecond
 	x := startRunner(t, rtspSource(t, "rtsp://"+addr+"/cam"), cfg)
 	retry, _ := x.waitState(t, StateRetrying, 4*time.Second)
-	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "open timeout") {
-		t.Errorf("retry error %v should say the open timed out", retry.Err)
+	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "timed out (no answer within the open timeout") || retry.Reason != ReasonTimedOut {
+		t.Errorf("retry error %v (reason %q) should say the open timed out", retry.Err, retry.Reason)
 	}
 	x.stop(t)
+
+	// FFmpeg's socket timeout (half the read timeout) before the open
+	// timeout: FFmpeg calls that invalid data; it is a time out.
+	cfg.OpenTimeout, cfg.ReadTimeout = 5*time.Second, 600*time.Millisecond
+	z := startRunner(t, rtspSource(t, "rtsp://"+addr+"/cam"), cfg)
+	retry, _ = z.waitState(t, StateRetrying, 4*time.Second)
+	if msg := fmt.Sprint(retry.Err); !strings.Contains(msg, "timed out") || strings.Contains(strings.ToLower(msg), "invalid data") || retry.Reason != ReasonTimedOut {
+		t.Errorf("retry error %q (reason %q): want timed out, not invalid data", msg, retry.Reason)
+	}
+	if logs := z.logs.String(); !strings.Contains(logs, `reason="timed out"`) {
+		t.Errorf("the log should say timed out:\n%s", logs)
+	}
+	z.stop(t)
 
 	cfg.OpenTimeout = time.Minute
 	y := startRunner(t, rtspSource(t, "rtsp://"+addr+"/cam"), cfg)
@@ -241,12 +260,41 @@ func TestRTSPCredentials(t *testing.T) {
 	}
 	x.stop(t)
 
+	// A refused password is reported as unauthorized and retried after
+	// the longest backoff, not the shortest.
 	y := startRunner(t, rtspSource(t, bad), rtspConfig("tcp"))
 	retry, _ := y.waitState(t, StateRetrying, 5*time.Second)
-	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "401") {
-		t.Errorf("wrong password: %v, want the server's 401", retry.Err)
+	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "unauthorized") || !strings.Contains(retry.Err.Error(), "401") {
+		t.Errorf("wrong password: %v, want unauthorized and the server's 401", retry.Err)
+	}
+	if !errors.Is(retry.Err, decode.ErrUnauthorized) || retry.Reason != ReasonUnauthorized {
+		t.Errorf("wrong password: reason %q, error %v; want unauthorized", retry.Reason, retry.Err)
+	}
+	if max := rtspConfig("tcp").MaxBackoff; retry.Attempt != 1 || retry.Delay != max {
+		t.Errorf("first retry after a 401: attempt %d in %v, want attempt 1 in the longest backoff %v", retry.Attempt, retry.Delay, max)
+	}
+	if !strings.Contains(y.logs.String(), "reason=unauthorized") {
+		t.Errorf("the log should say unauthorized:\n%s", y.logs)
 	}
 	err := y.stop(t)
+
+	// A secret in the query (?token=, ?password=, ?key=) is hidden like
+	// a password: in the stream name, state events, errors and logs,
+	// FFmpeg's own included.
+	const token, apiKey = "t0ken-value", "k3y-value"
+	q := srv.url("/nope") + "?token=" + token + "&channel=1&api_key=" + apiKey
+	z := startRunner(t, rtspSource(t, q), rtspConfig("tcp"))
+	zr, _ := z.waitState(t, StateRetrying, 5*time.Second)
+	zerr := z.stop(t)
+	if zr.Err == nil || !strings.Contains(zr.Err.Error(), "token=xxxxx&channel=1&api_key=xxxxx") {
+		t.Errorf("query error %v should name the URL with its secrets hidden", zr.Err)
+	}
+	for _, e := range z.allEvents() {
+		mustNotContain(t, "state event", fmt.Sprint(e.Err)+e.Source, token, apiKey)
+	}
+	mustNotContain(t, "query source", zr.Source+fmt.Sprint(zerr)+rtspSource(t, q).String(), token, apiKey)
+	mustNotContain(t, "query runner log", z.logs.String(), token, apiKey)
+	mustNotContain(t, "query ffmpeg log", ffmpegLog.String(), token, apiKey)
 
 	for _, e := range append(x.allEvents(), y.allEvents()...) {
 		if e.Err != nil {
@@ -302,7 +350,7 @@ func TestRTSPWatchdogWithoutSocketTimeout(t *testing.T) {
 	if took := time.Since(froze); took > 2*time.Second {
 		t.Errorf("the watchdog took %v to see a 1s stall", took)
 	}
-	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "no data within the read timeout") {
-		t.Errorf("retry error %v should be the watchdog's", retry.Err)
+	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "no data within the read timeout") || retry.Reason != ReasonTimedOut {
+		t.Errorf("retry error %v (reason %q) should be the watchdog's time out", retry.Err, retry.Reason)
 	}
 }

@@ -173,7 +173,7 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 				return n, nil
 			}
 			if dog.fired() && ctx.Err() == nil {
-				err = fmt.Errorf("%w (no data within the read timeout %v)", err, r.cfg.ReadTimeout)
+				err = fmt.Errorf("%w (%w: no data within the read timeout %v)", err, decode.ErrTimeout, r.cfg.ReadTimeout)
 			}
 			return n, err
 		}

@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
+
+	"github.com/htcstream/htcstream/decode"
 )
 
 // State is where a Runner is in its source's life.
@@ -58,12 +61,43 @@ type Event struct {
 	// Err is why: the drop or open failure (retrying), the final error
 	// (failed), the context's error when Run was cancelled (ended).
 	Err error
+	// Reason names a kind of Err a person can act on, for retrying and
+	// failed: ReasonUnauthorized, ReasonTimedOut, or "" for any other.
+	Reason string
+}
+
+// Reasons a source is retrying or failed (Event.Reason).
+const (
+	// ReasonUnauthorized: the server refused the credentials (401). The
+	// runner waits Config.MaxBackoff before trying again.
+	ReasonUnauthorized = "unauthorized"
+	// ReasonTimedOut: the server accepted the connection but did not
+	// answer within the open timeout or FFmpeg's socket timeout, or a live
+	// stream sent no data for the read timeout.
+	ReasonTimedOut = "timed out"
+)
+
+// reason classifies why a source is retrying or failed.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, decode.ErrUnauthorized):
+		return ReasonUnauthorized
+	case errors.Is(err, decode.ErrTimeout):
+		return ReasonTimedOut
+	}
+	return ""
 }
 
 func (r *Runner) set(e Event) {
 	e.Source = r.name
+	if e.Reason == "" && (e.State == StateRetrying || e.State == StateFailed) {
+		e.Reason = reason(e.Err)
+	}
 	r.state.Store(int32(e.State))
 	attrs := []any{"source", r.name, "state", e.State.String()}
+	if e.Reason != "" {
+		attrs = append(attrs, "reason", e.Reason)
+	}
 	if e.Attempt > 0 {
 		attrs = append(attrs, "attempt", e.Attempt)
 	}
