@@ -1,4 +1,6 @@
 // Package stream owns what leaves htcstream: WebRTC publishing to browsers
-// (pion, WHEP) with the embedded viewer page, the encoders that feed it, and
+// (pion, WHEP) with the embedded viewer page, the encoders that feed it,
+// the web API server in front of them (Server: loopback by default,
+// token or basic auth, TLS, CORS allow-list, Host checks, limits), and
 // the file and detection sinks.
 package stream
