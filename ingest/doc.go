@@ -21,6 +21,10 @@
 // frame's file (decode.Frame.Name), skip an unreadable picture with a
 // warning (Runner.Skipped counts them) and keep every picture's own size.
 //
-// Passwords in URLs reach FFmpeg and nothing else: messages, logs and
-// stream names show them as xxxxx.
+// Passwords in URLs, and secrets in their queries (?token=, ?password=,
+// ?key=...), reach FFmpeg and nothing else: messages, logs and stream
+// names show them as xxxxx. A retrying or failed source says why in words
+// a person can act on (Event.Reason): a refused password is
+// "unauthorized" and waits the longest backoff; a server that accepts the
+// connection and says nothing has "timed out".
 package ingest
