@@ -206,7 +206,7 @@ type MQTTSink struct {
 	done chan struct{} // closed when run returns
 
 	published, dropped, errs atomic.Uint64
-	connected               atomic.Bool
+	connected                atomic.Bool
 }
 
 // NewMQTTSink checks cfg, loads its TLS files and starts the goroutine

@@ -1,9 +1,18 @@
 package stream
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"log/slog"
+	"math/big"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -267,5 +276,98 @@ func TestMQTTNoBroker(t *testing.T) {
 	}
 	if err := s.Publish(Event{Type: "x"}); !errors.Is(err, ErrBadEvent) {
 		t.Errorf("bad event: %v", err)
+	}
+}
+
+// writeTLSFiles makes a CA, a broker certificate for 127.0.0.1 and a
+// client certificate, as PEM files in dir.
+func writeTLSFiles(t *testing.T, dir string) (ca, cert, key, clientCert, clientKey string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	writeKey := func(name string, k *ecdsa.PrivateKey) string {
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name, "EC PRIVATE KEY", der)
+	}
+	now := time.Now()
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "htcstream test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, k *ecdsa.PrivateKey) []byte {
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	srvKey, cliKey := newKey(), newKey()
+	ca = write("ca.pem", "CERTIFICATE", caDER)
+	cert = write("broker.pem", "CERTIFICATE", leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, srvKey))
+	key = writeKey("broker.key", srvKey)
+	clientCert = write("client.pem", "CERTIFICATE", leaf(3, "worker", x509.ExtKeyUsageClientAuth, cliKey))
+	clientKey = writeKey("client.key", cliKey)
+	return
+}
+
+// TLS: the sink checks the broker against the configured CA and shows its
+// client certificate; a sink that trusts another CA is refused, counted,
+// and keeps retrying.
+func TestMQTTTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key, clientCert, clientKey := writeTLSFiles(t, dir)
+	b := startBroker(t, "allow_anonymous true\ncafile "+ca+"\ncertfile "+cert+"\nkeyfile "+key+"\nrequire_certificate true\n")
+	url := "ssl://" + b.addr()
+
+	cfg := quickMQTT(url, "tls")
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, clientCert, clientKey
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Publish(testEvent(t, EventNew, "cam", 1, "person"))
+	waitFor(t, "a publish over TLS", 10*time.Second, func() bool { return s.Stats().Published == 1 })
+
+	other := t.TempDir()
+	otherCA, _, _, _, _ := writeTLSFiles(t, other)
+	cfg = quickMQTT(url, "tls-wrong-ca")
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = otherCA, clientCert, clientKey
+	bad, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	waitFor(t, "refused attempts", 10*time.Second, func() bool { return bad.Stats().Errors >= 2 })
+	if st := bad.Stats(); st.Connected || !strings.Contains(st.LastError, "certificate") {
+		t.Errorf("stats %+v, want a certificate error", st)
 	}
 }
