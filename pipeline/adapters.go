@@ -226,14 +226,13 @@ func className(label int, classes []string) string {
 	return fmt.Sprintf("class %d", label)
 }
 
-// IngestSource runs an ingest.Runner as a pipeline Source. With Loop, a
-// file source starts again at its end (for a preview that keeps serving),
-// with sequence numbers and timestamps continuing.
+// IngestSource runs an ingest.Runner as a pipeline Source. The runner owns
+// the stream's clock (name, seq, pts, looping with Config.Loop): nothing
+// here rewrites a frame.
 type IngestSource struct {
 	ID     string
 	Source ingest.Source
 	Config ingest.Config
-	Loop   bool
 	// Metrics, when set, hears the source's states and reconnects
 	// (Config.OnState still hears them too).
 	Metrics *Metrics
@@ -249,38 +248,21 @@ var errConsumerDone = errors.New("consumer wants no more frames")
 
 // Run implements Source.
 func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
-	var seq0 int64
-	var pts0 time.Duration
-	for {
-		cfg := s.Config
-		cfg.StreamID = s.ID
-		cfg.OnState = s.Metrics.IngestHook(s.ID, cfg.OnState)
-		r, err := ingest.NewRunner(s.Source, cfg)
-		if err != nil {
-			return err
-		}
-		var last *decode.Frame
-		var step time.Duration
-		err = r.Run(ctx, func(f *decode.Frame) error {
-			f.Seq += seq0
-			f.PTS += pts0
-			// Both on the continued clock: last is this pass's shifted frame.
-			if last != nil {
-				step = f.PTS - last.PTS
-			}
-			last = f
-			if !emit(f) {
-				return errConsumerDone
-			}
-			return nil
-		})
-		if errors.Is(err, errConsumerDone) {
-			return nil
-		}
-		if err != nil || !s.Loop || last == nil || ctx.Err() != nil {
-			return err
-		}
-		seq0 = last.Seq + 1
-		pts0 = last.PTS + max(step, time.Millisecond)
+	cfg := s.Config
+	cfg.StreamID = s.ID
+	cfg.OnState = s.Metrics.IngestHook(s.ID, cfg.OnState)
+	r, err := ingest.NewRunner(s.Source, cfg)
+	if err != nil {
+		return err
 	}
+	err = r.Run(ctx, func(f *decode.Frame) error {
+		if !emit(f) {
+			return errConsumerDone
+		}
+		return nil
+	})
+	if errors.Is(err, errConsumerDone) {
+		return nil
+	}
+	return err
 }

@@ -25,7 +25,7 @@ func TestIngestSourceLoopKeepsTheClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &IngestSource{ID: "clip", Source: src, Loop: true}
+	s := &IngestSource{ID: "clip", Source: src, Config: ingest.Config{Loop: true}}
 	var frames []*decode.Frame
 	err = s.Run(context.Background(), func(f *decode.Frame) bool {
 		frames = append(frames, f)

@@ -20,8 +20,27 @@ func TestSampleConfigIsTheDefault(t *testing.T) {
 	}
 }
 
-// normalise treats empty and nil lists alike.
+// normalise treats empty and nil lists alike, and forgets where a file was.
 func normalise(c RunConfig) RunConfig {
+	c.dir, c.cameraNodes = "", nil
+	if len(c.Cameras) == 0 {
+		c.Cameras = nil
+	}
+	if len(c.Filter.Classes) == 0 {
+		c.Filter.Classes = nil
+	}
+	if len(c.Filter.Thresholds) == 0 {
+		c.Filter.Thresholds = nil
+	}
+	if len(c.Server.Users) == 0 {
+		c.Server.Users = nil
+	}
+	if len(c.Server.AllowedOrigins) == 0 {
+		c.Server.AllowedOrigins = nil
+	}
+	if len(c.Server.AllowedHosts) == 0 {
+		c.Server.AllowedHosts = nil
+	}
 	if len(c.Model.TTAScales) == 0 {
 		c.Model.TTAScales = nil
 	}
@@ -59,5 +78,95 @@ func TestRunConfigErrorsNameKeyAndFile(t *testing.T) {
 	os.WriteFile(p, nil, 0o644)
 	if _, err := LoadRunConfig(p); err != nil {
 		t.Errorf("an empty file means the defaults: %v", err)
+	}
+}
+
+// TestEveryShippedConfigLoads: each file under configs/pipeline parses,
+// validates and resolves (with the environment its ${...} names).
+func TestEveryShippedConfigLoads(t *testing.T) {
+	t.Setenv("HTCSTREAM_TOKEN", "s3cret")
+	t.Setenv("FRONT_PASS", "p@ss")
+	files, _ := filepath.Glob("../configs/pipeline/*.yaml")
+	if len(files) < 2 {
+		t.Fatalf("shipped configs: %v", files)
+	}
+	for _, f := range files {
+		c, err := LoadRunConfig(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(c.Cameras) > 0 {
+			c.Model.Bundle = "../examples/models/htc_tiny_synthetic" // the test binary is not beside it
+			if _, err := c.Resolve(); err != nil {
+				t.Errorf("%s: resolve: %v", f, err)
+			}
+		}
+	}
+}
+
+func TestCamerasTakeTheGlobalsTheyDoNotName(t *testing.T) {
+	t.Setenv("HTCSTREAM_TOKEN", "s3cret")
+	t.Setenv("FRONT_PASS", "p@ss")
+	c, err := LoadRunConfig("../configs/pipeline/cameras.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Model.Bundle = "../examples/models/htc_tiny_synthetic"
+	c.Model.Flip = false
+	c.Overlay.Alpha = 0.25 // as a flag would, after the file
+	cams, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]Camera{}
+	for _, cam := range cams {
+		by[cam.Name] = cam
+	}
+	if len(cams) != 2 || by["doorbell_test"].Name != "" {
+		t.Fatalf("enabled cameras: %v", cams)
+	}
+	front, garage := by["front_door"], by["garage"]
+	if front.URL != "rtsp://viewer:p@ss@192.168.1.20:554/stream1" || c.Server.Token != "s3cret" {
+		t.Errorf("${...}: url %q, token %q", front.URL, c.Server.Token)
+	}
+	if !front.Flip || len(front.TTAScales) != 2 || front.TTAScales[1].String() != "1666x1000" {
+		t.Errorf("front's own views: flip %v, scales %v", front.Flip, front.TTAScales)
+	}
+	if front.MinArea != 100 || front.ScoreThreshold != 0.4 || front.Thresholds["person"] != 0.6 || front.Live.Transport != "udp" {
+		t.Errorf("front: %+v", front.CameraConfig)
+	}
+	if garage.Flip || garage.ScoreThreshold != 0.5 || garage.MinArea != 100 || garage.Overlay.StuffTint != 0.3 ||
+		garage.Overlay.Alpha != 0.25 || garage.Live.Transport != "tcp" || len(garage.Thresholds) != 0 {
+		t.Errorf("garage: %+v", garage.CameraConfig)
+	}
+	if want, _ := filepath.Abs("../configs/pipeline/front_door.mp4"); front.Outputs.Video != want {
+		t.Errorf("front's video %q, want %q (beside the config file)", front.Outputs.Video, want)
+	}
+	if want, _ := filepath.Abs("../configs/pipeline/detections.jsonl"); c.Outputs.Detections != want {
+		t.Errorf("detections %q, want %q", c.Outputs.Detections, want)
+	}
+}
+
+func TestConfigMistakesNameKeyAndLine(t *testing.T) {
+	dir := t.TempDir()
+	os.Unsetenv("HTCSTREAM_NOPE")
+	for _, c := range []struct{ yaml, says string }{
+		{"model:\n  bundel: x\n", `line 2: unknown key "model.bundel" (known here: bundle, ensemble, flip, provider, score_threshold, stage_weights, threads, tta_scales)`},
+		{"cameras:\n  gate:\n    url: a.mp4\n    ouputs: {}\n", `line 4: unknown key "cameras.gate.ouputs"`},
+		{"cameras:\n  gate:\n    url: rtsp://u:${HTCSTREAM_NOPE}@x/\n", "line 3: environment variable HTCSTREAM_NOPE is not set"},
+		{"model:\n  tta_scales: [100000x100000]\n", "above 4096"},
+		{"cameras:\n  gate:\n    thresholds: {person: 2}\n    url: x.mp4\n", "cameras.gate.thresholds.person 2"},
+		{"cameras:\n  bad name:\n    url: x.mp4\n", "cameras.bad name"},
+		{"cameras:\n  gate:\n    enabled: true\n", "cameras.gate.url is missing"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(c.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadRunConfig(p)
+		if err == nil || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "struct") {
+			t.Errorf("%q: got %v, want an error saying %q", c.yaml, err, c.says)
+		}
 	}
 }

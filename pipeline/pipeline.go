@@ -403,6 +403,7 @@ func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) 
 		if st.filter != nil {
 			st.filter(&o.Result)
 		}
+		st.metrics.detected(st.name, o.Result.Detections)
 		if st.drawer != nil {
 			t0 := time.Now()
 			if err := st.drawer.Draw(o); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
@@ -113,6 +114,7 @@ type JSONSink struct {
 	f      *os.File
 	off    int64 // end of the last complete line
 	closed bool
+	stdout bool // "-": lines go to standard output, a pipe perhaps
 
 	line bytes.Buffer
 	enc  *json.Encoder
@@ -120,8 +122,15 @@ type JSONSink struct {
 	rles []coco.RLE
 }
 
-// NewJSONSink creates (or truncates) the file at path.
+// NewJSONSink creates (or truncates) the file at path; "-" writes to
+// standard output instead, which is neither truncated, synced nor closed.
 func NewJSONSink(path string) (*JSONSink, error) {
+	if path == "-" {
+		s := &JSONSink{path: "standard output", f: os.Stdout, stdout: true}
+		s.enc = json.NewEncoder(&s.line)
+		s.enc.SetEscapeHTML(false)
+		return s, nil
+	}
 	if err := checkDir(path); err != nil {
 		return nil, fmt.Errorf("detections sink %s: %w", path, err)
 	}
@@ -154,7 +163,7 @@ func (s *JSONSink) Write(fd FrameDetections) error {
 	if err != nil {
 		// Cut a partial line off so the file stays valid JSON lines and
 		// later lines do not run into it.
-		if n > 0 {
+		if n > 0 && !s.stdout {
 			if terr := s.f.Truncate(s.off); terr == nil {
 				s.f.Seek(s.off, io.SeekStart)
 			}
@@ -242,7 +251,14 @@ func (s *JSONSink) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := errors.Join(s.f.Sync(), s.f.Close())
+	if s.stdout {
+		return nil
+	}
+	sync := s.f.Sync()
+	if errors.Is(sync, syscall.EINVAL) {
+		sync = nil // a device such as /dev/null cannot be synced, and needs not be
+	}
+	err := errors.Join(sync, s.f.Close())
 	if err != nil {
 		return fmt.Errorf("detections sink %s: %w", s.path, err)
 	}

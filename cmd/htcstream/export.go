@@ -1,33 +1,27 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/spf13/pflag"
 )
-
-// repeated collects a flag given several times (--set a=1 --set b=2).
-type repeated []string
-
-func (r *repeated) String() string     { return strings.Join(*r, " ") }
-func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 // checkpointFlags are what export and import share: the checkpoint (ours or
 // mmdetection's), an optional config whose keys override what the checkpoint
 // says, and --set overrides.
 type checkpointFlags struct {
 	ckpt, out, config *string
-	sets              repeated
+	sets              []string
 }
 
-func (c *checkpointFlags) register(fs *flag.FlagSet, outHelp string) {
+func (c *checkpointFlags) register(fs *pflag.FlagSet, outHelp string) {
 	c.ckpt = fs.String("checkpoint", "", "htc.train checkpoint, or a released mmdetection HTC .pth (2.x or 2019 v1 layout)")
 	c.out = fs.String("out", "", outHelp)
 	c.config = fs.String("config", "", "YAML whose keys override the checkpoint's config (for mmdetection files: what the weights' shapes say)")
-	fs.Var(&c.sets, "set", "override one config value, KEY=VALUE (repeatable), e.g. --set data.test_scale=[800,480]")
+	fs.StringArrayVar(&c.sets, "set", nil, "override one config value, KEY=VALUE (repeatable), e.g. --set data.test_scale=[800,480]")
 }
 
 // pythonArgs checks the paths and turns them absolute: Python runs in training/.

@@ -4,15 +4,15 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/htcstream/htcstream/infer"
+	"github.com/spf13/pflag"
+
+	"github.com/htcstream/htcstream/pipeline"
 )
 
 // version is the project's version; release builds set it with
@@ -49,13 +49,18 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+		return 2
 	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	case "--version", "-version":
+		args = []string{"version"}
+	}
+	helpOut = stdout
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -64,14 +69,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, flag.ErrHelp):
+		case errors.Is(err, pflag.ErrHelp):
 			return 0
 		case errors.Is(err, errReported):
 			return 1
-		case errors.Is(err, errUsage):
+		case errors.Is(err, errUsage), errors.Is(err, pipeline.ErrConfig):
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 2
-		case errors.Is(err, errInterrupted):
+		case errors.Is(err, errInterrupted), errors.Is(err, pipeline.ErrInterrupted):
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 130
 		default:
@@ -83,6 +88,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// helpOut is where -h/--help prints a command's flags: standard output,
+// as asked for; misuse prints them on standard error.
+var helpOut io.Writer = os.Stdout
+
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "htcstream segments video with Hybrid Task Cascade and previews it in a browser.")
 	fmt.Fprintln(w, "\nUsage: htcstream <command> [flags]\n\nCommands:")
@@ -93,39 +102,62 @@ func usage(w io.Writer) {
 }
 
 // newFlags makes a flag set whose errors come back as values, never exits.
-func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: htcstream %s\n\nFlags:\n", synopsis)
+// Flags may come before, between or after the arguments (pflag); a single
+// dash before a long name (-model) is taken as two, as Go's flag package
+// accepted it.
+func newFlags(name, synopsis string, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parseFlags reports errors, in one line
+	fs.SortFlags = false
+	usageTo := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: htcstream %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
+	fs.Usage = func() { usageTo(stderr) }
+	helpers[fs] = func() { usageTo(helpOut) }
 	return fs
 }
 
-// parseFlags parses args; a bad flag is a usage error (flag has printed it).
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+// helpers print a flag set's usage for -h/--help.
+var helpers = map[*pflag.FlagSet]func(){}
+
+// parseFlags parses args; a bad flag is a usage error, -h/--help prints the
+// flags on standard output.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	// pflag prints the whole usage on any mistake; one line says more
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(longDashes(fs, args))
+	fs.Usage = usage
+	if errors.Is(err, pflag.ErrHelp) {
+		helpers[fs]()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v (see -h)", errUsage, err)
 	}
 	return nil
 }
 
+// longDashes turns -name into --name for the set's long flags, up to "--".
+func longDashes(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if fs.Lookup(name) != nil {
+				out[i] = "-" + a
+			}
+		}
+	}
+	return out
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// parseScale reads LONGxSHORT (either order) as a test scale.
-func parseScale(s string) (infer.Scale, error) {
-	a, b, ok := strings.Cut(strings.ToLower(s), "x")
-	if !ok {
-		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT", s)
-	}
-	long, err1 := strconv.Atoi(a)
-	short, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil || long <= 0 || short <= 0 {
-		return infer.Scale{}, fmt.Errorf("%q is not LONGxSHORT with positive numbers", s)
-	}
-	return infer.Scale{Long: max(long, short), Short: min(long, short)}, nil
-}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/htcstream/htcstream/pipeline"
 )
 
 func call(args ...string) (code int, stdout, stderr string) {
@@ -55,7 +54,7 @@ func TestBadInputGetsOneLineAndNonZeroExit(t *testing.T) {
 		{[]string{"run", "--no-such-flag", "x.mp4"}, 2, "no-such-flag"},
 		{[]string{"run", "--out", "o.mp4", missing}, 1, missing},
 		{[]string{"run", "--out", "o.mp4", "gopher://x/y"}, 1, `unknown scheme "gopher"`},
-		{[]string{"run", "--config", badConfig, "--out", "o.mp4", clip}, 1, "bundel"},
+		{[]string{"run", "--config", badConfig, "--out", "o.mp4", clip}, 2, `line 2: unknown key "model.bundel"`},
 		{[]string{"run", "--model", notBundle, "--out", "o.mp4", clip}, 1, "manifest.yaml"},
 		{[]string{"run", "--model", bundle, "--out", filepath.Join(dir, "no", "such", "o.mp4"), clip}, 1, "no/such"},
 		{[]string{"eval", "--model", bundle, "--data", missing}, 1, "missing"},
@@ -156,26 +155,6 @@ func TestTrainAndExportThroughTheCLI(t *testing.T) {
 	}
 }
 
-func TestProgressBar(t *testing.T) {
-	if b := bar(5, 20); b != "[#####...............]" {
-		t.Fatalf("bar %q", b)
-	}
-	if b := bar(30, 20); b != "[####################]" {
-		t.Fatalf("overfull bar %q", b)
-	}
-	cfg := pipeline.DefaultRunConfig()
-	cfg.Sources = []string{"../../examples/sample.mp4", "../../examples/sample.mp4"}
-	if n := expectedFrames(cfg, 0); n != 300 {
-		t.Fatalf("expected frames %d, want 300", n)
-	}
-	if n := expectedFrames(cfg, 10); n != 20 {
-		t.Fatalf("with --max-frames 10: %d, want 20", n)
-	}
-	cfg.Loop = true
-	if n := expectedFrames(cfg, 0); n != 0 {
-		t.Fatalf("a loop has no end, got %d", n)
-	}
-}
 
 // TTA and stage weights set in a run config give the detections the same
 // settings give as flags, and differ from the single view's.

@@ -1,0 +1,85 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/infer"
+)
+
+// ModelSpec is a model choice: the bundle, where it runs and how it tests.
+// run, eval and bench all load their model through it.
+type ModelSpec struct {
+	Bundle, ORTLib, Provider string
+	Threads                  int
+	// Scales are the test scales; nil: the bundle's first.
+	Scales    []infer.Scale
+	Flip      bool
+	Ensemble  cascade.Ensemble
+	Threshold float32
+	// Semantic computes the per-pixel semantic map (stuff tint, stuff regions).
+	Semantic bool
+}
+
+// Views is the TTA plan: every scale, each also flipped with Flip; nil (the
+// bundle's default single view) when neither scales nor flip are asked for.
+func (s ModelSpec) Views(def infer.Scale) []infer.View {
+	if len(s.Scales) == 0 && !s.Flip {
+		return nil
+	}
+	scales := s.Scales
+	if len(scales) == 0 {
+		scales = []infer.Scale{def}
+	}
+	var views []infer.View
+	for _, sc := range scales {
+		views = append(views, infer.View{Scale: sc})
+		if s.Flip {
+			views = append(views, infer.View{Scale: sc, Flip: true})
+		}
+	}
+	return views
+}
+
+// OpenBundle initialises ONNX Runtime and loads the bundle's graphs. The
+// caller closes the bundle.
+func (s ModelSpec) OpenBundle() (*infer.Bundle, error) {
+	lib, err := infer.FindLibrary(s.ORTLib)
+	if err != nil {
+		return nil, err
+	}
+	if err := infer.InitRuntime(lib); err != nil {
+		return nil, err
+	}
+	return infer.LoadBundle(s.Bundle, infer.SessionOptions{Provider: infer.Provider(s.Provider), IntraOpThreads: s.Threads})
+}
+
+// NewModel prepares the test procedure on an open bundle and warms it up;
+// several models (cameras with their own views) may share one bundle.
+func (s ModelSpec) NewModel(b *infer.Bundle) (*cascade.Model, error) {
+	ts := b.Manifest.Input.TestScales[0]
+	views := s.Views(infer.Scale{Long: max(ts[0], ts[1]), Short: min(ts[0], ts[1])})
+	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: s.Ensemble, ScoreThreshold: s.Threshold, Semantic: s.Semantic})
+	if err != nil {
+		return nil, err
+	}
+	if err := md.WarmUp(); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Bundle, err)
+	}
+	return md, nil
+}
+
+// Load opens the bundle and prepares one model on it. The caller closes
+// the bundle.
+func (s ModelSpec) Load() (*infer.Bundle, *cascade.Model, error) {
+	b, err := s.OpenBundle()
+	if err != nil {
+		return nil, nil, err
+	}
+	md, err := s.NewModel(b)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return b, md, nil
+}
