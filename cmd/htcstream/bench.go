@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"image"
 	"io"
@@ -12,6 +12,7 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
+	"github.com/htcstream/htcstream/pipeline"
 )
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
@@ -33,11 +34,6 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --size %q is not WxH", errUsage, *size)
 		}
 	}
-	dec, err := decode.Open(fs.Arg(0), decode.Options{})
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
 	b, md, err := mf.load()
 	if err != nil {
 		return err
@@ -51,18 +47,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		w, h  int
 		dets  int
 	)
-	for n < *frames+1 {
-		f, err := dec.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+	err = pipeline.ReadSource(context.Background(), fs.Arg(0), *frames+1, func(f *decode.Frame) error {
 		img := cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
 		if rw > 0 {
-			img, err = resized(img, rw, rh)
-			if err != nil {
+			var err error
+			if img, err = resized(img, rw, rh); err != nil {
 				return err
 			}
 		}
@@ -78,6 +67,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			dets += len(res[0].Detections)
 		}
 		n++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if n < 2 {
 		return fmt.Errorf("%s: fewer than 2 frames", fs.Arg(0))

@@ -1,22 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	"gocv.io/x/gocv"
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/cascade/coco"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
+	"github.com/htcstream/htcstream/pipeline"
 )
 
 func evalCmd(args []string, stdout, stderr io.Writer) error {
@@ -34,11 +34,10 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("%w: want --data and no other arguments", errUsage)
 	}
-	gt, frames, err := openEvalData(*data, *images)
+	gt, location, idOf, err := openEvalData(*data, *images)
 	if err != nil {
 		return err
 	}
-	defer frames.close()
 	b, md, err := mf.load()
 	if err != nil {
 		return err
@@ -54,21 +53,22 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 		tm    cascade.Timings
 		start = time.Now()
 		n     int
+		done  atomic.Int64
 	)
-	for {
-		id, img, err := frames.next()
-		if errors.Is(err, io.EOF) {
-			break
+	progress := pipeline.StartProgress(stderr, &done, int64(len(gt.Images)))
+	err = pipeline.ReadSource(context.Background(), location, 0, func(f *decode.Frame) error {
+		id, ok := idOf(f)
+		if !ok {
+			return nil // a picture of the folder that the set does not list
 		}
-		if err != nil {
-			return err
-		}
+		img := cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
 		res, t, err := md.Detect([]cascade.Image{img})
 		if err != nil {
 			return fmt.Errorf("image %d: %w", id, err)
 		}
 		tm.Add(t)
 		n++
+		done.Add(1)
 		for _, d := range res[0].Detections {
 			rle, err := coco.EncodeRegion(d.Mask.X, d.Mask.Y, d.Mask.W, d.Mask.H, d.Mask.Bits, img.Width, img.Height)
 			if err != nil {
@@ -80,6 +80,15 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 				Segmentation: &coco.Segmentation{RLE: &rle},
 			})
 		}
+		return nil
+	})
+	progress()
+	if err != nil {
+		return err
+	}
+	if n < len(gt.Images) {
+		// images it could not read count as found nothing: say so
+		fmt.Fprintf(stderr, "htcstream eval: %d of the %d images of %s were read; the others count as missed\n", n, len(gt.Images), *data)
 	}
 	if n == 0 {
 		return fmt.Errorf("%s: no images to evaluate", *data)
@@ -142,61 +151,40 @@ func categoryMap(gt *coco.Dataset, things []string) ([]int64, error) {
 	return ids, nil
 }
 
-// evalFrames yields the images of an evaluation set with their ids.
-type evalFrames struct {
-	next  func() (int64, cascade.Image, error)
-	close func()
-}
-
-// openEvalData opens a COCO instances JSON with its images, or a video with
-// per-frame ground truth beside it (frame i is image id i+1).
-func openEvalData(data, images string) (*coco.Dataset, *evalFrames, error) {
+// openEvalData opens a COCO instances JSON with its image folder, or a
+// video with per-frame ground truth beside it (frame i is image id i+1).
+// It returns the ground truth, where the frames are (a folder or the video)
+// and how a frame is matched to its image id.
+func openEvalData(data, images string) (*coco.Dataset, string, func(*decode.Frame) (int64, bool), error) {
 	if strings.HasSuffix(strings.ToLower(data), ".json") {
 		gt, err := coco.LoadDataset(data)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		if images == "" {
 			images = defaultImageDir(data)
 		}
-		i := 0
-		return gt, &evalFrames{
-			next: func() (int64, cascade.Image, error) {
-				if i >= len(gt.Images) {
-					return 0, cascade.Image{}, io.EOF
-				}
-				im := gt.Images[i]
-				i++
-				path := filepath.Join(images, im.FileName)
-				mat := gocv.IMRead(path, gocv.IMReadColor)
-				defer mat.Close()
-				if mat.Empty() {
-					return 0, cascade.Image{}, fmt.Errorf("image %d: cannot read %s", im.ID, path)
-				}
-				return im.ID, cascade.Image{Width: mat.Cols(), Height: mat.Rows(), Pix: mat.ToBytes(), Order: infer.BGR}, nil
-			},
-			close: func() {},
+		if st, err := os.Stat(images); err != nil || !st.IsDir() {
+			return nil, "", nil, fmt.Errorf("images of %s: %s is not a folder (--images)", data, images)
+		}
+		ids := make(map[string]int64, len(gt.Images))
+		for _, im := range gt.Images {
+			ids[filepath.Base(im.FileName)] = im.ID
+		}
+		return gt, images, func(f *decode.Frame) (int64, bool) {
+			id, ok := ids[filepath.Base(f.Name)]
+			return id, ok
 		}, nil
 	}
 	gtPath := strings.TrimSuffix(data, filepath.Ext(data)) + ".json"
 	gt, err := coco.LoadDataset(gtPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ground truth of %s: %w", data, err)
+		return nil, "", nil, fmt.Errorf("ground truth of %s: %w", data, err)
 	}
-	dec, err := decode.Open(data, decode.Options{})
-	if err != nil {
-		return nil, nil, err
+	if _, err := os.Stat(data); err != nil {
+		return nil, "", nil, err
 	}
-	return gt, &evalFrames{
-		next: func() (int64, cascade.Image, error) {
-			f, err := dec.Next()
-			if err != nil {
-				return 0, cascade.Image{}, err
-			}
-			return f.Seq + 1, cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}, nil
-		},
-		close: dec.Close,
-	}, nil
+	return gt, data, func(f *decode.Frame) (int64, bool) { return f.Seq + 1, true }, nil
 }
 
 // defaultImageDir follows the COCO layout ROOT/annotations/instances_SPLIT.json

@@ -91,6 +91,7 @@ func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	m.bundle = s.Bundle // the default, found: reports name it
 	b, err := s.OpenBundle()
 	if err != nil {
 		return nil, nil, err
