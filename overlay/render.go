@@ -16,6 +16,10 @@ type Instance struct {
 	// when colouring by class.
 	Class int
 	Score float32
+	// TrackID is the instance's track (0: none); the label then reads
+	// "person #12 0.93", and colouring by instance follows the track, so
+	// an object keeps its colour from frame to frame.
+	TrackID uint64
 	// Mask covers the frame region (MaskX, MaskY, MaskW, MaskH) with
 	// MaskW*MaskH values, row-major, non-zero = inside. Empty: no mask.
 	MaskX, MaskY, MaskW, MaskH int
@@ -108,6 +112,9 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 		}
 		if r.style.Labels {
 			text := fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score)
+			if in.TrackID != 0 {
+				text = fmt.Sprintf("%s #%d %.2f", r.className(in.Class), in.TrackID, in.Score)
+			}
 			label(frame, w, h, placed.place(text, box, w, h), text, c)
 		}
 	}
@@ -213,6 +220,9 @@ func (r *Renderer) className(c int) string {
 
 func (r *Renderer) color(in *Instance, i int) [3]uint8 {
 	if r.style.ColorBy == ByInstance {
+		if in.TrackID != 0 {
+			return palette[in.TrackID%uint64(len(palette))]
+		}
 		return palette[i%len(palette)]
 	}
 	return palette[((in.Class%len(palette))+len(palette))%len(palette)]

@@ -28,6 +28,8 @@ type Summary struct {
 type LabelScore struct {
 	Label string  `json:"label"`
 	Score float32 `json:"score"`
+	// TrackID is the instance's track on a tracked camera; absent without.
+	TrackID uint64 `json:"track_id,omitempty"`
 }
 
 // MaxSummaryLabels bounds the labels sent per frame: a detection message is
@@ -39,7 +41,7 @@ const MaxSummaryLabels = 64
 func Summarize(dets []Detection) Summary {
 	s := Summary{Count: len(dets), Labels: make([]LabelScore, 0, min(len(dets), MaxSummaryLabels))}
 	for i := 0; i < len(dets) && i < MaxSummaryLabels; i++ {
-		s.Labels = append(s.Labels, LabelScore{Label: dets[i].Label, Score: dets[i].Score})
+		s.Labels = append(s.Labels, LabelScore{Label: dets[i].Label, Score: dets[i].Score, TrackID: dets[i].TrackID})
 	}
 	return s
 }

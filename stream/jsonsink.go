@@ -37,6 +37,10 @@ type Detection struct {
 	StageScores []float32
 	// Mask is the instance's mask; a zero MaskRegion means none.
 	Mask MaskRegion
+	// TrackID is the instance's track on a tracked camera (the line's
+	// "track_id"); 0 = none (untracked camera, or not yet confirmed), and
+	// left out.
+	TrackID uint64
 }
 
 // Region is a stuff class of the semantic branch's map (sky, road, grass...)
@@ -101,6 +105,8 @@ type jsonDetection struct {
 	// Mask is COCO's {"size":[h,w],"counts":"<compressed RLE>"} over the
 	// whole frame, as pycocotools' encode writes it; absent without a mask.
 	Mask *coco.RLE `json:"mask,omitempty"`
+	// TrackID is the confirmed track's id; absent without one.
+	TrackID uint64 `json:"track_id,omitempty"`
 }
 
 // JSONSink writes detections as JSON lines, one line a frame, each line
@@ -185,7 +191,7 @@ func (s *JSONSink) format(fd FrameDetections) error {
 		if err := checkFinite(d); err != nil {
 			return fmt.Errorf("detection %d: %w", i, err)
 		}
-		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores}
+		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores, TrackID: d.TrackID}
 		if jd.StageScores == nil {
 			jd.StageScores = []float32{}
 		}

@@ -659,7 +659,7 @@ func TestViewersComeAndGoWithoutLeaks(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if err := hub.Publish("cam", w, h, pattern(w, h, i), time.Duration(i)*20*time.Millisecond, Summary{Count: 1, Labels: []LabelScore{{"x", 1}}}); err != nil {
+			if err := hub.Publish("cam", w, h, pattern(w, h, i), time.Duration(i)*20*time.Millisecond, Summary{Count: 1, Labels: []LabelScore{{Label: "x", Score: 1}}}); err != nil {
 				t.Error(err)
 				return
 			}

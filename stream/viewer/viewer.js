@@ -197,7 +197,7 @@ async function play(id) {
       else { sentAt.set(m.rtp_ts, m.sent_ms); trim(sentAt); }
     }
     $('.count', node).textContent = `${m.count} detection${m.count === 1 ? '' : 's'}`;
-    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label} ${l.score.toFixed(2)}`, 'chip')));
+    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label}${l.track_id ? ' #' + l.track_id : ''} ${l.score.toFixed(2)}`, 'chip')));
   };
 
   try {
