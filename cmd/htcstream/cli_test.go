@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// asMain runs this test binary as htcstream (TestMain's HTCSTREAM_AS_MAIN)
+// in dir, as a user's shell would.
+func asMain(dir string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	// the test binary lives in a temporary folder, not beside the project's
+	// ONNX Runtime library as bin/htcstream does
+	lib, _ := filepath.Abs("../../third_party/onnxruntime/lib/libonnxruntime.so.1")
+	cmd.Env = append(os.Environ(), "HTCSTREAM_AS_MAIN=1")
+	if os.Getenv("HTCSTREAM_ORT_LIB") == "" {
+		cmd.Env = append(cmd.Env, "HTCSTREAM_ORT_LIB="+lib)
+	}
+	return cmd
+}
+
+// TestCLIBehavesAsUsersExpect: flags after sources, '-' for stdout with the
+// summary on stderr, /dev/null, help on stdout, --version, and one-line
+// refusals for a non-mp4 video, one path for two outputs and a huge scale.
+func TestCLIBehavesAsUsersExpect(t *testing.T) {
+	model, _ := filepath.Abs(bundle)
+	sample, _ := filepath.Abs("../../examples/sample.mp4")
+	dir := t.TempDir() // not the project: paths resolve against here
+
+	var out, errb bytes.Buffer
+	cmd := asMain(dir, "run", sample, "--max-frames", "3", "--detections", "-", "--model", model)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run with '-': %v\n%s", err, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for _, l := range lines {
+		var rec struct{ Seq int64 }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("stdout holds more than JSON lines: %q", l)
+		}
+	}
+	if len(lines) != 3 || !strings.Contains(errb.String(), "stream sample: 3 frames in, 3 out") {
+		t.Errorf("%d lines on stdout; stderr:\n%s", len(lines), errb.String())
+	}
+
+	if b, err := asMain(dir, "run", "--detections", os.DevNull, sample, "--max-frames", "1", "--model", model).CombinedOutput(); err != nil {
+		t.Errorf("/dev/null: %v\n%s", err, b)
+	}
+	if b, err := asMain(dir, "run", "-h").Output(); err != nil || !strings.Contains(string(b), "--detections") {
+		t.Errorf("run -h on stdout: %v %q", err, b)
+	}
+	if b, err := asMain(dir, "--version").Output(); err != nil || !strings.HasPrefix(string(b), "htcstream   "+version) {
+		t.Errorf("--version: %v %q", err, b)
+	}
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"run", sample, "--out", "x.avi"}, ".mp4 files only"},
+		{[]string{"run", sample, "--out", "same.mp4", "--detections", "same.mp4"}, "are both"},
+		{[]string{"run", sample, "--tta", "100000x100000", "--out", "o.mp4"}, "above 4096"},
+		{[]string{"run", sample, "--bogus"}, "unknown flag: --bogus"},
+	} {
+		var e bytes.Buffer
+		cmd := asMain(dir, c.args...)
+		cmd.Stderr = &e
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(e.String()), "\n") != 0 || !strings.Contains(e.String(), c.says) {
+			t.Errorf("%v: %v, stderr %q; want exit 2 and one line saying %q", c.args, err, e.String(), c.says)
+		}
+	}
+}
+
+// TestInterruptedRunExits130WithCompleteOutputs: Ctrl-C on a file run
+// finishes the frames in flight, leaves a playable mp4 and whole JSON
+// lines, says the outputs end early, and exits 130.
+func TestInterruptedRunExits130WithCompleteOutputs(t *testing.T) {
+	model, _ := filepath.Abs(bundle)
+	sample, _ := filepath.Abs("../../examples/sample.mp4")
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	cmd := asMain(dir, "run", sample, "--out", "o.mp4", "--detections", "d.jsonl", "--model", model)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// interrupt once frames are flowing
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, _ := os.ReadFile(filepath.Join(dir, "d.jsonl")); bytes.Count(b, []byte("\n")) >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "o.mp4 (interrupted: ends early)") || !strings.Contains(out.String(), "d.jsonl (interrupted: ends early)") {
+		t.Errorf("summary:\n%s", out.String())
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "d.jsonl"))
+	n := bytes.Count(b, []byte("\n"))
+	if n < 3 || n >= 150 || !bytes.HasSuffix(b, []byte("\n")) {
+		t.Errorf("%d JSON lines (want some, not all 150, each whole)", n)
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", filepath.Join(dir, "o.mp4")).Output()
+	if err != nil || strings.TrimSpace(string(probe)) != itoa(n) {
+		t.Errorf("mp4 frames %q (%v), JSON lines %d", probe, err, n)
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
