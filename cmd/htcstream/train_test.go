@@ -74,9 +74,9 @@ func TestTrainSummaryIsTheTrainersStatusLine(t *testing.T) {
 }
 
 func TestTrainDefaultsToOneProcessPerCore(t *testing.T) {
-	_, _, errOut := call("train", "-h")
-	if !strings.Contains(errOut, fmt.Sprintf("(default %d)", runtime.NumCPU())) || !strings.Contains(errOut, "CPU cores") {
-		t.Fatalf("train -h:\n%s", errOut)
+	_, out, _ := call("train", "-h") // help goes to stdout
+	if !strings.Contains(out, fmt.Sprintf("(default %d)", runtime.NumCPU())) || !strings.Contains(out, "CPU cores") {
+		t.Fatalf("train -h:\n%s", out)
 	}
 }
 
