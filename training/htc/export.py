@@ -2,7 +2,13 @@
 
     cd training && python3 -m htc.export --checkpoint ../work_dirs/htc_tiny/latest.pth \\
         --out ../work_dirs/bundle [--config CFG] [--name NAME] [--fixture-image IMG] \\
-        [--tta-scales 320x320,416x416] [--no-fixture]
+        [--tta-scales 320x320,416x416] [--no-fixture] [--graph-layout sorted|legacy]
+    cd training && python3 -m htc.export --from-bundle OLD_BUNDLE --config CFG --out NEW_BUNDLE
+
+The head graphs come in two layouts with the same signatures (``GRAPH_LAYOUTS``):
+``sorted`` (default) pools each RoI once on its own level, ``legacy`` is the layout
+of earlier exports. ``--from-bundle`` re-exports an existing bundle's heads from the
+weights stored in its own graphs (no checkpoint needed).
 
 Writes ``manifest.yaml``, ``backbone.onnx``, ``bbox_heads.onnx`` and
 ``mask_heads.onnx`` (opset 16, the contract's input/output names, order and
@@ -34,23 +40,26 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 import yaml
 from PIL import Image
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from .builders import data_root
 from .config import Config
 from .evaluate_model import load_checkpoint_config, load_model_from_checkpoint
 from .evaluation import rle as rle_mod
 from .model.box_ops import MAX_LOG_RATIO
+from .model.box_ops import decode_deltas
 from .model.detector import HTC
+from .model.roi_head import SEMANTIC_STRIDE, BoxCascade, MaskCascade, RoIExtractor, semantic_roi_features
 from .model.tta import View, predict_aug
 
 CONTRACT = "htcstream-bundle/1"
 OPSET = 16
 GRAPH_FILES = {"backbone": "backbone.onnx", "bbox_heads": "bbox_heads.onnx", "mask_heads": "mask_heads.onnx"}
 LEVEL_STRIDES = (4, 8, 16, 32, 64)
-SEMANTIC_STRIDE = 8
 
 FLOAT = onnx.TensorProto.FLOAT
 INT64 = onnx.TensorProto.INT64
@@ -117,6 +126,172 @@ class _KeepInput(nn.Module):
         return out + touch
 
 
+# Graph layouts of the two head graphs. Both compute the same function with the same
+# inputs and outputs (the contract does not change); ``sorted`` is the faster one:
+#
+# - ``legacy``: every RoI is pooled on every FPN level (an empty box on the levels that
+#   are not its own) and the level's result picked with Where; the box branch's semantic
+#   feature is pooled 14x14 and averaged 2x2 (AveragePool, which ONNX Runtime runs in its
+#   blocked layout with a reorder in and out of it).
+# - ``sorted``: RoIs are split by level inside the graph (NonZero + Gather), each pooled
+#   once on its own level, and a stage runs in that level order; its outputs are put back
+#   in the input order at the end (a Gather by the inverse permutation). The box branch's
+#   semantic pooling is one 7x7 RoIAlign with 2g samples per bin for RoIs whose adaptive
+#   14x14 grid is g x g (g = 1, 2: nearly every RoI), the same sample points as 14x14 + 2x2
+#   average; other RoIs take the 14x14 + average path. The mask heads' 2x2 stride-2
+#   transposed convolution is a 1x1 convolution to 4x the channels + DepthToSpace (the
+#   same sums; ONNX Runtime's ConvTranspose is several times slower).
+GRAPH_LAYOUTS = ("sorted", "legacy")
+
+
+def _split_levels(extractor: RoIExtractor, rois: Tensor) -> List[Tensor]:
+    """Indices of the RoIs of each level (ascending within a level)."""
+    lvl = extractor.levels(rois)
+    return [torch.nonzero(lvl == i, as_tuple=False).squeeze(1) for i in range(len(extractor.strides))]
+
+
+def _inverse(order: Tensor) -> Tensor:
+    """inv with inv[order[j]] = j for a permutation ``order``."""
+    ar = torch.arange(order.shape[0], device=order.device, dtype=order.dtype)
+    return torch.zeros_like(order).scatter(0, order, ar)
+
+
+def pool_by_level(extractor: RoIExtractor, feats: Sequence[Tensor], rois: Tensor) -> Tuple[Tensor, Tensor]:
+    """Each RoI pooled once, on its own level: (features [R, C, S, S] in level order, order [R]),
+    row j of the features being RoI ``order[j]``."""
+    parts = _split_levels(extractor, rois)
+    size = (extractor.out_size, extractor.out_size)
+    pooled = [roi_align(feats[i], rois[idx], size, 1.0 / stride, 0, True)
+              for i, (idx, stride) in enumerate(zip(parts, extractor.strides))]
+    return torch.cat(pooled), torch.cat(parts)
+
+
+def semantic_box_features(semantic_feat: Tensor, rois: Tensor, roi_size: int, out_size: int) -> Tensor:
+    """avg_pool(RoIAlign(S(x), r, roi_size), roi_size // out_size) [R, C, out, out] in the order of ``rois``.
+
+    Adaptive RoIAlign samples a bin with g = ceil(extent / bins) points per side; the k x k
+    average of a (k*out)-bin pooling with g points is an out-bin pooling with k*g points
+    per side at the same positions. So a RoI whose grid is g x g (g = 1 or 2) is pooled
+    directly at out x out with sampling ratio k*g; the rest (non-square grids, empty boxes)
+    take the roi_size pooling and a mean over k x k blocks."""
+    k = roi_size // out_size
+    scale = 1.0 / SEMANTIC_STRIDE
+    if k <= 1 or k * out_size != roi_size:
+        sem = roi_align(semantic_feat, rois, (roi_size, roi_size), scale, 0, True)
+        return F.avg_pool2d(sem, k, k) if k > 1 else sem
+    # the grid exactly as RoIAlign computes it (float32: start = x * scale - 0.5, extent = end - start)
+    x1, y1 = rois[:, 1] * scale - 0.5, rois[:, 2] * scale - 0.5
+    x2, y2 = rois[:, 3] * scale - 0.5, rois[:, 4] * scale - 0.5
+    gw = torch.ceil((x2 - x1) / float(roi_size))
+    gh = torch.ceil((y2 - y1) / float(roi_size))
+    parts, pooled = [], []
+    direct = torch.zeros_like(gw, dtype=torch.bool)
+    for g in (1, 2):
+        hit = (gw == g) & (gh == g)
+        direct = direct | hit
+        idx = torch.nonzero(hit, as_tuple=False).squeeze(1)
+        parts.append(idx)
+        pooled.append(roi_align(semantic_feat, rois[idx], (out_size, out_size), scale, k * g, True))
+    idx = torch.nonzero(~direct, as_tuple=False).squeeze(1)
+    parts.append(idx)
+    sem = roi_align(semantic_feat, rois[idx], (roi_size, roi_size), scale, 0, True)
+    n, c = sem.shape[0], sem.shape[1]
+    pooled.append(sem.reshape(n, c, out_size, k, out_size, k).mean(dim=(3, 5)))
+    return torch.cat(pooled)[_inverse(torch.cat(parts))]
+
+
+class SortedBoxCascade(nn.Module):
+    """``BoxCascade`` (same heads, same inputs and outputs) in the ``sorted`` layout."""
+
+    def __init__(self, cascade: BoxCascade) -> None:
+        super().__init__()
+        self.heads = cascade.heads
+        self.extractor = cascade.extractor
+        self.stds = cascade.stds
+        self.semantic_roi_size = cascade.semantic_roi_size
+        self.fuse_semantic = cascade.fuse_semantic
+
+    def forward(self, p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor, semantic_feat: Tensor,
+                rois: Tensor, img_sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        feats = (p2, p3, p4, p5)
+        sizes = img_sizes.to(rois.dtype)
+        perm: Optional[Tensor] = None  # perm[j]: the input RoI that row j of this stage is
+        logits_all, boxes_all = [], []
+        for t in range(len(self.heads)):
+            x, order = pool_by_level(self.extractor, feats, rois)
+            rois = rois[order]
+            perm = order if perm is None else perm[order]
+            if self.fuse_semantic:
+                x = x + semantic_box_features(semantic_feat, rois, self.semantic_roi_size, self.extractor.out_size)
+            logits, deltas = self.heads[t](x)
+            boxes = decode_deltas(rois[:, 1:], deltas, self.stds[t], sizes[rois[:, 0].long()])
+            inv = _inverse(perm)
+            logits_all.append(logits[inv])
+            boxes_all.append(boxes[inv])
+            rois = torch.cat([rois[:, :1], boxes], dim=1)
+        return torch.stack(logits_all, dim=1), torch.stack(boxes_all, dim=1)
+
+
+class SortedMaskCascade(nn.Module):
+    """``MaskCascade`` (same heads, same inputs and outputs) in the ``sorted`` layout.
+
+    The 2x2 stride-2 transposed convolution writes each input pixel's four sub-pixels (a, b)
+    from four disjoint weight slices, and ReLU and the 1x1 logits conv act per pixel; so
+    upsample + ReLU + logits run at 14x14 as a 1x1 conv to 4 x C channels (sub-pixel major),
+    ReLU and a 4-group 1x1 conv to 4 x classes; the label's four channels are gathered and
+    one DepthToSpace (CRD) puts every stage's sub-pixels in place at the end: the same sums
+    on 1/16 of the data that ConvTranspose + full-size ReLU and logits moved."""
+
+    def __init__(self, cascade: MaskCascade) -> None:
+        super().__init__()
+        self.heads = cascade.heads
+        self.extractor = cascade.extractor
+        self.fuse_semantic = cascade.fuse_semantic
+        self.info_flow = cascade.info_flow
+        for t, head in enumerate(self.heads):
+            up, cl = head.upsample, head.conv_logits
+            if up.kernel_size != (2, 2) or up.stride != (2, 2) or up.padding != (0, 0) or cl.kernel_size != (1, 1):
+                raise ValueError(f"mask head {t}: not a 2x2 stride-2 transposed convolution and a 1x1 logits conv")
+            w = up.weight.detach()  # [in, out, 2, 2] -> [(a, b, out), in, 1, 1]
+            self.register_buffer(f"up_w{t}", w.permute(2, 3, 1, 0).reshape(4 * w.shape[1], w.shape[0], 1, 1).clone())
+            self.register_buffer(f"up_b{t}", up.bias.detach().repeat(4).clone())
+            self.register_buffer(f"cls_w{t}", cl.weight.detach().repeat(4, 1, 1, 1).clone())  # [(s, class), out, 1, 1]
+            self.register_buffer(f"cls_b{t}", cl.bias.detach().repeat(4).clone())
+        self.num_classes = self.heads[0].conv_logits.out_channels
+
+    def forward(self, p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor, semantic_feat: Tensor,
+                rois: Tensor, labels: Tensor) -> Tensor:
+        x, order = pool_by_level(self.extractor, (p2, p3, p4, p5), rois)
+        rois = rois[order]
+        labels = labels[order]
+        if self.fuse_semantic:
+            x = x + semantic_roi_features(semantic_feat, rois, self.extractor.out_size)
+        n, size = x.shape[0], x.shape[-1]
+        # channel s * classes + label of the 4-group logits, s = 2a + b
+        sub = torch.arange(4, device=labels.device, dtype=torch.int64) * self.num_classes
+        index = (labels.long().view(-1, 1) + sub.view(1, 4)).view(-1, 4, 1, 1).expand(n, 4, size, size)
+        last = None
+        subpixels = []
+        for t, head in enumerate(self.heads):
+            feat = head.features(x, last if self.info_flow else None)
+            last = feat
+            up = F.relu(F.conv2d(feat, getattr(self, f"up_w{t}"), getattr(self, f"up_b{t}")))
+            logits = F.conv2d(up, getattr(self, f"cls_w{t}"), getattr(self, f"cls_b{t}"), groups=4)
+            subpixels.append(logits.gather(1, index))
+        masks = F.pixel_shuffle(torch.cat(subpixels, dim=1), 2).sigmoid()  # [M, T, 2S, 2S]
+        return masks[_inverse(order)]
+
+
+def head_graphs(model: HTC, layout: str = "sorted") -> Tuple[nn.Module, nn.Module]:
+    """The (box, mask) head modules exported as ``bbox_heads.onnx`` / ``mask_heads.onnx``."""
+    if layout not in GRAPH_LAYOUTS:
+        raise ValueError(f"graph layout {layout!r}, want one of {', '.join(GRAPH_LAYOUTS)}")
+    box, mask = model.box_cascade(), model.mask_cascade()
+    if layout == "sorted":
+        return SortedBoxCascade(box), SortedMaskCascade(mask)
+    return box, mask
+
+
 def _feat_axes() -> Dict[str, Dict[int, str]]:
     axes = {f"p{i}": {0: "batch", 2: f"h{s}", 3: f"w{s}"} for i, s in zip(range(2, 7), LEVEL_STRIDES)}
     axes["semantic_feat"] = {0: "batch", 2: "h8", 3: "w8"}
@@ -156,8 +331,10 @@ def check_graph(path: Path, kind: str) -> None:
 
 
 @torch.no_grad()
-def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320)) -> Dict[str, Path]:
-    """Write the three graphs into ``out``; ``sample_hw`` is the (padded) trace size."""
+def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320), *, layout: str = "sorted",
+                  kinds: Sequence[str] = tuple(GRAPH_FILES)) -> Dict[str, Path]:
+    """Write the graphs ``kinds`` (default all three) into ``out``; ``sample_hw`` is the (padded)
+    trace size, ``layout`` the head graphs' layout (``GRAPH_LAYOUTS``)."""
     model = model.eval()
     cfg = model.cfg
     h, w = sample_hw
@@ -179,13 +356,16 @@ def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320)
         axes[f"rpn_reg_{i}"] = {0: "batch", 2: f"h{s}", 3: f"w{s}"}
     axes.update({"rois": {0: "rois"}, "image_sizes": {0: "batch"}, "labels": {0: "rois"},
                  "stage_logits": {0: "rois"}, "stage_boxes": {0: "rois"}, "stage_masks": {0: "rois"}})
-    paths = {k: out / v for k, v in GRAPH_FILES.items()}
+    paths = {k: out / v for k, v in GRAPH_FILES.items() if k in kinds}
+    box, mask = head_graphs(model, layout)
     specs = {
         "backbone": (backbone, (image,)),
-        "bbox_heads": (_KeepInput(model.box_cascade(), "bbox" in fusion), (p2, p3, p4, p5, sem_feat, rois, sizes)),
-        "mask_heads": (_KeepInput(model.mask_cascade(), "mask" in fusion), (p2, p3, p4, p5, sem_feat, rois, labels)),
+        "bbox_heads": (_KeepInput(box, "bbox" in fusion), (p2, p3, p4, p5, sem_feat, rois, sizes)),
+        "mask_heads": (_KeepInput(mask, "mask" in fusion), (p2, p3, p4, p5, sem_feat, rois, labels)),
     }
     for kind, (module, args) in specs.items():
+        if kind not in kinds:
+            continue
         ins, outs_ = SIGNATURES[kind]
         # torch.onnx.export restores the wrapper's own training flag on the whole tree afterwards;
         # a fresh wrapper is in training mode and would leave the model's BatchNorm training.
@@ -465,14 +645,15 @@ def load_checkpoint(path: Path, config: Optional[str], overrides: Sequence[str] 
 
 
 def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequence[str], stuff: Sequence[str],
-                  fixture_image: Optional[Path], tta_scales: Optional[Sequence[Sequence[int]]]) -> Dict[str, Any]:
+                  fixture_image: Optional[Path], tta_scales: Optional[Sequence[Sequence[int]]],
+                  layout: str = "sorted") -> Dict[str, Any]:
     """Write a complete bundle into ``out`` (created; existing bundle files and fixture replaced)."""
     manifest = build_manifest(cfg, name=name, things=things, stuff=stuff)
     out.mkdir(parents=True, exist_ok=True)
     ls = long_short(cfg.data.test_scale)
     div = cfg.data.size_divisor
     sample = (-(-ls[1] // div) * div, -(-ls[0] // div) * div)
-    export_graphs(model, out, sample)
+    export_graphs(model, out, sample, layout=layout)
     (out / "manifest.yaml").write_text(dump_yaml(manifest), encoding="utf-8")
     # a fixture from an earlier export would not match these graphs
     shutil.rmtree(out / "fixture", ignore_errors=True)
@@ -481,10 +662,76 @@ def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequ
     return manifest
 
 
+# --------------------------------------------------------------------------- heads of an existing bundle
+
+# the exported head modules' parameter prefix -> the model's (export wraps the cascade in _KeepInput)
+_HEAD_PREFIXES = {"bbox_heads": ("inner.heads.", "roi_head.bbox_head."),
+                  "mask_heads": ("inner.heads.", "roi_head.mask_head.")}
+
+
+def heads_state_from_bundle(bundle: Path) -> Dict[str, Tensor]:
+    """The box and mask heads' weights, read back from a bundle's head graphs (their
+    initializers keep the parameter names: ``inner.heads.T.*``). A bundle's checkpoint may
+    be gone; its head graphs can still be re-exported in another layout from these."""
+    from onnx import numpy_helper
+
+    state: Dict[str, Tensor] = {}
+    for kind, (src, dst) in _HEAD_PREFIXES.items():
+        path = bundle / GRAPH_FILES[kind]
+        graph = onnx.load(str(path)).graph
+        found = 0
+        for init in graph.initializer:
+            if init.name.startswith(src):
+                state[dst + init.name[len(src):]] = torch.from_numpy(numpy_helper.to_array(init).copy())
+                found += 1
+        if not found:
+            raise ValueError(f"{path}: no initializer named {src}*: not a graph written by htc.export")
+    return state
+
+
+def rebuild_bundle_heads(src: Path, out: Path, cfg: Config, *, layout: str = "sorted") -> Dict[str, Path]:
+    """A copy of bundle ``src`` in ``out`` whose head graphs are re-exported in ``layout`` from the
+    weights in ``src``'s own head graphs (``cfg``: the model config it was trained with). The
+    backbone graph, manifest and fixture are copied as they are: the heads compute the same
+    function, so the fixture still checks the new graphs."""
+    if src.resolve() == out.resolve():
+        raise ValueError("--from-bundle: write the rebuilt bundle to another folder")
+    model = HTC(cfg.model, size_divisor=cfg.data.size_divisor).eval()
+    state = heads_state_from_bundle(src)
+    own = model.state_dict()
+    want = {k for k in own if k.startswith(("roi_head.bbox_head.", "roi_head.mask_head."))}
+    missing, extra = sorted(want - set(state)), sorted(set(state) - want)
+    if missing or extra:
+        raise ValueError(f"{src}: its head graphs do not fit the config's model "
+                         f"(missing {missing[:3]}, unexpected {extra[:3]}); pass the config it was trained with "
+                         "(a tensor equal to another, such as an untrained zero bias, is stored once under "
+                         "the other's name and cannot be told apart)")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"{src}: {k} is {tuple(v.shape)} in the graph, {tuple(own[k].shape)} in the config's model")
+    model.load_state_dict(state, strict=False)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.yaml", GRAPH_FILES["backbone"]):
+        shutil.copyfile(src / name, out / name)
+    shutil.rmtree(out / "fixture", ignore_errors=True)
+    if (src / "fixture").is_dir():
+        shutil.copytree(src / "fixture", out / "fixture")
+    ls = long_short(cfg.data.test_scale)
+    div = cfg.data.size_divisor
+    sample = (-(-ls[1] // div) * div, -(-ls[0] // div) * div)
+    return export_graphs(model, out, sample, layout=layout, kinds=("bbox_heads", "mask_heads"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m htc.export", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True,
+    p.add_argument("--checkpoint",
                    help="a .pth written by htc.train, or a released mmdetection HTC checkpoint (htc.mmdet_checkpoint)")
+    p.add_argument("--from-bundle", metavar="BUNDLE",
+                   help="instead of --checkpoint: re-export BUNDLE's head graphs (in --graph-layout) from the weights "
+                        "in those graphs, copying its backbone, manifest and fixture; needs --config")
+    p.add_argument("--graph-layout", choices=GRAPH_LAYOUTS, default="sorted",
+                   help="the head graphs' layout: sorted (each RoI pooled once on its own level; default) or "
+                        "legacy (every level, selected with Where; the graphs of earlier exports)")
     p.add_argument("--config", help="YAML config (default: the one saved in the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.test.max_per_img=50")
@@ -500,8 +747,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.from_bundle is None):
+        parser.error("give exactly one of --checkpoint and --from-bundle")
+    if args.from_bundle is not None and args.config is None:
+        parser.error("--from-bundle needs --config (the model config the bundle was trained with)")
     t0 = time.monotonic()
+    if args.from_bundle is not None:
+        try:
+            from .builders import load_config_with_overrides
+
+            cfg = load_config_with_overrides(args.config, [s for group in args.overrides for s in group])
+            out = Path(args.out)
+            rebuild_bundle_heads(Path(args.from_bundle), out, cfg, layout=args.graph_layout)
+        except (OSError, ValueError) as e:
+            print(f"htc.export: {e}", file=sys.stderr)
+            return 2
+        print(f"htc.export: wrote {out} (head graphs of {args.from_bundle} in the {args.graph_layout} layout) "
+              f"in {time.monotonic() - t0:.1f} s")
+        return 0
     try:
         ckpt_path = Path(args.checkpoint)
         overrides = [s for group in args.overrides for s in group]
@@ -521,7 +786,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not image.is_file():
                 raise FileNotFoundError(f"fixture image {image} not found")
         out = Path(args.out)
-        export_bundle(model, cfg, out, name=name, things=things, stuff=stuff, fixture_image=image, tta_scales=tta)
+        export_bundle(model, cfg, out, name=name, things=things, stuff=stuff, fixture_image=image, tta_scales=tta,
+                      layout=args.graph_layout)
     except (OSError, ValueError) as e:
         print(f"htc.export: {e}", file=sys.stderr)
         return 2
