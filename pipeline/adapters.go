@@ -45,6 +45,7 @@ func (d *OverlayDrawer) Draw(o *Output) error {
 			X1: det.Box.X1, Y1: det.Box.Y1, X2: det.Box.X2, Y2: det.Box.Y2,
 			Class: det.Label, Score: det.Score,
 			MaskX: det.Mask.X, MaskY: det.Mask.Y, MaskW: det.Mask.W, MaskH: det.Mask.H, Mask: det.Mask.Bits,
+			TrackID: o.trackID(i),
 		}
 	}
 	if d.StuffTint > 0 && o.Result.Semantic != nil {
@@ -133,8 +134,10 @@ func (detectionsUser) SinkName() string { return "detections" }
 
 func (u detectionsUser) Write(o *Output) error {
 	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name, Width: o.Frame.Width, Height: o.Frame.Height}
-	for _, d := range o.Result.Detections {
-		fd.Detections = append(fd.Detections, toStreamDetection(d, u.s.Classes))
+	for i, d := range o.Result.Detections {
+		sd := toStreamDetection(d, u.s.Classes)
+		sd.TrackID = o.trackID(i)
+		fd.Detections = append(fd.Detections, sd)
 	}
 	if o.Result.Semantic != nil && u.s.Stuff != nil {
 		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
@@ -206,7 +209,7 @@ func (HubSink) SinkName() string { return "webrtc" }
 func (s HubSink) Write(o *Output) error {
 	dets := make([]stream.Detection, len(o.Result.Detections))
 	for i, d := range o.Result.Detections {
-		dets[i] = stream.Detection{Label: className(d.Label, s.Classes), Score: d.Score}
+		dets[i] = stream.Detection{Label: className(d.Label, s.Classes), Score: d.Score, TrackID: o.trackID(i)}
 	}
 	f := o.Frame
 	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, stream.Summarize(dets))
@@ -217,6 +220,14 @@ func (s HubSink) Write(o *Output) error {
 func (s HubSink) Close() error {
 	s.Hub.RemoveStream(s.ID)
 	return nil
+}
+
+// trackID is detection i's track id, 0 when untracked.
+func (o *Output) trackID(i int) uint64 {
+	if i < len(o.TrackIDs) {
+		return o.TrackIDs[i]
+	}
+	return 0
 }
 
 func className(label int, classes []string) string {

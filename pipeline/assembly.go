@@ -64,8 +64,9 @@ func Execute(cfg RunConfig, opt Options) error {
 	if len(cams) == 0 {
 		return fmt.Errorf("%w: no camera or source given", ErrConfig)
 	}
-	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" && !camerasWrite(cams) {
-		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve (or a camera's outputs)", ErrConfig)
+	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" && !camerasWrite(cams) &&
+		cfg.MQTT.Broker == "" && len(cfg.Webhooks) == 0 {
+		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve (or a camera's outputs, or mqtt/webhooks for events)", ErrConfig)
 	}
 	if err := distinctOutputs(cfg, cams); err != nil {
 		return err
@@ -103,6 +104,11 @@ func Execute(cfg RunConfig, opt Options) error {
 	}
 	metrics := NewMetricsWith(MetricsConfig{Version: opt.Version, Provider: string(b.Provider()),
 		Model: filepath.Base(cfg.Model.Bundle), Classes: classes})
+	events, err := newEventOutputs(cfg, cams, classes, metrics, opt.Logger)
+	if err != nil {
+		return err
+	}
+	defer events.close()
 
 	drain, stopDrain := context.WithCancel(context.Background())
 	defer stopDrain()
@@ -183,6 +189,7 @@ func Execute(cfg RunConfig, opt Options) error {
 	err = Run(drain, hard, Config{
 		Detectors:  counted,
 		Filters:    filters,
+		Trackers:   events.trackers,
 		Sources:    sources,
 		Drawer:     drawers,
 		Sinks:      out.sinksFor,
@@ -192,12 +199,14 @@ func Execute(cfg RunConfig, opt Options) error {
 		Logger:     opt.Logger,
 	})
 	progress()
+	events.close() // the streams have ended: flush what is queued
 	elapsed := time.Since(start)
 	for _, s := range sources {
 		in, n, dropped := metrics.Snapshot(s.Name())
 		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped, %.1f fps\n", s.Name(), in, n, dropped, float64(n)/elapsed.Seconds())
 	}
 	out.report(opt.Stdout, interrupted.Load())
+	events.report(opt.Stdout)
 	if err == nil && interrupted.Load() {
 		return ErrInterrupted
 	}
@@ -276,6 +285,10 @@ func camerasModels(spec ModelSpec, b *infer.Bundle, cams []Camera) ([]Detector, 
 		for _, t := range cam.Thresholds {
 			low = min(low, t)
 		}
+		if cam.Events.Enabled {
+			// the tracker's second association needs the low scores
+			low = min(low, float64(cam.Events.Tracker.LowScore))
+		}
 		if g, ok := groups[key]; ok {
 			g.spec.Threshold = min(g.spec.Threshold, float32(low))
 			continue
@@ -296,6 +309,9 @@ func camerasModels(spec ModelSpec, b *infer.Bundle, cams []Camera) ([]Detector, 
 		g := groups[keyOf[i]]
 		dets[i] = g.md
 		f, err := NewFilter(cam.CameraConfig, b.Manifest.Things, float64(g.spec.Threshold))
+		if cam.Events.Enabled { // the tracker stage applies the camera's thresholds after tracking
+			f, err = trackingFilter(cam.CameraConfig, b.Manifest.Things, float64(g.spec.Threshold), float64(cam.Events.Tracker.LowScore))
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("camera %s: %w", cam.Name, err)
 		}

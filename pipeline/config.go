@@ -49,7 +49,7 @@ type RunConfig struct {
 		Serve string `yaml:"serve"`
 	} `yaml:"outputs"`
 	// Server secures the preview and API (outputs.serve); see docs/web-api.md.
-	Server ServerConfig `yaml:"server"`
+	Server  ServerConfig  `yaml:"server"`
 	Overlay OverlayConfig `yaml:"overlay"`
 	WebRTC  struct {
 		Codec      string   `yaml:"codec"`
@@ -58,6 +58,11 @@ type RunConfig struct {
 		UDPPortMax uint16   `yaml:"udp_port_max"`
 	} `yaml:"webrtc"`
 	Live LiveConfig `yaml:"live"`
+	// Events: tracking, events and snapshots (cameras override the rules
+	// in cameras.NAME.events); MQTT and Webhooks: where events go.
+	Events   EventsConfig    `yaml:"events"`
+	MQTT     MQTTConfig      `yaml:"mqtt"`
+	Webhooks []WebhookConfig `yaml:"webhooks"`
 
 	// dir is the folder relative paths of the file are against ("" for
 	// the working directory).
@@ -165,6 +170,11 @@ type CameraConfig struct {
 	} `yaml:"outputs"`
 	Overlay OverlayConfig `yaml:"overlay"`
 	Live    LiveConfig    `yaml:"live"`
+	// Events: this camera's tracking and event rules over the global
+	// events: section's.
+	Events EventRules `yaml:"events"`
+	// Zones: named polygons, [[x, y], ...] relative to the frame (0..1).
+	Zones map[string]Zone `yaml:"zones"`
 }
 
 // Camera is a camera with everything resolved: its name, its source and
@@ -185,6 +195,8 @@ func DefaultRunConfig() RunConfig {
 	c.Overlay = OverlayConfig{Alpha: 0.5, ColorBy: "class", Contour: true, Boxes: true, Labels: true, HUD: true}
 	c.WebRTC.Codec = "h264"
 	c.Live = LiveConfig{Transport: "tcp", OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, MaxBackoff: 10 * time.Second}
+	c.Events = defaultEvents()
+	c.MQTT = defaultMQTT()
 	return c
 }
 
@@ -304,6 +316,9 @@ func (c RunConfig) cameraDefaults() CameraConfig {
 	cam.Outputs.Serve = true
 	cam.Overlay = c.Overlay
 	cam.Live = c.Live
+	cam.Events = c.Events.EventRules
+	cam.Events.Labels = append([]string(nil), c.Events.Labels...)
+	cam.Events.Zones = append([]string(nil), c.Events.Zones...)
 	return cam
 }
 
@@ -351,6 +366,10 @@ func (c *RunConfig) Resolve() ([]Camera, error) {
 	c.Outputs.Detections = abs(c.Outputs.Detections)
 	c.Server.TLSCert = abs(c.Server.TLSCert)
 	c.Server.TLSKey = abs(c.Server.TLSKey)
+	c.Events.Snapshots.Dir = abs(c.Events.Snapshots.Dir)
+	c.MQTT.CAFile = abs(c.MQTT.CAFile)
+	c.MQTT.CertFile = abs(c.MQTT.CertFile)
+	c.MQTT.KeyFile = abs(c.MQTT.KeyFile)
 
 	var cams []Camera
 	names := map[string]bool{}
@@ -557,7 +576,10 @@ func (c RunConfig) Validate() error {
 		checkFilter(p, cam.FilterConfig)
 		checkOverlay(p+"overlay.", cam.Overlay)
 		checkLive(p+"live.", cam.Live)
+		checkRules(bad, p+"events.", cam.Events, cam.Zones, true)
+		checkZones(bad, p+"zones.", cam.Zones)
 	}
+	c.validateEvents(bad)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}

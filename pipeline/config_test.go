@@ -53,6 +53,15 @@ func normalise(c RunConfig) RunConfig {
 	if len(c.WebRTC.ICEServers) == 0 {
 		c.WebRTC.ICEServers = nil
 	}
+	if len(c.Events.Labels) == 0 {
+		c.Events.Labels = nil
+	}
+	if len(c.Events.Zones) == 0 {
+		c.Events.Zones = nil
+	}
+	if len(c.Webhooks) == 0 {
+		c.Webhooks = nil
+	}
 	return c
 }
 

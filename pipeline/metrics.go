@@ -64,6 +64,11 @@ type MetricsConfig struct {
 //	htcstream_sink_dropped_total{camera,sink}
 //	htcstream_latency_seconds{camera}  histogram, capture to drawn
 //	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
+//	htcstream_events_total{camera,type}  events made (new, update, end)
+//	htcstream_snapshots_total{camera,result}  saved, failed, skipped (worker behind)
+//	htcstream_snapshot_files, htcstream_snapshot_bytes  kept on disk
+//	htcstream_mqtt_published_total, _dropped_total, _errors_total; htcstream_mqtt_connected, _queued
+//	htcstream_webhook_published_total{webhook}, _dropped_total, _failed_total, _errors_total; _queued
 type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
@@ -78,6 +83,8 @@ type Metrics struct {
 	detections *prometheus.CounterVec
 	reconnects *prometheus.CounterVec
 	sinkDrops  *prometheus.CounterVec
+	events     *prometheus.CounterVec
+	snapshots  *prometheus.CounterVec
 }
 
 type streamMetrics struct {
@@ -127,6 +134,12 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 		sinkDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "htcstream_sink_dropped_total", Help: "Frames a sink's queue was too full to take (live sources).",
 		}, []string{"camera", "sink"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_events_total", Help: "Track events made, by camera and type (new, update, end).",
+		}, []string{"camera", "type"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_snapshots_total", Help: "Event snapshots by result: saved, failed, skipped (the event worker was behind).",
+		}, []string{"camera", "result"}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "htcstream_build_info", Help: "htcstream's version and the run's execution provider and model; always 1.",
@@ -137,7 +150,7 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		info, m.latency, m.stages, m.batches, m.detections, m.reconnects, m.sinkDrops,
-		streamCollector{m},
+		m.events, m.snapshots, streamCollector{m},
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
@@ -277,6 +290,86 @@ func (m *Metrics) sinkDropped(name, sink string) {
 		return
 	}
 	m.sinkDrops.WithLabelValues(name, sink).Inc()
+}
+
+// event counts an event made.
+func (m *Metrics) event(camera, typ string) {
+	if m == nil {
+		return
+	}
+	m.events.WithLabelValues(camera, typ).Inc()
+}
+
+// snapshot counts n snapshots saved, failed or skipped.
+func (m *Metrics) snapshot(camera, result string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.snapshots.WithLabelValues(camera, result).Add(float64(n))
+}
+
+// WatchEventSinks exports the event sinks' counters (Stats, read at each
+// scrape): the MQTT sink's, each webhook's (labelled by its URL without
+// credentials or query), the snapshot store's. Any may be nil.
+func (m *Metrics) WatchEventSinks(mq *stream.MQTTSink, hooks []*stream.WebhookSink, hookNames []string, store *stream.SnapshotStore) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(eventSinkCollector{mq: mq, hooks: hooks, names: hookNames, store: store})
+}
+
+type eventSinkCollector struct {
+	mq    *stream.MQTTSink
+	hooks []*stream.WebhookSink
+	names []string
+	store *stream.SnapshotStore
+}
+
+var (
+	descMQTTPublished = prometheus.NewDesc("htcstream_mqtt_published_total", "Events the MQTT broker took.", nil, nil)
+	descMQTTDropped   = prometheus.NewDesc("htcstream_mqtt_dropped_total", "Events dropped from the MQTT outbox (full while the broker was away, or left at shutdown).", nil, nil)
+	descMQTTErrors    = prometheus.NewDesc("htcstream_mqtt_errors_total", "Failed MQTT connection attempts and publishes.", nil, nil)
+	descMQTTConnected = prometheus.NewDesc("htcstream_mqtt_connected", "1 while connected to the MQTT broker.", nil, nil)
+	descMQTTQueued    = prometheus.NewDesc("htcstream_mqtt_queued", "Events waiting in the MQTT outbox.", nil, nil)
+	descHookPublished = prometheus.NewDesc("htcstream_webhook_published_total", "Events a webhook receiver took (2xx).", []string{"webhook"}, nil)
+	descHookDropped   = prometheus.NewDesc("htcstream_webhook_dropped_total", "Events dropped from a webhook's full queue or left at shutdown.", []string{"webhook"}, nil)
+	descHookFailed    = prometheus.NewDesc("htcstream_webhook_failed_total", "Events given up after their attempts.", []string{"webhook"}, nil)
+	descHookErrors    = prometheus.NewDesc("htcstream_webhook_errors_total", "Failed webhook attempts.", []string{"webhook"}, nil)
+	descHookQueued    = prometheus.NewDesc("htcstream_webhook_queued", "Events waiting for a webhook.", []string{"webhook"}, nil)
+	descSnapFiles     = prometheus.NewDesc("htcstream_snapshot_files", "Snapshots kept on disk.", nil, nil)
+	descSnapBytes     = prometheus.NewDesc("htcstream_snapshot_bytes", "Total size of the snapshots kept.", nil, nil)
+)
+
+func (c eventSinkCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c eventSinkCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.mq != nil {
+		st := c.mq.Stats()
+		conn := 0.0
+		if st.Connected {
+			conn = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descMQTTPublished, prometheus.CounterValue, float64(st.Published))
+		ch <- prometheus.MustNewConstMetric(descMQTTDropped, prometheus.CounterValue, float64(st.Dropped))
+		ch <- prometheus.MustNewConstMetric(descMQTTErrors, prometheus.CounterValue, float64(st.Errors))
+		ch <- prometheus.MustNewConstMetric(descMQTTConnected, prometheus.GaugeValue, conn)
+		ch <- prometheus.MustNewConstMetric(descMQTTQueued, prometheus.GaugeValue, float64(st.Queued))
+	}
+	for i, h := range c.hooks {
+		st, n := h.Stats(), c.names[i]
+		ch <- prometheus.MustNewConstMetric(descHookPublished, prometheus.CounterValue, float64(st.Published), n)
+		ch <- prometheus.MustNewConstMetric(descHookDropped, prometheus.CounterValue, float64(st.Dropped), n)
+		ch <- prometheus.MustNewConstMetric(descHookFailed, prometheus.CounterValue, float64(st.Failed), n)
+		ch <- prometheus.MustNewConstMetric(descHookErrors, prometheus.CounterValue, float64(st.Errors), n)
+		ch <- prometheus.MustNewConstMetric(descHookQueued, prometheus.GaugeValue, float64(st.Queued), n)
+	}
+	if c.store != nil {
+		n, b := c.store.Stats()
+		ch <- prometheus.MustNewConstMetric(descSnapFiles, prometheus.GaugeValue, float64(n))
+		ch <- prometheus.MustNewConstMetric(descSnapBytes, prometheus.GaugeValue, float64(b))
+	}
 }
 
 func (m *Metrics) stage(name string, d time.Duration) {

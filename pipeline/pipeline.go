@@ -32,6 +32,9 @@ type Output struct {
 	Stream string
 	Frame  *decode.Frame
 	Result cascade.Result
+	// TrackIDs, on a tracked stream, holds the track of each of
+	// Result.Detections (0: none yet); nil on an untracked stream.
+	TrackIDs []uint64
 	// Latency is capture-to-drawn time.
 	Latency time.Duration
 }
@@ -67,6 +70,9 @@ type Config struct {
 	// them) before drawing and before any sink sees them: per-camera class
 	// lists, thresholds and minimum areas.
 	Filters []ResultFilter
+	// Trackers, when set, follow source i's instances (Trackers[i]; nil:
+	// untracked) on the stream's output goroutine, never on inference's.
+	Trackers []Tracker
 	// Drawer annotates frames before the sinks see them; nil leaves frames
 	// as decoded.
 	Drawer Drawer
@@ -91,6 +97,21 @@ type Config struct {
 
 // ResultFilter edits a frame's result in place before it is drawn.
 type ResultFilter func(r *cascade.Result)
+
+// Tracker follows one stream's instances across its frames. Its methods
+// are called from the stream's output goroutine only, in frame order.
+type Tracker interface {
+	// Track is called for every frame after the stream's filter and
+	// before drawing. It sets o.TrackIDs (one per detection) and may drop
+	// detections, dropping their ids alike.
+	Track(o *Output)
+	// Drawn is called after drawing, before the sinks get o; it must not
+	// modify o.
+	Drawn(o *Output)
+	// End is called once after the stream's last frame, on every path
+	// (end of source, error, interrupt).
+	End()
+}
 
 // inFlight is how many frames of one stream may be between its source and
 // its sink queues: a stream whose outputs are slow to leave stops taking
@@ -234,7 +255,11 @@ func Run(drain, hard context.Context, cfg Config) error {
 		if i < len(cfg.Filters) {
 			filter = cfg.Filters[i]
 		}
-		st := streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter,
+		var tracker Tracker
+		if i < len(cfg.Trackers) {
+			tracker = cfg.Trackers[i]
+		}
+		st := streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter, tracker: tracker,
 			drawer: cfg.Drawer, metrics: cfg.Metrics, queue: cfg.SinkQueue, onDrop: cfg.OnSinkDrop}
 		sinkWG.Add(1)
 		go func(i int) {
@@ -378,6 +403,7 @@ type streamOut struct {
 	live    bool
 	credits chan struct{}
 	filter  ResultFilter
+	tracker Tracker
 	drawer  Drawer
 	metrics *Metrics
 	queue   int
@@ -393,6 +419,9 @@ func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) 
 		qs[k] = newSinkQueue(s, k, st.queue)
 		go qs[k].run(ctx)
 	}
+	if st.tracker != nil {
+		defer st.tracker.End()
+	}
 	var errs []error
 	for o := range outs {
 		if ctx.Err() != nil {
@@ -403,6 +432,11 @@ func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) 
 		if st.filter != nil {
 			st.filter(&o.Result)
 		}
+		if st.tracker != nil {
+			t0 := time.Now()
+			st.tracker.Track(o)
+			st.metrics.stage("track", time.Since(t0))
+		}
 		st.metrics.detected(st.name, o.Result.Detections)
 		if st.drawer != nil {
 			t0 := time.Now()
@@ -410,6 +444,9 @@ func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) 
 				errs = append(errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
 			}
 			st.metrics.draw(time.Since(t0))
+		}
+		if st.tracker != nil {
+			st.tracker.Drawn(o)
 		}
 		o.Latency = time.Since(o.Frame.Captured)
 		for _, q := range qs {
