@@ -59,7 +59,7 @@ def test_unknown_key_names_the_file_that_has_it(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("_base_: htc_huge\n", "is no preset (htc_r50_fpn, htc_tiny"),
+    ("_base_: htc_huge\n", "is no preset (htc_r101_fpn_20e, htc_r50_fpn, htc_r50_fpn_20e, htc_tiny"),
     ("_base_: nothere.yaml\n", "nothere.yaml not found"),
     ("_base_: [htc_tiny]\n", "'_base_' must be a preset name"),
     ("_base_: loop.yaml\n", "comes back to this file"),
