@@ -27,6 +27,12 @@ type SessionOptions struct {
 	// IntraOpThreads bounds the threads one graph run uses; 0 lets ONNX
 	// Runtime choose (one per core).
 	IntraOpThreads int
+	// SpinWait lets idle intra-op threads spin while waiting for work
+	// (ONNX Runtime's own default). Off by default: on a CPU shared with
+	// decoding, encoding and other processes, spinning threads take the
+	// cores the others need, and a graph run waits for its slowest thread
+	// (docs/benchmarks.md, "Graph layout and session settings").
+	SpinWait bool
 }
 
 // Session runs one ONNX graph. Its input and output names come from the graph
@@ -48,10 +54,8 @@ func OpenSession(path string, o SessionOptions) (*Session, error) {
 		return nil, fmt.Errorf("session options for %s: %w", path, err)
 	}
 	defer opts.Destroy()
-	if o.IntraOpThreads > 0 {
-		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
-			return nil, fmt.Errorf("session options for %s: %w", path, err)
-		}
+	if err := configure(opts, o); err != nil {
+		return nil, fmt.Errorf("session options for %s: %w", path, err)
 	}
 	switch o.Provider {
 	case "", CPU, CUDA, TensorRT:
@@ -71,6 +75,34 @@ func OpenSession(path string, o SessionOptions) (*Session, error) {
 		return nil, fmt.Errorf("open graph %s: %w", path, err)
 	}
 	return &Session{path: path, sess: sess, Inputs: ins, Outputs: outs, Provider: provider}, nil
+}
+
+// configure applies o's CPU settings: every graph optimisation (ONNX
+// Runtime's highest level, also its default, stated so a library built with
+// another default does not change the graphs), nodes run one at a time with
+// the intra-op pool parallelising inside each (the graphs are chains; an
+// inter-op pool would only add threads competing for the same cores), and
+// no spin-waiting unless asked for.
+func configure(opts *ort.SessionOptions, o SessionOptions) error {
+	if err := opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll); err != nil {
+		return err
+	}
+	if err := opts.SetExecutionMode(ort.ExecutionModeSequential); err != nil {
+		return err
+	}
+	if err := opts.SetInterOpNumThreads(1); err != nil {
+		return err
+	}
+	if o.IntraOpThreads > 0 {
+		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			return err
+		}
+	}
+	spin := "0"
+	if o.SpinWait {
+		spin = "1"
+	}
+	return opts.AddSessionConfigEntry("session.intra_op.allow_spinning", spin)
 }
 
 // appendProvider asks opts for provider p and reports the provider the
