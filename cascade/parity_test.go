@@ -7,8 +7,9 @@ import (
 	"image/png"
 	"math"
 	"os"
-	"strconv"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -109,7 +110,36 @@ func TestParityWithPyTorch(t *testing.T) {
 		}
 		minScore = float32(f)
 	}
-	dir := testBundle(t)
+	checkParity(t, testBundle(t), minScore)
+}
+
+// TestParitySortedLayout re-exports the bundled default model's head graphs
+// in the exporter's sorted layout (each RoI pooled once on its own level;
+// training/htc/export.py) from the weights stored in its own graphs, and
+// runs the parity test on the result: the new graphs must reproduce the
+// fixture PyTorch wrote for the original checkpoint.
+func TestParitySortedLayout(t *testing.T) {
+	if os.Getenv("HTCSTREAM_BUNDLE") != "" {
+		t.Skip("HTCSTREAM_BUNDLE names the bundle under test")
+	}
+	if testing.Short() {
+		t.Skip("exports with PyTorch")
+	}
+	dir := filepath.Join(t.TempDir(), "sorted")
+	src, err := filepath.Abs(DefaultBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/bin/python3", "-m", "htc.export", "--from-bundle", src,
+		"--config", "../configs/model/htc_tiny.yaml", "--out", dir, "--graph-layout", "sorted")
+	cmd.Dir = "../training"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("htc.export --from-bundle: %v\n%s", err, out)
+	}
+	checkParity(t, dir, 0.05)
+}
+
+func checkParity(t *testing.T, dir string, minScore float32) {
 	b, err := infer.LoadBundle(dir, infer.SessionOptions{IntraOpThreads: 2})
 	if err != nil {
 		t.Fatal(err)
