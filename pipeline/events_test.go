@@ -1,0 +1,175 @@
+package pipeline
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/track"
+)
+
+// eventLog is an EventPublisher that keeps what it gets.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []stream.Event
+}
+
+func (l *eventLog) Publish(ev stream.Event) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.evs = append(l.evs, ev)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *eventLog) all() []stream.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]stream.Event(nil), l.evs...)
+}
+
+// stageFrame is frame seq of a 100x100 stream at 10 fps with the given
+// detections, through the stage as the pipeline calls it.
+func stageFrame(s *EventStage, seq int64, dets ...cascade.Detection) *Output {
+	o := &Output{Stream: "cam", Frame: &decode.Frame{Seq: seq, PTS: time.Duration(seq) * 100 * time.Millisecond,
+		Captured: time.Unix(1000, 0).Add(time.Duration(seq) * 100 * time.Millisecond), Width: 100, Height: 100,
+		RGB: make([]byte, 100*100*3)}, Result: cascade.Result{Width: 100, Height: 100, Detections: dets}}
+	s.Track(o)
+	s.Drawn(o)
+	return o
+}
+
+func box(x, y, w, h float32, score float32, label int) cascade.Detection {
+	return cascade.Detection{Box: cascade.Box{X1: x, Y1: y, X2: x + w, Y2: y + h}, Score: score, Label: label,
+		StageScores: []float32{score, score, score},
+		Mask:        cascade.Mask{X: int(x), Y: int(y), W: 2, H: 2, Bits: []byte{1, 1, 1, 0}}}
+}
+
+// A circle walks from the left half into the right half (a zone) and
+// leaves the frame; a square flickers for two frames (never confirmed); a
+// star stays but its label is filtered out. The events: new (on
+// confirmation), update on entering the zone, update for a better score
+// no sooner than the interval, end after max_misses, every event with its
+// mask; the display threshold drops a low-score detection but not its
+// track.
+func TestEventStageNewUpdateEnd(t *testing.T) {
+	rules := defaultEvents().EventRules
+	rules.Enabled = true
+	rules.Tracker.MaxMisses = 3
+	rules.UpdateInterval = 500 * time.Millisecond
+	rules.Labels = []string{"circle", "square"}
+	log := &eventLog{}
+	keepAbove := func(d *cascade.Detection) bool { return d.Score >= 0.3 }
+	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle", "square", "star"}, Rules: rules,
+		Zones: map[string]Zone{"right": {{0.5, 0}, {1, 0}, {1, 1}, {0.5, 1}}}, Keep: keepAbove, Publishers: []EventPublisher{log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for seq := int64(0); seq < 20; seq++ {
+		var dets []cascade.Detection
+		if seq < 16 {
+			score := float32(0.7)
+			switch {
+			case seq == 5:
+				score = 0.2 // low: extends the track, not drawn
+			case seq >= 10:
+				score = 0.8 // better, 0.1 s after the zone's update: sent at 1.4 s
+			}
+			dets = append(dets, box(float32(5*seq), 40, 10, 10, score, 0))
+		}
+		if seq == 3 || seq == 4 {
+			dets = append(dets, box(80, 80, 5, 5, 0.9, 1))
+		}
+		dets = append(dets, box(10, 10, 8, 8, 0.8, 2))
+		o := stageFrame(s, seq, dets...)
+		if len(o.TrackIDs) != len(o.Result.Detections) {
+			t.Fatalf("frame %d: %d ids for %d detections", seq, len(o.TrackIDs), len(o.Result.Detections))
+		}
+		if seq == 5 && len(o.Result.Detections) != 1 {
+			t.Errorf("frame 5: the 0.2 circle is drawn: %+v", o.Result.Detections)
+		}
+		if seq < 16 && seq != 5 {
+			ids = append(ids, o.TrackIDs[0])
+		}
+	}
+	s.End()
+	for i, id := range ids[2:] {
+		if id != ids[2] || id == 0 {
+			t.Fatalf("circle's ids %v: not stable from frame 2 (at %d)", ids, i+2)
+		}
+	}
+	if ids[0] != 0 || ids[1] != 0 {
+		t.Errorf("ids before confirmation: %v", ids[:2])
+	}
+	var got []string
+	for _, ev := range log.all() {
+		got = append(got, string(ev.Type)+" "+ev.Label)
+		if ev.Mask == nil || ev.Width != 100 || len(ev.StageScores) != 3 {
+			t.Errorf("%s: mask %v, %dx%d, stages %v", ev.Type, ev.Mask, ev.Width, ev.Height, ev.StageScores)
+		}
+	}
+	want := []string{"new circle", "update circle", "update circle", "end circle"}
+	if len(got) != len(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events %v, want %v", got, want)
+		}
+	}
+	evs := log.all()
+	// the box's centre, 5*seq + 5, crosses x = 50 at frame 9
+	if evs[1].LastPTS != 900*time.Millisecond || len(evs[1].Zones) != 1 || len(evs[1].EnteredZones) != 1 || evs[1].EnteredZones[0] != "right" {
+		t.Errorf("zone update at %v: entered %v, in %v", evs[1].LastPTS, evs[1].EnteredZones, evs[1].Zones)
+	}
+	if evs[2].BestScore != 0.8 || evs[2].LastPTS != 1400*time.Millisecond || len(evs[3].EnteredZones) != 1 {
+		t.Errorf("score update %+v; end %+v", evs[2], evs[3])
+	}
+	if evs[0].ID != evs[3].ID || evs[0].ID != stream.EventID("cam", time.Unix(1000, 0), int64(ids[2])) {
+		t.Errorf("event ids %q, %q", evs[0].ID, evs[3].ID)
+	}
+}
+
+// With min_duration and a zone filter, new waits until the track passes
+// both; a track that never does makes no event at all (no end either).
+func TestEventStageFilterDelaysNew(t *testing.T) {
+	rules := defaultEvents().EventRules
+	rules.Enabled = true
+	rules.Tracker = track.DefaultSettings()
+	rules.Tracker.MaxMisses = 2
+	rules.MinDuration = time.Second
+	rules.Zones = []string{"bottom"}
+	log := &eventLog{}
+	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules,
+		Zones: map[string]Zone{"bottom": {{0, 0.5}, {1, 0.5}, {1, 1}, {0, 1}}}, Publishers: []EventPublisher{log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := int64(0); seq < 30; seq++ {
+		var dets []cascade.Detection
+		if seq < 20 {
+			dets = append(dets, box(10, float32(2*seq), 10, 10, 0.9, 0)) // bottom edge crosses y=50 at seq 20: never
+			dets = append(dets, box(60, 30+float32(seq), 10, 10, 0.9, 0)) // in the zone from seq 10
+		}
+		stageFrame(s, seq, dets...)
+	}
+	s.End()
+	evs := log.all()
+	if len(evs) < 2 || evs[0].Type != stream.EventNew || evs[len(evs)-1].Type != stream.EventEnd {
+		t.Fatalf("events %+v", evs)
+	}
+	for _, ev := range evs {
+		if ev.Box[0] != 60 {
+			t.Errorf("an event of the track that never entered the zone: %+v", ev)
+		}
+	}
+	if evs[0].LastPTS < time.Second || evs[0].EnteredZones[0] != "bottom" {
+		t.Errorf("new at %v (min duration 1s), entered %v", evs[0].LastPTS, evs[0].EnteredZones)
+	}
+}
