@@ -137,10 +137,10 @@ class _KeepInput(nn.Module):
 #   once on its own level, and a stage runs in that level order; its outputs are put back
 #   in the input order at the end (a Gather by the inverse permutation). The box branch's
 #   semantic pooling is one 7x7 RoIAlign with 2g samples per bin for RoIs whose adaptive
-#   14x14 grid is g x g (g = 1, 2: nearly every RoI), the same sample points as 14x14 + 2x2
-#   average; other RoIs take the 14x14 + average path. The mask heads' 2x2 stride-2
-#   transposed convolution is a 1x1 convolution to 4x the channels + DepthToSpace (the
-#   same sums; ONNX Runtime's ConvTranspose is several times slower).
+#   14x14 grid is g x g (g = 1, 2: 90 % of real proposals), the same sample points as
+#   14x14 + 2x2 average; other RoIs take the 14x14 + average path. The mask heads' 2x2
+#   stride-2 transposed convolution, ReLU and 1x1 logits run at 14x14 (SortedMaskCascade),
+#   one DepthToSpace placing the label's sub-pixels at the end: the same sums.
 GRAPH_LAYOUTS = ("sorted", "legacy")
 
 
