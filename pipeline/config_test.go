@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSampleConfigIsTheDefault loads configs/pipeline/default.yaml: it must
@@ -95,6 +96,8 @@ func TestRunConfigErrorsNameKeyAndFile(t *testing.T) {
 func TestEveryShippedConfigLoads(t *testing.T) {
 	t.Setenv("HTCSTREAM_TOKEN", "s3cret")
 	t.Setenv("FRONT_PASS", "p@ss")
+	t.Setenv("MQTT_PASSWORD", "m")
+	t.Setenv("HOOK_TOKEN", "h")
 	files, _ := filepath.Glob("../configs/pipeline/*.yaml")
 	if len(files) < 2 {
 		t.Fatalf("shipped configs: %v", files)
@@ -117,6 +120,8 @@ func TestEveryShippedConfigLoads(t *testing.T) {
 func TestCamerasTakeTheGlobalsTheyDoNotName(t *testing.T) {
 	t.Setenv("HTCSTREAM_TOKEN", "s3cret")
 	t.Setenv("FRONT_PASS", "p@ss")
+	t.Setenv("MQTT_PASSWORD", "m")
+	t.Setenv("HOOK_TOKEN", "h")
 	c, err := LoadRunConfig("../configs/pipeline/cameras.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +154,17 @@ func TestCamerasTakeTheGlobalsTheyDoNotName(t *testing.T) {
 		garage.Overlay.Alpha != 0.25 || garage.Live.Transport != "tcp" || len(garage.Thresholds) != 0 {
 		t.Errorf("garage: %+v", garage.CameraConfig)
 	}
+	if !front.Events.Enabled || len(front.Events.Labels) != 2 || front.Events.Zones[0] != "porch" || len(front.Zones) != 2 ||
+		front.Events.MinDuration != time.Second || front.Events.Tracker.MaxMisses != 30 {
+		t.Errorf("front's events: %+v, zones %v", front.Events, front.Zones)
+	}
+	if !garage.Events.Enabled || garage.Events.Labels[0] != "car" || garage.Events.Tracker.MaxMisses != 75 ||
+		garage.Events.Tracker.MinHits != 3 || len(garage.Events.Zones) != 0 || garage.Events.UpdateInterval != 30*time.Second {
+		t.Errorf("garage's events: %+v", garage.Events)
+	}
+	if c.MQTT.Password != "m" || c.MQTT.QoS != 1 || len(c.Webhooks) != 1 || c.Webhooks[0].Headers["Authorization"] != "Bearer h" {
+		t.Errorf("mqtt %+v, webhooks %+v", c.MQTT, c.Webhooks)
+	}
 	if want, _ := filepath.Abs("../configs/pipeline/front_door.mp4"); front.Outputs.Video != want {
 		t.Errorf("front's video %q, want %q (beside the config file)", front.Outputs.Video, want)
 	}
@@ -168,6 +184,18 @@ func TestConfigMistakesNameKeyAndLine(t *testing.T) {
 		{"cameras:\n  gate:\n    thresholds: {person: 2}\n    url: x.mp4\n", "cameras.gate.thresholds.person 2"},
 		{"cameras:\n  bad name:\n    url: x.mp4\n", "cameras.bad name"},
 		{"cameras:\n  gate:\n    enabled: true\n", "cameras.gate.url is missing"},
+		{"events:\n  tracker:\n    min_hits: 0\n", "events.tracker: invalid tracking settings: min_hits 0 is below 1"},
+		{"events:\n  tracker:\n    min_hit: 2\n", `line 3: unknown key "events.tracker.min_hit"`},
+		{"events:\n  snapshots:\n    frame: raw\n", `events.snapshots.frame "raw": want annotated or clean`},
+		{"events:\n  update_interval: 0s\n", "events.update_interval 0s: want a positive duration"},
+		{"cameras:\n  gate:\n    url: x.mp4\n    zones:\n      door: [[0, 0], [640, 0], [1, 1]]\n", "cameras.gate.zones.door: point [640, 0] is outside the frame: zone points are relative, 0..1"},
+		{"cameras:\n  gate:\n    url: x.mp4\n    zones:\n      door: [[0, 0], [1, 1]]\n", "cameras.gate.zones.door: 2 points"},
+		{"cameras:\n  gate:\n    url: x.mp4\n    events:\n      enabled: true\n      zones: [yard]\n", `cameras.gate.events.zones: "yard" is not one of the camera's zones (it has none)`},
+		{"cameras:\n  gate:\n    url: x.mp4\n    events:\n      min_hits: 2\n", `line 5: unknown key "cameras.gate.events.min_hits"`},
+		{"mqtt:\n  broker: http://x\n", `mqtt: broker "http://x": want a tcp://`},
+		{"mqtt:\n  broker: tcp://x:1883\n  qos: 3\n", "mqtt.qos 3: want 0, 1 or 2"},
+		{"webhooks:\n  - url: ftp://x/hook\n", "webhooks[0]: webhook ftp://x/hook: want an http:// or https:// URL"},
+		{"webhooks:\n  - url: http://x/hook\n    header: {}\n", `line 3: unknown key "webhooks[0].header"`},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(p, []byte(c.yaml), 0o644); err != nil {
