@@ -197,4 +197,3 @@ func retained(t *testing.T, b *broker, topic string) string {
 	}
 	return string(m.Payload())
 }
-

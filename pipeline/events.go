@@ -91,6 +91,7 @@ type eventJob struct {
 	rgb    []byte
 	w, h   int
 	events []jobEvent
+	done   chan struct{} // closed once done, when set
 }
 
 type jobEvent struct {
@@ -346,6 +347,13 @@ func (w *eventWorker) isClosed() bool {
 	return w.closed
 }
 
+// flush waits until the worker has done every job queued before.
+func (w *eventWorker) flush() {
+	j := &eventJob{done: make(chan struct{})}
+	w.push(j)
+	<-j.done
+}
+
 // close makes the worker finish the queue and waits for it.
 func (w *eventWorker) close() {
 	w.mu.Lock()
@@ -384,9 +392,16 @@ func (w *eventWorker) run() {
 
 func (w *eventWorker) do(j *eventJob) {
 	cam := w.cfg.Camera
-	if j.rgb != nil {
+	if j.done != nil {
+		defer close(j.done)
+	}
+	if j.rgb != nil && len(j.snaps) > 0 {
+		jpg, encErr := w.cfg.Store.Encode(j.w, j.h, j.rgb)
 		for _, id := range slices.Compact(j.snaps) {
-			p, err := w.cfg.Store.Save(cam, id, j.w, j.h, j.rgb)
+			p, err := "", encErr
+			if err == nil {
+				p, err = w.cfg.Store.SaveJPEG(cam, id, jpg)
+			}
 			if err != nil {
 				w.cfg.Metrics.snapshot(cam, "failed", 1)
 				if msg := err.Error(); msg != w.snapErr { // once while it repeats

@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"bytes"
+	"image/jpeg"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -154,7 +157,7 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 	for seq := int64(0); seq < 30; seq++ {
 		var dets []cascade.Detection
 		if seq < 20 {
-			dets = append(dets, box(10, float32(2*seq), 10, 10, 0.9, 0)) // bottom edge crosses y=50 at seq 20: never
+			dets = append(dets, box(10, float32(2*seq), 10, 10, 0.9, 0))  // bottom edge crosses y=50 at seq 20: never
 			dets = append(dets, box(60, 30+float32(seq), 10, 10, 0.9, 0)) // in the zone from seq 10
 		}
 		stageFrame(s, seq, dets...)
@@ -171,5 +174,53 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 	}
 	if evs[0].LastPTS < time.Second || evs[0].EnteredZones[0] != "bottom" {
 		t.Errorf("new at %v (min duration 1s), entered %v", evs[0].LastPTS, evs[0].EnteredZones)
+	}
+}
+
+// Snapshots are of the frame as drawn, or with frame: clean as decoded
+// (the stage copies it before the drawer paints over it in place); the
+// events name the file.
+func TestEventStageSnapshots(t *testing.T) {
+	for _, clean := range []bool{false, true} {
+		st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := defaultEvents().EventRules
+		rules.Enabled = true
+		log := &eventLog{}
+		s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules, Store: st, Clean: clean,
+			Publishers: []EventPublisher{log}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := int64(0); seq < 4; seq++ {
+			o := &Output{Stream: "cam", Frame: &decode.Frame{Seq: seq, PTS: time.Duration(seq) * 100 * time.Millisecond,
+				Captured: time.Now(), Width: 16, Height: 16, RGB: bytes.Repeat([]byte{0, 0, 200}, 16*16)},
+				Result: cascade.Result{Width: 16, Height: 16, Detections: []cascade.Detection{box(4, 4, 6, 6, 0.9, 0)}}}
+			s.Track(o)
+			for i := 0; i < len(o.Frame.RGB); i += 3 { // the drawer paints the frame red
+				o.Frame.RGB[i], o.Frame.RGB[i+2] = 200, 0
+			}
+			s.Drawn(o)
+		}
+		s.End()
+		evs := log.all()
+		if len(evs) != 2 || evs[0].Snapshot == "" || evs[0].Snapshot != evs[1].Snapshot {
+			t.Fatalf("clean %v: events %+v", clean, evs)
+		}
+		f, err := os.Open(evs[0].Snapshot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := jpeg.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _, b, _ := img.At(8, 8).RGBA()
+		if blue := b > r; blue != clean {
+			t.Errorf("clean %v: snapshot pixel r %d b %d", clean, r>>8, b>>8)
+		}
 	}
 }

@@ -147,10 +147,22 @@ func fileName(s string) string {
 // to bottom) as <Dir>/<camera>/<id>.jpg, replacing an earlier snapshot of
 // the same id (a better frame of the same track), then applies the limits.
 // It returns the file's path, which the event references. The file
-// appears whole or not at all (written aside, then renamed).
+// appears whole or not at all (written aside, then renamed). It is Encode
+// then SaveJPEG.
 func (s *SnapshotStore) Save(camera, id string, w, h int, rgb []byte) (string, error) {
+	jpg, err := s.Encode(w, h, rgb)
+	if err != nil {
+		return "", fmt.Errorf("snapshot of %s/%s: %w", camera, id, err)
+	}
+	return s.SaveJPEG(camera, id, jpg)
+}
+
+// Encode makes the JPEG of a w x h picture of packed RGB24 at the store's
+// quality, for SaveJPEG: one frame that is the best of several tracks is
+// encoded once.
+func (s *SnapshotStore) Encode(w, h int, rgb []byte) ([]byte, error) {
 	if w <= 0 || h <= 0 || len(rgb) != w*h*3 {
-		return "", fmt.Errorf("snapshot of %s/%s: %d bytes for %dx%d RGB, want %d", camera, id, len(rgb), w, h, max(w*h*3, 0))
+		return nil, fmt.Errorf("%d bytes for %dx%d RGB, want %d", len(rgb), w, h, max(w*h*3, 0))
 	}
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for i, j := 0, 0; i < len(rgb); i, j = i+3, j+4 {
@@ -158,8 +170,13 @@ func (s *SnapshotStore) Save(camera, id string, w, h int, rgb []byte) (string, e
 	}
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: s.cfg.Quality}); err != nil {
-		return "", fmt.Errorf("snapshot of %s/%s: %w", camera, id, err)
+		return nil, err
 	}
+	return buf.Bytes(), nil
+}
+
+// SaveJPEG is Save for a picture Encode made.
+func (s *SnapshotStore) SaveJPEG(camera, id string, jpg []byte) (string, error) {
 	dir := filepath.Join(s.cfg.Dir, fileName(camera))
 	path := filepath.Join(dir, fileName(id)+".jpg")
 
@@ -172,7 +189,7 @@ func (s *SnapshotStore) Save(camera, id string, w, h int, rgb []byte) (string, e
 	if err != nil {
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
-	_, werr := tmp.Write(buf.Bytes())
+	_, werr := tmp.Write(jpg)
 	cerr := tmp.Close()
 	now := s.cfg.Now()
 	if err := errors.Join(werr, cerr, os.Chtimes(tmp.Name(), now, now), os.Rename(tmp.Name(), path)); err != nil {
@@ -183,8 +200,8 @@ func (s *SnapshotStore) Save(camera, id string, w, h int, rgb []byte) (string, e
 		s.bytes -= s.files[i].size
 		s.files = slices.Delete(s.files, i, i+1)
 	}
-	s.files = append(s.files, snapFile{path, int64(buf.Len()), now})
-	s.bytes += int64(buf.Len())
+	s.files = append(s.files, snapFile{path, int64(len(jpg)), now})
+	s.bytes += int64(len(jpg))
 	return path, s.pruneLocked()
 }
 
