@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/htcstream/htcstream/internal/mqtttest"
+
 	"bufio"
 	"encoding/json"
 	"io"
@@ -74,14 +76,14 @@ func readDetections(t *testing.T, path string) []detLine {
 	return out
 }
 
-// collect reads the events of camera from the subscriber until quiet for
-// a while.
-func (s *subscriber) events(t *testing.T, topic string, quiet time.Duration) []stream.Event {
+// events reads the events on topic from the subscriber until quiet for a
+// while.
+func events(t *testing.T, s *mqtttest.Subscriber, topic string, quiet time.Duration) []stream.Event {
 	t.Helper()
 	var evs []stream.Event
 	for {
 		select {
-		case m := <-s.msgs:
+		case m := <-s.Msgs:
 			if m.Topic() != topic {
 				continue
 			}
@@ -132,8 +134,8 @@ func checkLifecycles(t *testing.T, evs []stream.Event) (tracks map[int64]string)
 // track_id, snapshots are on disk, the webhook gets every event once it
 // recovers.
 func TestRunPublishesTrackEvents(t *testing.T) {
-	b := startBroker(t, "")
-	sub := subscribe(t, b, "checker", "htcstream/#", "", "")
+	b := mqtttest.StartBroker(t, "")
+	sub := mqtttest.Subscribe(t, b, "checker", "htcstream/#", "", "")
 
 	var mu sync.Mutex
 	var calls int
@@ -155,13 +157,13 @@ func TestRunPublishesTrackEvents(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	cfg, _ := eventsRun(t, b.url())
+	cfg, _ := eventsRun(t, b.URL())
 	cfg.Webhooks = []WebhookConfig{{URL: hook.URL + "/events?token=x", Headers: map[string]string{"X-Test": "1"}}}
 	var out strings.Builder
 	if err := Execute(cfg, Options{MaxFrames: 18, Stdout: &out}); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
-	evs := sub.events(t, "htcstream/sample/events", time.Second)
+	evs := events(t, sub, "htcstream/sample/events", time.Second)
 	tracks := checkLifecycles(t, evs)
 	if len(tracks) < 2 {
 		t.Fatalf("%d tracks in %d events; want the sample's objects:\n%s", len(tracks), len(evs), out.String())
@@ -265,9 +267,9 @@ func metricValue(t *testing.T, url, series string) float64 {
 // (the detections file is complete), the sink reconnects and sends what
 // fit its outbox, and what did not is counted in /metrics.
 func TestRunSurvivesBrokerRestart(t *testing.T) {
-	b := startBroker(t, "")
-	sub := subscribe(t, b, "checker", "htcstream/sample/events", "", "")
-	cfg, _ := eventsRun(t, b.url())
+	b := mqtttest.StartBroker(t, "")
+	sub := mqtttest.Subscribe(t, b, "checker", "htcstream/sample/events", "", "")
+	cfg, _ := eventsRun(t, b.URL())
 	cfg.MQTT.Outbox = 1
 	cfg.Events.UpdateInterval = time.Millisecond // an update at every better score: events while the broker is away
 	cfg.Outputs.Serve = "127.0.0.1:0"
@@ -287,11 +289,11 @@ func TestRunSurvivesBrokerRestart(t *testing.T) {
 		t.Fatalf("run ended at once: %v", err)
 	}
 	select {
-	case <-sub.msgs:
+	case <-sub.Msgs:
 	case <-time.After(60 * time.Second):
 		t.Fatal("no event before the broker goes")
 	}
-	b.stop(syscall.SIGKILL)
+	b.Stop(syscall.SIGKILL)
 	deadline := time.Now().Add(60 * time.Second)
 	for metricValue(t, metrics, "htcstream_mqtt_dropped_total") < 1 {
 		if time.Now().After(deadline) {
@@ -302,8 +304,8 @@ func TestRunSurvivesBrokerRestart(t *testing.T) {
 	if c := metricValue(t, metrics, "htcstream_mqtt_connected"); c != 0 {
 		t.Errorf("mqtt_connected %v with the broker killed", c)
 	}
-	b.start()
-	sub = subscribe(t, b, "checker2", "htcstream/sample/events", "", "")
+	b.Start()
+	sub = mqtttest.Subscribe(t, b, "checker2", "htcstream/sample/events", "", "")
 	for metricValue(t, metrics, "htcstream_mqtt_connected") != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the sink did not reconnect:\n%s", out.String())
@@ -317,7 +319,7 @@ func TestRunSurvivesBrokerRestart(t *testing.T) {
 	if n := len(readDetections(t, cfg.Outputs.Detections)); n != frames {
 		t.Errorf("%d detection lines, want %d: segmentation stopped with the broker", n, frames)
 	}
-	after := sub.events(t, "htcstream/sample/events", time.Second)
+	after := events(t, sub, "htcstream/sample/events", time.Second)
 	if len(after) == 0 {
 		t.Errorf("no event after the broker came back:\n%s", out.String())
 	}
@@ -339,11 +341,11 @@ func TestRunWithWrongMQTTCredentials(t *testing.T) {
 	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "cam", "s3cret").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd (Debian's mosquitto): %v: %s", err, out)
 	}
-	b := startBroker(t, "allow_anonymous false\npassword_file "+pw+"\n")
-	cfg, _ := eventsRun(t, b.url())
+	b := mqtttest.StartBroker(t, "allow_anonymous false\npassword_file "+pw+"\n")
+	cfg, _ := eventsRun(t, b.URL())
 	t.Setenv("HTC_TEST_MQTT_PASSWORD", "nope")
 	cfg.MQTT.Username, cfg.MQTT.Password = "cam", os.Getenv("HTC_TEST_MQTT_PASSWORD")
-	logs := &syncBuffer{}
+	logs := &mqtttest.SyncBuffer{}
 	var out strings.Builder
 	if err := Execute(cfg, Options{MaxFrames: 8, Stdout: &out, Logger: slog.New(slog.NewTextHandler(logs, nil))}); err != nil {
 		t.Fatalf("run: %v", err)

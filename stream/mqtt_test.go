@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"github.com/htcstream/htcstream/internal/mqtttest"
+
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -32,7 +34,7 @@ func quickMQTT(url, id string) MQTTConfig {
 	}
 }
 
-// testWriter discards logs; tests that read them use a syncBuffer.
+// testWriter discards logs; tests that read them use a mqtttest.SyncBuffer.
 type testWriter struct{}
 
 func (testWriter) Write(p []byte) (int, error) { return len(p), nil }
@@ -50,9 +52,9 @@ func decodeEvent(t *testing.T, payload []byte) Event {
 // current tracks per label are retained; availability and Home Assistant
 // discovery are retained; Close says offline.
 func TestMQTTEventsCountsDiscovery(t *testing.T) {
-	b := startBroker(t, "")
-	sub := subscribe(t, b, "sub", "#", "", "")
-	cfg := quickMQTT(b.url(), "worker-1")
+	b := mqtttest.StartBroker(t, "")
+	sub := mqtttest.Subscribe(t, b, "sub", "#", "", "")
+	cfg := quickMQTT(b.URL(), "worker-1")
 	cfg.HomeAssistant = true
 	s, err := NewMQTTSink(cfg)
 	if err != nil {
@@ -60,7 +62,7 @@ func TestMQTTEventsCountsDiscovery(t *testing.T) {
 	}
 	defer s.Close()
 	s.Announce("front", "person", "car")
-	if got := sub.next(t, "htcstream/worker-1/availability"); string(got.Payload()) != "online" {
+	if got := sub.Next(t, "htcstream/worker-1/availability"); string(got.Payload()) != "online" {
 		t.Fatalf("availability %q", got.Payload())
 	}
 
@@ -78,7 +80,7 @@ func TestMQTTEventsCountsDiscovery(t *testing.T) {
 		}
 	}
 	for i, want := range seq {
-		m := sub.next(t, "htcstream/front/events")
+		m := sub.Next(t, "htcstream/front/events")
 		e := decodeEvent(t, m.Payload())
 		if e.Type != want.typ || e.TrackID != want.track || e.Label != want.label || e.Camera != "front" {
 			t.Fatalf("event %d: got %s #%d %s on %s, want %s #%d %s", i, e.Type, e.TrackID, e.Label, e.Camera, want.typ, want.track, want.label)
@@ -89,13 +91,13 @@ func TestMQTTEventsCountsDiscovery(t *testing.T) {
 	}
 	waitFor(t, "all published", 10*time.Second, func() bool { st := s.Stats(); return st.Published == 5 && st.Queued == 0 })
 	waitFor(t, "counts", 10*time.Second, func() bool {
-		return retained(t, b, "htcstream/front/person") == "1" && retained(t, b, "htcstream/front/car") == "1"
+		return mqtttest.Retained(t, b, "htcstream/front/person") == "1" && mqtttest.Retained(t, b, "htcstream/front/car") == "1"
 	})
-	if got := retained(t, b, "htcstream/worker-1/availability"); got != "online" {
+	if got := mqtttest.Retained(t, b, "htcstream/worker-1/availability"); got != "online" {
 		t.Errorf("retained availability %q", got)
 	}
 	var disco map[string]any
-	if err := json.Unmarshal([]byte(retained(t, b, "homeassistant/sensor/worker-1/front_person_count/config")), &disco); err != nil {
+	if err := json.Unmarshal([]byte(mqtttest.Retained(t, b, "homeassistant/sensor/worker-1/front_person_count/config")), &disco); err != nil {
 		t.Fatal(err)
 	}
 	if disco["state_topic"] != "htcstream/front/person" || disco["availability_topic"] != "htcstream/worker-1/availability" {
@@ -107,7 +109,7 @@ func TestMQTTEventsCountsDiscovery(t *testing.T) {
 	}
 
 	s.Close()
-	if got := retained(t, b, "htcstream/worker-1/availability"); got != "offline" {
+	if got := mqtttest.Retained(t, b, "htcstream/worker-1/availability"); got != "offline" {
 		t.Errorf("availability after Close %q, want offline", got)
 	}
 	if err := s.Publish(testEvent(t, EventNew, "front", 9, "dog")); !errors.Is(err, ErrClosed) {
@@ -120,29 +122,29 @@ func TestMQTTEventsCountsDiscovery(t *testing.T) {
 // reconnects, sends what fit in the outbox in order, counts the rest as
 // dropped, and republishes the counts the restarted broker forgot.
 func TestMQTTBrokerRestart(t *testing.T) {
-	b := startBroker(t, "")
-	p := startProxy(t, b.addr())
-	cfg := quickMQTT(p.url(), "restart")
+	b := mqtttest.StartBroker(t, "")
+	p := mqtttest.StartProxy(t, b.Addr())
+	cfg := quickMQTT(p.URL(), "restart")
 	cfg.Outbox = 4
 	s, err := NewMQTTSink(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	sub := subscribe(t, b, "sub1", "htcstream/cam/#", "", "")
+	sub := mqtttest.Subscribe(t, b, "sub1", "htcstream/cam/#", "", "")
 	for i := int64(1); i <= 3; i++ {
 		s.Publish(testEvent(t, EventNew, "cam", i, "person"))
 	}
 	for i := int64(1); i <= 3; i++ {
-		if e := decodeEvent(t, sub.next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
+		if e := decodeEvent(t, sub.Next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
 			t.Fatalf("before the kill: got track %d, want %d", e.TrackID, i)
 		}
 	}
 	waitFor(t, "3 published", 10*time.Second, func() bool { return s.Stats().Published == 3 })
 
-	b.stop(syscall.SIGKILL)
+	b.Stop(syscall.SIGKILL)
 	waitFor(t, "the sink to see the broker gone", 10*time.Second, func() bool { return !s.Stats().Connected })
-	p.refuse(true) // hold the sink off until the new subscriber is ready
+	p.Refuse(true) // hold the sink off until the new subscriber is ready
 	for i := int64(4); i <= 10; i++ {
 		s.Publish(testEvent(t, EventNew, "cam", i, "person"))
 	}
@@ -150,16 +152,16 @@ func TestMQTTBrokerRestart(t *testing.T) {
 		t.Fatalf("while away: queued %d dropped %d, want 4 and 3", st.Queued, st.Dropped)
 	}
 
-	b.start()
-	sub = subscribe(t, b, "sub2", "htcstream/cam/#", "", "")
-	p.refuse(false)
+	b.Start()
+	sub = mqtttest.Subscribe(t, b, "sub2", "htcstream/cam/#", "", "")
+	p.Refuse(false)
 	for i := int64(7); i <= 10; i++ {
-		if e := decodeEvent(t, sub.next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
+		if e := decodeEvent(t, sub.Next(t, "htcstream/cam/events").Payload()); e.TrackID != i {
 			t.Fatalf("after the restart: got track %d, want %d", e.TrackID, i)
 		}
 	}
 	waitFor(t, "7 published", 10*time.Second, func() bool { return s.Stats().Published == 7 })
-	if got := retained(t, b, "htcstream/cam/person"); got != "10" {
+	if got := mqtttest.Retained(t, b, "htcstream/cam/person"); got != "10" {
 		t.Errorf("count after restart %q, want 10", got)
 	}
 	st := s.Stats()
@@ -176,10 +178,10 @@ func TestMQTTWrongCredentials(t *testing.T) {
 	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "cam", "s3cret").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd (Debian's mosquitto): %v: %s", err, out)
 	}
-	b := startBroker(t, "allow_anonymous false\npassword_file "+pw+"\n")
+	b := mqtttest.StartBroker(t, "allow_anonymous false\npassword_file "+pw+"\n")
 
-	logs := &syncBuffer{}
-	cfg := quickMQTT(b.url(), "wrong")
+	logs := &mqtttest.SyncBuffer{}
+	cfg := quickMQTT(b.URL(), "wrong")
 	cfg.Username, cfg.Password = "cam", "nope"
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	s, err := NewMQTTSink(cfg)
@@ -218,22 +220,22 @@ func TestMQTTWrongCredentials(t *testing.T) {
 // the broker publish the last will: availability goes offline; the sink
 // reconnects and says online again.
 func TestMQTTLastWill(t *testing.T) {
-	b := startBroker(t, "")
-	p := startProxy(t, b.addr())
-	sub := subscribe(t, b, "sub", "htcstream/+/availability", "", "")
-	s, err := NewMQTTSink(quickMQTT(p.url(), "lwt"))
+	b := mqtttest.StartBroker(t, "")
+	p := mqtttest.StartProxy(t, b.Addr())
+	sub := mqtttest.Subscribe(t, b, "sub", "htcstream/+/availability", "", "")
+	s, err := NewMQTTSink(quickMQTT(p.URL(), "lwt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	want := func(v string) {
 		t.Helper()
-		if got := string(sub.next(t, "htcstream/lwt/availability").Payload()); got != v {
+		if got := string(sub.Next(t, "htcstream/lwt/availability").Payload()); got != v {
 			t.Fatalf("availability %q, want %q", got, v)
 		}
 	}
 	want("online")
-	p.cut()
+	p.Cut()
 	want("offline")
 	want("online")
 	if st := s.Stats(); st.Errors == 0 {
@@ -260,7 +262,7 @@ func TestMQTTConfigErrors(t *testing.T) {
 // A broker that is never there: Publish still returns at once, Close
 // returns promptly and counts what was queued as dropped.
 func TestMQTTNoBroker(t *testing.T) {
-	cfg := quickMQTT("tcp://127.0.0.1:"+strconv.Itoa(freePort(t)), "alone")
+	cfg := quickMQTT("tcp://127.0.0.1:"+strconv.Itoa(mqtttest.FreePort(t)), "alone")
 	cfg.Outbox = 2
 	s, err := NewMQTTSink(cfg)
 	if err != nil {
@@ -344,8 +346,8 @@ func writeTLSFiles(t *testing.T, dir string) (ca, cert, key, clientCert, clientK
 func TestMQTTTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key, clientCert, clientKey := writeTLSFiles(t, dir)
-	b := startBroker(t, "allow_anonymous true\ncafile "+ca+"\ncertfile "+cert+"\nkeyfile "+key+"\nrequire_certificate true\n")
-	url := "ssl://" + b.addr()
+	b := mqtttest.StartBroker(t, "allow_anonymous true\ncafile "+ca+"\ncertfile "+cert+"\nkeyfile "+key+"\nrequire_certificate true\n")
+	url := "ssl://" + b.Addr()
 
 	cfg := quickMQTT(url, "tls")
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, clientCert, clientKey

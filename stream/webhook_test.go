@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"github.com/htcstream/htcstream/internal/mqtttest"
+
 	"errors"
 	"io"
 	"log/slog"
@@ -58,7 +60,7 @@ func TestWebhookRetries(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	logs := &syncBuffer{}
+	logs := &mqtttest.SyncBuffer{}
 	cfg := quickWebhook(srv.URL + "/hook?token=secret")
 	cfg.Headers = map[string]string{"Authorization": "Bearer xyz"}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -242,7 +244,7 @@ func TestWebhookClose(t *testing.T) {
 	s.Close()
 	srv.Close()
 
-	cfg := quickWebhook("http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/gone")
+	cfg := quickWebhook("http://127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t)) + "/gone")
 	cfg.FlushTimeout = 200 * time.Millisecond
 	cfg.MaxAttempts = 1000
 	gone, _ := NewWebhookSink(cfg)

@@ -1,4 +1,9 @@
-package stream
+// Package mqtttest runs a real mosquitto broker for tests: started by the
+// test on a free loopback port with a config file it writes (never the
+// system's service), killed and restarted on the same port, stopped at the
+// end; plus a subscriber and a TCP proxy that can cut connections. Debian's
+// mosquitto is installed by scripts/setup.
+package mqtttest
 
 import (
 	"bytes"
@@ -17,44 +22,40 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// The helpers here run a real mosquitto broker for the MQTT sink's tests:
-// started by the test on a free loopback port with a config file it writes
-// (never the system's service), killed and restarted on the same port, and
-// stopped at the end.
-
-// broker is one mosquitto process the test owns.
-type broker struct {
-	t    *testing.T
+// Broker is one mosquitto process the test owns.
+type Broker struct {
+	t    testing.TB
 	dir  string
 	port int
 	conf string
 	cmd  *exec.Cmd
 	// exited is closed when the running mosquitto has exited.
 	exited chan struct{}
-	log    *syncBuffer
+	// Log collects mosquitto's output.
+	Log *SyncBuffer
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
-// startBroker starts mosquitto on a free loopback port. extra is appended
+// StartBroker starts mosquitto on a free loopback port. extra is appended
 // to the config (e.g. a password_file); without it anyone may connect.
-func startBroker(t *testing.T, extra string) *broker {
+func StartBroker(t testing.TB, extra string) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -63,7 +64,7 @@ func startBroker(t *testing.T, extra string) *broker {
 		}
 		bin = "/usr/sbin/mosquitto"
 	}
-	b := &broker{t: t, dir: t.TempDir(), port: freePort(t), log: &syncBuffer{}}
+	b := &Broker{t: t, dir: t.TempDir(), port: FreePort(t), Log: &SyncBuffer{}}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", b.port)
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // stay root: the test's files are root's
@@ -77,17 +78,18 @@ func startBroker(t *testing.T, extra string) *broker {
 		t.Fatal(err)
 	}
 	b.cmd = exec.Command(bin, "-c", b.conf)
-	b.start()
+	b.Start()
 	t.Cleanup(func() {
-		b.stop(syscall.SIGTERM)
+		b.Stop(syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", b.log)
+			t.Logf("mosquitto log:\n%s", b.Log)
 		}
 	})
 	return b
 }
 
-func freePort(t *testing.T) int {
+// FreePort is a loopback TCP port nothing listens on now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,14 +99,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func (b *broker) addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
-func (b *broker) url() string  { return "tcp://" + b.addr() }
+// Addr is the broker's host:port.
+func (b *Broker) Addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
 
-// start runs mosquitto (again) on b's port and waits until it listens.
-func (b *broker) start() {
+// URL is the broker's tcp:// URL.
+func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+
+// Start runs mosquitto (again) on b's port and waits until it listens.
+func (b *Broker) Start() {
 	b.t.Helper()
 	cmd := exec.Command(b.cmd.Path, b.cmd.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = b.log, b.log
+	cmd.Stdout, cmd.Stderr = b.Log, b.Log
 	if err := cmd.Start(); err != nil {
 		b.t.Fatalf("start mosquitto: %v", err)
 	}
@@ -114,24 +119,24 @@ func (b *broker) start() {
 	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", b.addr(), 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", b.Addr(), 200*time.Millisecond)
 		if err == nil {
 			c.Close()
 			return
 		}
 		select {
 		case <-exited:
-			b.t.Fatalf("mosquitto exited at start:\n%s", b.log)
+			b.t.Fatalf("mosquitto exited at start:\n%s", b.Log)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			b.t.Fatalf("mosquitto does not listen on %s:\n%s", b.addr(), b.log)
+			b.t.Fatalf("mosquitto does not listen on %s:\n%s", b.Addr(), b.Log)
 		}
 	}
 }
 
-// stop signals mosquitto and waits for it to exit.
-func (b *broker) stop(sig syscall.Signal) {
+// Stop signals mosquitto and waits for it to exit.
+func (b *Broker) Stop(sig syscall.Signal) {
 	if b.exited == nil {
 		return
 	}
@@ -144,38 +149,39 @@ func (b *broker) stop(sig syscall.Signal) {
 	}
 }
 
-// subscriber is a test's own MQTT client collecting what it receives.
-type subscriber struct {
-	c    mqtt.Client
-	msgs chan mqtt.Message
+// Subscriber is a test's own MQTT client collecting what it receives.
+type Subscriber struct {
+	C    mqtt.Client
+	Msgs chan mqtt.Message
 }
 
-func subscribe(t *testing.T, b *broker, id, filter string, user, pass string) *subscriber {
+// Subscribe connects a client of the test's own to b and subscribes it to filter.
+func Subscribe(t testing.TB, b *Broker, id, filter string, user, pass string) *Subscriber {
 	t.Helper()
-	s := &subscriber{msgs: make(chan mqtt.Message, 1000)}
-	o := mqtt.NewClientOptions().AddBroker(b.url()).SetClientID(id).
+	s := &Subscriber{Msgs: make(chan mqtt.Message, 1000)}
+	o := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(id).
 		SetUsername(user).SetPassword(pass).
 		SetAutoReconnect(false).SetCleanSession(true).SetOrderMatters(true)
-	s.c = mqtt.NewClient(o)
-	if tok := s.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	s.C = mqtt.NewClient(o)
+	if tok := s.C.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber connect: %v", tok.Error())
 	}
-	tok := s.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { s.msgs <- m })
+	tok := s.C.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { s.Msgs <- m })
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe %s: %v", filter, tok.Error())
 	}
-	t.Cleanup(func() { s.c.Disconnect(0) })
+	t.Cleanup(func() { s.C.Disconnect(0) })
 	return s
 }
 
-// next returns the next message on topic, skipping others; it fails the
+// Next returns the next message on topic, skipping others; it fails the
 // test after a few seconds.
-func (s *subscriber) next(t *testing.T, topic string) mqtt.Message {
+func (s *Subscriber) Next(t testing.TB, topic string) mqtt.Message {
 	t.Helper()
 	timeout := time.After(5 * time.Second)
 	for {
 		select {
-		case m := <-s.msgs:
+		case m := <-s.Msgs:
 			if m.Topic() == topic {
 				return m
 			}
@@ -186,23 +192,23 @@ func (s *subscriber) next(t *testing.T, topic string) mqtt.Message {
 	}
 }
 
-// retained reads the retained value of topic with a fresh client.
-func retained(t *testing.T, b *broker, topic string) string {
+// Retained reads the retained value of topic with a fresh client.
+func Retained(t testing.TB, b *Broker, topic string) string {
 	t.Helper()
-	s := subscribe(t, b, "probe-"+strconv.FormatInt(time.Now().UnixNano(), 36), topic, "", "")
-	defer s.c.Disconnect(0)
-	m := s.next(t, topic)
+	s := Subscribe(t, b, "probe-"+strconv.FormatInt(time.Now().UnixNano(), 36), topic, "", "")
+	defer s.C.Disconnect(0)
+	m := s.Next(t, topic)
 	if !m.Retained() {
 		t.Fatalf("%s: %q is not retained", topic, m.Payload())
 	}
 	return string(m.Payload())
 }
 
-// proxy forwards TCP connections to a target. The tests put it between
+// Proxy forwards TCP connections to a target. The tests put it between
 // the sink and the broker to cut the sink's connection without a
 // DISCONNECT (as a network failure does) and to hold the sink off the
 // broker while the test's subscriber gets ready.
-type proxy struct {
+type Proxy struct {
 	ln     net.Listener
 	target string
 
@@ -211,21 +217,23 @@ type proxy struct {
 	shut  bool // refuse: accept and close at once
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+// StartProxy forwards a free loopback port to target.
+func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
+	p := &Proxy{ln: ln, target: target}
 	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.cut() })
+	t.Cleanup(func() { ln.Close(); p.Cut() })
 	return p
 }
 
-func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+// URL is the proxy's broker URL.
+func (p *Proxy) URL() string { return "tcp://" + p.ln.Addr().String() }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -251,8 +259,8 @@ func (p *proxy) serve() {
 	}
 }
 
-// cut closes every forwarded connection.
-func (p *proxy) cut() {
+// Cut closes every forwarded connection.
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
@@ -261,9 +269,9 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
-// refuse makes the proxy close new connections at once (true) or forward
+// Refuse makes the proxy close new connections at once (true) or forward
 // them again (false).
-func (p *proxy) refuse(on bool) {
+func (p *Proxy) Refuse(on bool) {
 	p.mu.Lock()
 	p.shut = on
 	p.mu.Unlock()
