@@ -150,7 +150,8 @@ func Execute(cfg RunConfig, opt Options) error {
 			return err
 		}
 		defer hub.Close()
-		srv, err := stream.NewServer(cfg.serverConfig(opt.Logger), stream.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health})
+		srv, err := stream.NewServer(cfg.serverConfig(opt.Logger), stream.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health,
+			SnapshotDir: cfg.Events.Snapshots.Dir})
 		if err != nil {
 			return fmt.Errorf("%w: --serve %s: %w", ErrConfig, cfg.Outputs.Serve, err)
 		}

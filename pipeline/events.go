@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type EventStageConfig struct {
 	// decoded instead of as drawn.
 	Store *stream.SnapshotStore
 	Clean bool
+	// SnapshotURL, when set (the web server serves the store), is the
+	// URL path events give their snapshot under: SnapshotURL/camera/file.
+	SnapshotURL string
 	// Publishers get every event, in order.
 	Publishers []EventPublisher
 	Metrics    *Metrics
@@ -418,6 +422,9 @@ func (w *eventWorker) do(j *eventJob) {
 	for _, je := range j.events {
 		ev := je.ev
 		ev.Snapshot = w.paths[ev.ID]
+		if ev.Snapshot != "" && w.cfg.SnapshotURL != "" {
+			ev.SnapshotURL = w.cfg.SnapshotURL + "/" + cam + "/" + filepath.Base(ev.Snapshot)
+		}
 		if err := ev.SetMask(je.mask, ev.Width, ev.Height); err != nil {
 			w.cfg.Logger.Warn("event without its mask", "camera", cam, "track", ev.TrackID, "err", err)
 			ev.Mask = nil

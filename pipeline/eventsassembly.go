@@ -70,6 +70,10 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		e.store = st
 	}
 	m.WatchEventSinks(e.mqtt, e.hooks, names, e.store)
+	snapshotURL := ""
+	if e.store != nil && cfg.Outputs.Serve != "" {
+		snapshotURL = "/snapshots" // the server serves the store's folder (assembly.go)
+	}
 	for i, c := range cams {
 		if !c.Events.Enabled {
 			continue
@@ -79,7 +83,8 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 			return nil, fmt.Errorf("camera %s: %w", c.Name, err)
 		}
 		stage, err := NewEventStage(EventStageConfig{Camera: c.Name, Classes: classes, Rules: c.Events, Zones: c.Zones,
-			Keep: keep, Store: e.store, Clean: cfg.Events.Snapshots.Frame == "clean", Publishers: pubs, Metrics: m, Logger: log})
+			Keep: keep, Store: e.store, Clean: cfg.Events.Snapshots.Frame == "clean", Publishers: pubs, Metrics: m, Logger: log,
+			SnapshotURL: snapshotURL})
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: events: %w", c.Name, err)
 		}

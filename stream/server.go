@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -171,6 +173,10 @@ type Routes struct {
 	// /cameras/{name}/latest.jpg; an error wrapping ErrNoStream or
 	// ErrNoFrame answers 404. Default: Hub.LatestJPEG when Hub is set.
 	Snapshot func(camera string) ([]byte, error)
+	// SnapshotDir, when set, serves the event snapshots a SnapshotStore
+	// keeps there at GET /snapshots/{camera}/{file}.jpg (credentials as
+	// the other API routes). Default "": not served.
+	SnapshotDir string
 }
 
 // SourceHealth is one source's entry in GET /healthz.
@@ -252,10 +258,34 @@ func (s *Server) routes(r Routes) *http.ServeMux {
 	if snap != nil {
 		mux.HandleFunc("/cameras/{name}/latest.jpg", func(w http.ResponseWriter, req *http.Request) { serveSnapshot(w, req, snap) })
 	}
+	if r.SnapshotDir != "" {
+		mux.HandleFunc("/snapshots/{camera}/{file}", func(w http.ResponseWriter, req *http.Request) {
+			serveSnapshotFile(w, req, r.SnapshotDir)
+		})
+	}
 	if r.Hub != nil {
 		mux.Handle("/", r.Hub)
 	}
 	return mux
+}
+
+// snapshotName is what a SnapshotStore names: no path, no dot files.
+var snapshotName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`)
+
+// serveSnapshotFile answers GET /snapshots/{camera}/{file}.jpg from dir;
+// names that could reach outside it are not found.
+func serveSnapshotFile(w http.ResponseWriter, r *http.Request, dir string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	cam, file := r.PathValue("camera"), r.PathValue("file")
+	if !snapshotName.MatchString(cam) || !snapshotName.MatchString(file) || !strings.HasSuffix(file, ".jpg") {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Cache-Control", "private, max-age=3600")
+	http.ServeFile(w, r, filepath.Join(dir, cam, file))
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request, report func() []SourceHealth) {

@@ -509,3 +509,30 @@ func TestServerCloseOrders(t *testing.T) {
 		t.Errorf("URL of a server on every interface: %s", got)
 	}
 }
+
+// TestServerServesEventSnapshots: an event's snapshot_url answers with the
+// JPEG behind the token; names that could leave the folder do not.
+func TestServerServesEventSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "gate"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	jpg := []byte("\xff\xd8\xff\xe0 a jpeg")
+	if err := os.WriteFile(filepath.Join(dir, "gate", "gate-1-7.jpg"), jpg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "secret.txt"), []byte("no"), 0o644)
+	_, _, base := startServer(t, HubConfig{}, ServerConfig{Token: "tok"}, Routes{SnapshotDir: dir})
+	if code, _, _ := do(t, "GET", base+"/snapshots/gate/gate-1-7.jpg", ""); code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d", code)
+	}
+	code, hdr, body := do(t, "GET", base+"/snapshots/gate/gate-1-7.jpg", "", "Authorization", "Bearer tok")
+	if code != http.StatusOK || body != string(jpg) || hdr.Get("Content-Type") != "image/jpeg" {
+		t.Errorf("snapshot: %d %q %q", code, hdr.Get("Content-Type"), body)
+	}
+	for _, p := range []string{"/snapshots/gate/..%2Fsecret.txt", "/snapshots/../secret.txt", "/snapshots/gate/secret.txt", "/snapshots/.x/a.jpg"} {
+		if code, _, body := do(t, "GET", base+p, "", "Authorization", "Bearer tok"); code == http.StatusOK || strings.Contains(body, "no") && len(body) == 2 {
+			t.Errorf("%s: %d %q", p, code, body)
+		}
+	}
+}
