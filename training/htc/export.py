@@ -15,7 +15,8 @@ Writes ``manifest.yaml``, ``backbone.onnx``, ``bbox_heads.onnx`` and
 ranks, dynamic batch, size and RoI axes), each checked with onnx.checker and
 against the contract's signatures; then the reference fixture in
 ``fixture/``: the input image, and per TTA plan (``single``: the test scale;
-``tta``: 2 scales x flip) the shared proposals and the detections PyTorch
+``tta``: 2 scales x flip; ``tta_probs``: the same views with Go's other stage ensemble, the
+mean of probabilities with unequal stage weights) the shared proposals and the detections PyTorch
 produced (:mod:`htc.model.tta`, whose single view is ``HTC.predict``).
 
 Without ``--config`` the config saved in the checkpoint is used. Class names
@@ -545,26 +546,40 @@ def write_fixture(model: HTC, cfg: Config, out: Path, image_path: Path,
     Image.fromarray(rgb, mode="RGB").save(fx / "image.png")
     rgb = load_rgb(fx / "image.png")  # what Go will read
     test_scale = long_short(cfg.data.test_scale)
+    tta = [View(tuple(long_short(s)), f) for s in tta_scales for f in (False, True)]
+    # (name, views, ensemble): the default ensemble (softmax of the mean logits, None), and
+    # Go's other option: detectron2's mean of probabilities with unequal stage weights
     plans = [
-        ("single", [View(tuple(test_scale), False)]),
-        ("tta", [View(tuple(long_short(s)), f) for s in tta_scales for f in (False, True)]),
+        ("single", [View(tuple(test_scale), False)], None),
+        ("tta", tta, None),
+        ("tta_probs", tta, {"mode": "probs", "weights": fixture_stage_weights(cfg.model.roi.num_stages)}),
     ]
     doc: Dict[str, Any] = {"image": "image.png", "plans": []}
     tensors: Dict[str, Any] = {}
     d = cfg.data
-    for name, views in plans:
-        res = predict_aug(model, torch.from_numpy(rgb), views, mean=d.mean, std=d.std, size_divisor=d.size_divisor)
+    for name, views, ens in plans:
+        kw = {"ensemble": ens["mode"], "stage_weights": ens["weights"]} if ens else {}
+        res = predict_aug(model, torch.from_numpy(rgb), views, mean=d.mean, std=d.std, size_divisor=d.size_divisor,
+                          **kw)
         with open(fx / f"{name}.json", "w", encoding="utf-8") as f:
             json.dump(_detections_json(res), f)
-        tensors[name] = _write_intermediates(fx, name, res, with_masks=(name == "single"))
-        doc["plans"].append({
+        tensors[name] = _write_intermediates(fx, name, res)
+        entry: Dict[str, Any] = {
             "name": name,
             "views": [{"scale": list(v.scale), "flip": v.flip} for v in views],
-            "detections": f"{name}.json",
-        })
+        }
+        if ens:
+            entry["ensemble"] = ens
+        entry["detections"] = f"{name}.json"
+        doc["plans"].append(entry)
     (fx / "fixture.yaml").write_text(dump_yaml(doc), encoding="utf-8")
     (fx / "tensors.yaml").write_text(TENSORS_HEADER + dump_yaml(tensors), encoding="utf-8")
     return doc
+
+
+def fixture_stage_weights(num_stages: int) -> List[float]:
+    """The unequal stage weights of the fixture's ``tta_probs`` plan: 0.5, 1, 2, ... (later stages more)."""
+    return [float(2.0 ** (t - 1)) for t in range(num_stages)]
 
 
 TENSORS_HEADER = """\
@@ -573,19 +588,18 @@ TENSORS_HEADER = """\
 # and flip, before normalisation and padding (PNG); the graph inputs and outputs of that view as
 # raw little-endian files (.f32 float32, .i64 int64) with their shapes. `rois` are the shared
 # proposals mapped into the view (bbox_heads input); `mask_rois`/`mask_labels` the final
-# detections mapped into the view (mask_heads input); stage_masks only for the single plan.
+# detections mapped into the view (mask_heads input) and `stage_masks` their mask_heads output
+# (not un-flipped). Bundles exported before the tta_probs plan have stage_masks for single only.
 """
 
 
-def _write_intermediates(fx: Path, plan: str, res: Dict[str, Any], *, with_masks: bool) -> Dict[str, Any]:
+def _write_intermediates(fx: Path, plan: str, res: Dict[str, Any]) -> Dict[str, Any]:
     views = []
     for i, (prep, vo) in enumerate(zip(res["views"], res["view_outputs"])):
         stem = f"{plan}_v{i}"
         Image.fromarray(prep.pixels.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(fx / f"{stem}_input.png")
         entry: Dict[str, Any] = {"input": f"{stem}_input.png", "image_size": [prep.height, prep.width]}
-        keys = ["rois", "stage_logits", "stage_boxes", "mask_rois", "mask_labels"]
-        keys += ["stage_masks"] if with_masks else []
-        for key in keys:
+        for key in ("rois", "stage_logits", "stage_boxes", "mask_rois", "mask_labels", "stage_masks"):
             t = vo[key]
             if t.dtype == torch.int64:
                 arr, ext, dtype = t.numpy().astype("<i8"), "i64", "int64"

@@ -138,10 +138,13 @@ def test_fixture_files_exist_and_parse(bundle):
     assert doc["image"] == "image.png"
     image = np.asarray(Image.open(fx / doc["image"]))
     assert image.shape == (96, 128, 3) and np.array_equal(image, frame())
-    assert [p["name"] for p in doc["plans"]] == ["single", "tta"]
+    assert [p["name"] for p in doc["plans"]] == ["single", "tta", "tta_probs"]
     assert doc["plans"][0]["views"] == [{"scale": [160, 160], "flip": False}]
     assert doc["plans"][1]["views"] == [{"scale": s, "flip": f} for s in ([160, 160], [208, 208])
                                         for f in (False, True)]
+    assert doc["plans"][2]["views"] == doc["plans"][1]["views"]
+    assert "ensemble" not in doc["plans"][0] and "ensemble" not in doc["plans"][1]
+    assert doc["plans"][2]["ensemble"] == {"mode": "probs", "weights": [0.5, 1.0, 2.0]}
     for plan in doc["plans"]:
         res = json.loads((fx / plan["detections"]).read_text())
         assert set(res) == {"proposals", "detections"}
@@ -161,6 +164,30 @@ def test_fixture_files_exist_and_parse(bundle):
     logits = np.fromfile(fx / view["stage_logits"]["file"], dtype="<f4").reshape(view["stage_logits"]["shape"])
     assert logits.shape[1:] == (T, len(THINGS) + 1)
     assert len(tensors["tta"]["views"]) == 4
+    for plan in ("single", "tta", "tta_probs"):
+        for view in tensors[plan]["views"]:
+            k = view["mask_labels"]["shape"][0]
+            assert view["stage_masks"]["shape"] == [k, T, 28, 28]
+    # the probs plan scores the same proposals differently: same graph outputs, other detections
+    a = np.fromfile(fx / tensors["tta"]["views"][1]["stage_logits"]["file"], dtype="<f4")
+    b = np.fromfile(fx / tensors["tta_probs"]["views"][1]["stage_logits"]["file"], dtype="<f4")
+    assert np.array_equal(a, b)
+
+
+def test_fixture_probs_plan_is_predict_aug_with_probs_and_stage_weights(bundle):
+    out, _ = bundle
+    model, _ = build()
+    views = [View(tuple(s), f) for s in ([160, 160], [208, 208]) for f in (False, True)]
+    res = predict_aug(model, frame(), views, ensemble="probs", stage_weights=[0.5, 1.0, 2.0])
+    dets = json.loads((out / "fixture" / "tta_probs.json").read_text())["detections"]
+    assert len(dets) == len(res["boxes"])
+    assert np.allclose([d["score"] for d in dets], res["scores"].numpy(), atol=1e-6)
+    # the ensemble is what reaches the scores: per view, the weighted mean of the stage softmaxes
+    logits = torch.stack([vo["stage_logits"] for vo in res["view_outputs"]])  # [V, R, T, C+1]
+    w = torch.tensor([0.5, 1.0, 2.0]).view(1, 1, 3, 1)
+    want = ((torch.softmax(logits, 3) * w).sum(2) / 3.5).mean(0)
+    rows, labels = res["rows"], res["labels"]
+    assert torch.allclose(want[rows, labels], res["scores"], atol=1e-6)
 
 
 def test_fixture_detections_are_what_predict_aug_returns(bundle):

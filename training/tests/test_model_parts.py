@@ -226,6 +226,23 @@ def test_mask_targets_crop_the_gt_mask():
 def test_multiclass_nms_and_ensemble():
     logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
     assert torch.allclose(ensemble_scores(logits), torch.softmax(torch.tensor([[1.0, 0.0, 0.0]]), 1))
+
+
+def test_ensemble_scores_modes_and_weights_follow_go():
+    # cascade.Ensemble: logits = softmax(sum_t w_t z_t / sum w); probs = sum_t w_t softmax(z_t) / sum w
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 3, 4, generator=g) * 3
+    w = [0.5, 1.0, 2.0]
+    wt = torch.tensor(w).view(1, 3, 1)
+    assert torch.allclose(ensemble_scores(z, "logits", w), torch.softmax((z * wt).sum(1) / 3.5, 1), atol=1e-6)
+    assert torch.allclose(ensemble_scores(z, "probs", w), (torch.softmax(z, 2) * wt).sum(1) / 3.5, atol=1e-6)
+    assert torch.allclose(ensemble_scores(z, "probs"), torch.softmax(z, 2).mean(1), atol=1e-6)
+    assert torch.allclose(ensemble_scores(z), torch.softmax(z.mean(1), 1), atol=1e-6)
+    for bad in ([1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 1.0]):
+        with pytest.raises(ValueError):
+            ensemble_scores(z, "probs", bad)
+    with pytest.raises(ValueError):
+        ensemble_scores(z, "mean")
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0], [50.0, 50.0, 60.0, 60.0]])
     scores = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.15, 0.05], [0.1, 0.7, 0.2]])
     rows, labels, s = multiclass_nms(boxes, scores, score_thr=0.06, iou=0.5, max_num=10)

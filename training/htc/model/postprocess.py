@@ -7,7 +7,7 @@ mmdetection 2.x (``multiclass_nms``, ``FCNMaskHead._do_paste_mask``).
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +15,32 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 
-def ensemble_scores(stage_logits: Tensor) -> Tensor:
-    """[R, T, C+1] -> class probabilities [R, C+1]: softmax of the stages' mean logits."""
-    return F.softmax(stage_logits.mean(dim=1), dim=1)
+ENSEMBLE_MODES = ("logits", "probs")
+
+
+def ensemble_scores(stage_logits: Tensor, mode: str = "logits",
+                    weights: Optional[Sequence[float]] = None) -> Tensor:
+    """[R, T, C+1] -> class probabilities [R, C+1], as Go's ``cascade.Ensemble``.
+
+    ``logits`` (default; mmdetection's HTC and Cascade R-CNN): softmax of the stages'
+    weighted mean logits. ``probs`` (detectron2's Cascade R-CNN): the weighted mean of
+    each stage's softmax. ``weights`` per stage (non-negative, not all zero); None means
+    equal weights."""
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble mode {mode!r}: want logits or probs")
+    t = stage_logits.shape[1]
+    if weights is None:
+        w = stage_logits.new_ones(t)
+    else:
+        if len(weights) != t:
+            raise ValueError(f"ensemble: {len(weights)} stage weights for {t} stages")
+        if any(not (float(v) >= 0) for v in weights) or sum(float(v) for v in weights) == 0:
+            raise ValueError(f"ensemble: stage weights {list(weights)} must be non-negative and not all zero")
+        w = stage_logits.new_tensor([float(v) for v in weights])
+    w = w.view(1, t, 1)
+    if mode == "probs":
+        return (F.softmax(stage_logits, dim=2) * w).sum(dim=1) / w.sum()
+    return F.softmax((stage_logits * w).sum(dim=1) / w.sum(), dim=1)
 
 
 def multiclass_nms(boxes: Tensor, scores: Tensor, *, score_thr: float, iou: float,

@@ -23,7 +23,7 @@ With one unflipped view this is exactly ``HTC.predict`` on that view.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -151,8 +151,12 @@ def prepare_view(image: Union[Tensor, np.ndarray], view: View, *, mean: Sequence
 @torch.no_grad()
 def predict_aug(model, image: Union[Tensor, np.ndarray], views: Sequence[Union[View, Tuple]], *,
                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
-                size_divisor: int = 32, resize: str = "opencv") -> Dict[str, Any]:
+                size_divisor: int = 32, resize: str = "opencv", ensemble: str = "logits",
+                stage_weights: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """HTC on one uint8 RGB [H, W, 3] frame with the TTA plan ``views`` (``View`` or (scale, flip)).
+
+    ``ensemble`` / ``stage_weights`` combine the stages' class scores per view as Go's
+    ``cascade.Ensemble`` (:func:`ensemble_scores`; default: softmax of the mean logits).
 
     Returns a dict:
       - ``boxes`` [K, 4] frame pixels, ``scores`` [K], ``labels`` [K] (0..C-1),
@@ -213,7 +217,7 @@ def predict_aug(model, image: Union[Tensor, np.ndarray], views: Sequence[Union[V
         sizes = torch.tensor([[p.height, p.width]], dtype=torch.float32, device=device)
         p2, p3, p4, p5 = f.fpn[:4]
         stage_logits, stage_boxes = box_cascade(p2, p3, p4, p5, f.semantic_feat, rois, sizes)
-        sum_scores += ensemble_scores(stage_logits).cpu()
+        sum_scores += ensemble_scores(stage_logits, ensemble, stage_weights).cpu()
         sum_stage_probs += F.softmax(stage_logits, dim=2).cpu()
         sum_boxes += p.to_frame(stage_boxes[:, -1].cpu())
         view_outputs.append({"rois": rois.cpu(), "stage_logits": stage_logits.cpu(), "stage_boxes": stage_boxes.cpu()})
