@@ -87,6 +87,23 @@ type Model struct {
 	semantic bool
 	// semClasses is the number of semantic channels the manifest names.
 	semClasses int
+	// trace, when set (the parity test's), receives the next Detect
+	// call's per-view intermediates; nil in production.
+	trace *detectTrace
+}
+
+// detectTrace holds a Detect call's intermediates, laid out as the graphs'
+// inputs and outputs (all frames' rows together).
+type detectTrace struct {
+	shared [][]Box // per frame, the proposals every view scores (frame pixels)
+	views  []viewTrace
+}
+
+// viewTrace is one view's head graph inputs and outputs.
+type viewTrace struct {
+	rois, logits, boxes []float32 // bbox_heads: [R,5], [R,T,C+1], [R,T,4]
+	maskRois, masks     []float32 // mask_heads: [K,5], [K,T,S,S]
+	maskLabels          []int64   // [K]
 }
 
 // NewModel prepares the test procedure of bundle b.
@@ -208,6 +225,10 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 		shared[i] = mergeProposals(props[i], md.rpn)
 	}
 	tm.Proposals += time.Since(t0)
+	if md.trace != nil {
+		md.trace.shared = shared
+		md.trace.views = make([]viewTrace, len(runs))
+	}
 
 	dets, err := md.detectBoxes(runs, shared, w, h, &tm)
 	if err != nil {
@@ -423,7 +444,7 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 	stage := make([]float32, total*t*c1)   // per-stage softmax, summed over views
 	viewProbs := make([]float32, total*c1) // one view's ensemble
 	tmp := make([]float32, c1)
-	for _, run := range runs {
+	for vi, run := range runs {
 		rois := make([]float32, 0, 5*total)
 		for i, s := range shared {
 			for _, b := range s {
@@ -436,6 +457,10 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 		tm.BBoxHeads += time.Since(t0)
 		if err != nil {
 			return nil, err
+		}
+		if md.trace != nil {
+			v := &md.trace.views[vi]
+			v.rois, v.logits, v.boxes = rois, logits, vboxes
 		}
 		t1 := time.Now()
 		if err := finite(logits, "stage_logits"); err != nil {
@@ -562,6 +587,10 @@ func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timi
 		tm.MaskHeads += time.Since(t0)
 		if err != nil {
 			return err
+		}
+		if md.trace != nil {
+			v := &md.trace.views[vi]
+			v.maskRois, v.maskLabels, v.masks = rois, labels, probs
 		}
 		for st := 0; st < t; st++ {
 			flips[vi*t+st] = run.view.Flip
