@@ -43,6 +43,12 @@ type Options struct {
 	// ScoreThreshold overrides the bundle's R-CNN score threshold when > 0
 	// (the bundle's 0.001 suits evaluation; display wants ~0.3).
 	ScoreThreshold float32
+	// Stages, when set, are the cascade stages (1-based) whose class scores
+	// and masks are used: the stage-wise test of the HTC paper's Table 4
+	// ("--stages 3": the last stage alone). The ensemble weights of the
+	// other stages become 0; boxes stay the last stage's regression and
+	// Detection.StageScores keep every stage. nil: all stages.
+	Stages []int
 	// SkipMasks leaves the mask heads out (boxes only).
 	SkipMasks bool
 	// Semantic asks for the per-pixel semantic map of every frame, from
@@ -84,6 +90,7 @@ type Model struct {
 	ensemble Ensemble
 	views    []infer.View
 	masks    bool
+	stages   []int // 0-based stages whose masks are averaged
 	semantic bool
 	// semClasses is the number of semantic channels the manifest names.
 	semClasses int
@@ -114,6 +121,23 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	}
 	if err := o.Ensemble.Validate(m.NumStages); err != nil {
 		return nil, err
+	}
+	stages, err := chooseStages(o.Stages, m.NumStages)
+	if err != nil {
+		return nil, err
+	}
+	if o.Stages != nil {
+		w := make([]float32, m.NumStages)
+		for _, st := range stages {
+			w[st] = 1
+			if o.Ensemble.Weights != nil {
+				w[st] = o.Ensemble.Weights[st]
+			}
+		}
+		o.Ensemble.Weights = w
+		if err := o.Ensemble.Validate(m.NumStages); err != nil {
+			return nil, fmt.Errorf("stages %v: %w", o.Stages, err)
+		}
 	}
 	views := o.Views
 	if len(views) == 0 {
@@ -146,9 +170,42 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 		ensemble:   o.Ensemble,
 		views:      views,
 		masks:      !o.SkipMasks,
+		stages:     stages,
 		semantic:   o.Semantic,
 		semClasses: semClasses,
 	}, nil
+}
+
+// chooseStages checks 1-based stage numbers and returns them 0-based, in
+// order; nil: every stage.
+func chooseStages(sel []int, t int) ([]int, error) {
+	if sel == nil {
+		out := make([]int, t)
+		for i := range out {
+			out[i] = i
+		}
+		return out, nil
+	}
+	if len(sel) == 0 {
+		return nil, fmt.Errorf("stages: none chosen")
+	}
+	seen := make([]bool, t)
+	for _, s := range sel {
+		if s < 1 || s > t {
+			return nil, fmt.Errorf("stage %d: the bundle has stages 1..%d", s, t)
+		}
+		if seen[s-1] {
+			return nil, fmt.Errorf("stage %d chosen twice", s)
+		}
+		seen[s-1] = true
+	}
+	var out []int
+	for i, ok := range seen {
+		if ok {
+			out = append(out, i)
+		}
+	}
+	return out, nil
 }
 
 // Views returns the TTA plan in use.
@@ -564,10 +621,11 @@ func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timi
 		return nil
 	}
 	t := md.m.NumStages
+	ns := len(md.stages) // stages averaged
 	size := md.m.RCNN.MaskSize
 	area := size * size
-	maps := make([]float32, total*len(runs)*t*area)
-	flips := make([]bool, len(runs)*t)
+	maps := make([]float32, total*len(runs)*ns*area)
+	flips := make([]bool, len(runs)*ns)
 	labels := make([]int64, 0, total)
 	for _, d := range dets {
 		for _, x := range d {
@@ -592,13 +650,15 @@ func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timi
 			v := &md.trace.views[vi]
 			v.maskRois, v.maskLabels, v.masks = rois, labels, probs
 		}
-		for st := 0; st < t; st++ {
-			flips[vi*t+st] = run.view.Flip
+		for k := 0; k < ns; k++ {
+			flips[vi*ns+k] = run.view.Flip
 		}
-		// Regroup [M][T] maps of this view into [M][view*T] order.
+		// Regroup the chosen stages' maps of this view ([M][T]) into [M][view*stage] order.
 		for m := 0; m < total; m++ {
-			dst := maps[(m*len(runs)*t+vi*t)*area:]
-			copy(dst[:t*area], probs[m*t*area:(m+1)*t*area])
+			for k, st := range md.stages {
+				dst := maps[(m*len(runs)*ns+vi*ns+k)*area:]
+				copy(dst[:area], probs[(m*t+st)*area:(m*t+st+1)*area])
+			}
 		}
 	}
 	t0 := time.Now()
@@ -606,7 +666,7 @@ func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timi
 	m := 0
 	for _, d := range dets {
 		for k := range d {
-			MeanMasks(maps[m*len(runs)*t*area:(m+1)*len(runs)*t*area], size, flips, mean)
+			MeanMasks(maps[m*len(runs)*ns*area:(m+1)*len(runs)*ns*area], size, flips, mean)
 			d[k].Mask = PasteMask(mean, size, d[k].Box, w, h, md.m.RCNN.MaskThreshold)
 			m++
 		}

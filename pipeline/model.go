@@ -13,9 +13,12 @@ type ModelSpec struct {
 	Bundle, ORTLib, Provider string
 	Threads                  int
 	// Scales are the test scales; nil: the bundle's first.
-	Scales    []infer.Scale
-	Flip      bool
-	Ensemble  cascade.Ensemble
+	Scales   []infer.Scale
+	Flip     bool
+	Ensemble cascade.Ensemble
+	// Stages (1-based) whose scores and masks are used; nil: all
+	// (cascade.Options.Stages).
+	Stages    []int
 	Threshold float32
 	// Semantic computes the per-pixel semantic map (stuff tint, stuff regions).
 	Semantic bool
@@ -59,7 +62,7 @@ func (s ModelSpec) OpenBundle() (*infer.Bundle, error) {
 func (s ModelSpec) NewModel(b *infer.Bundle) (*cascade.Model, error) {
 	ts := b.Manifest.Input.TestScales[0]
 	views := s.Views(infer.Scale{Long: max(ts[0], ts[1]), Short: min(ts[0], ts[1])})
-	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: s.Ensemble, ScoreThreshold: s.Threshold, Semantic: s.Semantic})
+	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: s.Ensemble, Stages: s.Stages, ScoreThreshold: s.Threshold, Semantic: s.Semantic})
 	if err != nil {
 		return nil, err
 	}

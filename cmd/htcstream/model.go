@@ -22,6 +22,7 @@ type modelFlags struct {
 	flip      bool
 	ensemble  string
 	weights   string
+	stages    string
 	threshold float64
 	semantic  bool // compute the per-pixel semantic map
 }
@@ -35,6 +36,7 @@ func (m *modelFlags) register(fs *pflag.FlagSet, threshold float64) {
 	fs.BoolVar(&m.flip, "flip", false, "add a horizontally flipped view of every scale (TTA)")
 	fs.StringVar(&m.ensemble, "ensemble", "logits", "stage score ensemble: logits (mmdetection's HTC) or probs (detectron2's Cascade R-CNN)")
 	fs.StringVar(&m.weights, "stage-weights", "", "comma-separated weight per cascade stage (default: equal)")
+	fs.StringVar(&m.stages, "stages", "", "comma-separated cascade stages (1-based) whose scores and masks are used, e.g. 3 (stage-wise test, the HTC paper's Table 4; default: all)")
 	fs.Float64Var(&m.threshold, "score-threshold", threshold, "drop detections scoring below this (0: the bundle's own, 0.001)")
 }
 
@@ -66,6 +68,22 @@ func (m *modelFlags) stageWeights() ([]float32, error) {
 	return out, nil
 }
 
+// stageList parses --stages.
+func (m *modelFlags) stageList() ([]int, error) {
+	if m.stages == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, s := range strings.Split(m.stages, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%w: --stages %q: %v", errUsage, m.stages, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // spec is the model the flags name.
 func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 	s := pipeline.ModelSpec{Bundle: m.bundle, ORTLib: m.ortLib, Provider: m.provider, Threads: m.threads, Flip: m.flip,
@@ -75,6 +93,9 @@ func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 		return s, err
 	}
 	if s.Ensemble.Weights, err = m.stageWeights(); err != nil {
+		return s, err
+	}
+	if s.Stages, err = m.stageList(); err != nil {
 		return s, err
 	}
 	if s.Bundle == "" {

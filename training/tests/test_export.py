@@ -343,3 +343,19 @@ def test_parse_scales():
         export.parse_scales("320")
     with pytest.raises(ValueError):
         export.parse_scales("320x320")
+
+
+def test_predict_aug_stagewise_uses_the_chosen_stages_scores_and_masks():
+    model, _ = build()
+    img = frame()
+    views = [View((160, 160), False), View((160, 160), True)]
+    base = predict_aug(model, img, views)
+    same = predict_aug(model, img, views, stages=[1, 2, 3])
+    assert torch.equal(base["scores"], same["scores"]) and torch.equal(base["masks"], same["masks"])
+    last = predict_aug(model, img, views, stages=[3])
+    # stage 3 alone: per view the softmax of its logits, averaged over views
+    probs = sum(torch.softmax(vo["stage_logits"][:, 2], 1) for vo in last["view_outputs"]) / 2
+    assert torch.allclose(probs[last["rows"], last["labels"]], last["scores"], atol=1e-6)
+    for bad in ([], [0], [4], [2, 2]):
+        with pytest.raises(ValueError):
+            predict_aug(model, img, views, stages=bad)

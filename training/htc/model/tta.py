@@ -152,11 +152,16 @@ def prepare_view(image: Union[Tensor, np.ndarray], view: View, *, mean: Sequence
 def predict_aug(model, image: Union[Tensor, np.ndarray], views: Sequence[Union[View, Tuple]], *,
                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                 size_divisor: int = 32, resize: str = "opencv", ensemble: str = "logits",
-                stage_weights: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+                stage_weights: Optional[Sequence[float]] = None,
+                stages: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """HTC on one uint8 RGB [H, W, 3] frame with the TTA plan ``views`` (``View`` or (scale, flip)).
 
     ``ensemble`` / ``stage_weights`` combine the stages' class scores per view as Go's
     ``cascade.Ensemble`` (:func:`ensemble_scores`; default: softmax of the mean logits).
+    ``stages`` (1-based; None: all) are the stages whose scores and masks are used, as Go's
+    ``cascade.Options.Stages`` (the paper's stage-wise test, Table 4): the other stages'
+    ensemble weights become 0 and only the chosen stages' masks are averaged; boxes stay
+    the last stage's and ``stage_scores`` keep every stage.
 
     Returns a dict:
       - ``boxes`` [K, 4] frame pixels, ``scores`` [K], ``labels`` [K] (0..C-1),
@@ -206,6 +211,17 @@ def predict_aug(model, image: Union[Tensor, np.ndarray], views: Sequence[Union[V
 
     # 2-3. score the shared proposals in every view; average boxes and scores
     num_stages = cfg.roi.num_stages
+    if stages is not None:
+        chosen = sorted(set(int(s) for s in stages))
+        if not chosen or len(chosen) != len(stages) or chosen[0] < 1 or chosen[-1] > num_stages:
+            raise ValueError(f"predict_aug: stages {list(stages)}: want distinct stages in 1..{num_stages}")
+        base = [1.0] * num_stages if stage_weights is None else [float(w) for w in stage_weights]
+        if len(base) != num_stages:
+            raise ValueError(f"ensemble: {len(base)} stage weights for {num_stages} stages")
+        stage_weights = [base[t] if t + 1 in chosen else 0.0 for t in range(num_stages)]
+        mask_stages = [t - 1 for t in chosen]
+    else:
+        mask_stages = list(range(num_stages))
     r = shared.shape[0]
     sum_scores = shared.new_zeros((r, cfg.num_classes + 1))
     sum_boxes = shared.new_zeros((r, 4))
@@ -242,7 +258,7 @@ def predict_aug(model, image: Union[Tensor, np.ndarray], views: Sequence[Union[V
             vo["stage_masks"] = probs
             if p.flip:
                 probs = probs.flip(-1)
-            mask_probs += probs.mean(dim=1)
+            mask_probs += probs[:, mask_stages].mean(dim=1)
         else:
             vo["stage_masks"] = mask_probs.new_zeros((0, num_stages) + tuple(mask_probs.shape[1:]))
     mask_probs /= n
