@@ -109,6 +109,9 @@ type ModelConfig struct {
 	Flip           bool          `yaml:"flip"`
 	Ensemble       string        `yaml:"ensemble"`
 	StageWeights   []float32     `yaml:"stage_weights"`
+	// Stages (1-based) whose scores and masks are used; empty: all (the
+	// stage-wise test of the HTC paper's Table 4).
+	Stages []int `yaml:"stages"`
 	ScoreThreshold float64       `yaml:"score_threshold"`
 }
 
@@ -490,6 +493,12 @@ func (c RunConfig) Validate() error {
 	case "logits", "probs":
 	default:
 		bad("model.ensemble %q: want logits or probs", c.Model.Ensemble)
+	}
+	for _, st := range c.Model.Stages {
+		if st < 1 {
+			bad("model.stages %v: stages count from 1", c.Model.Stages)
+			break
+		}
 	}
 	if c.Model.Threads < 0 {
 		bad("model.threads %d is negative", c.Model.Threads)

@@ -48,6 +48,9 @@ func normalise(c RunConfig) RunConfig {
 	if len(c.Model.StageWeights) == 0 {
 		c.Model.StageWeights = nil
 	}
+	if len(c.Model.Stages) == 0 {
+		c.Model.Stages = nil
+	}
 	if len(c.Sources) == 0 {
 		c.Sources = nil
 	}
@@ -177,7 +180,7 @@ func TestConfigMistakesNameKeyAndLine(t *testing.T) {
 	dir := t.TempDir()
 	os.Unsetenv("HTCSTREAM_NOPE")
 	for _, c := range []struct{ yaml, says string }{
-		{"model:\n  bundel: x\n", `line 2: unknown key "model.bundel" (known here: bundle, ensemble, flip, provider, score_threshold, stage_weights, threads, tta_scales)`},
+		{"model:\n  bundel: x\n", `line 2: unknown key "model.bundel" (known here: bundle, ensemble, flip, provider, score_threshold, stage_weights, stages, threads, tta_scales)`},
 		{"cameras:\n  gate:\n    url: a.mp4\n    ouputs: {}\n", `line 4: unknown key "cameras.gate.ouputs"`},
 		{"cameras:\n  gate:\n    url: rtsp://u:${HTCSTREAM_NOPE}@x/\n", "line 3: environment variable HTCSTREAM_NOPE is not set"},
 		{"model:\n  tta_scales: [100000x100000]\n", "above 4096"},

@@ -65,6 +65,13 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			cfg.Model.StageWeights = w
 		}
 	})
+	set("stages", func() {
+		if st, err := mf.stageList(); err != nil {
+			flagErr = err
+		} else {
+			cfg.Model.Stages = st
+		}
+	})
 	set("batch", func() { cfg.Batch.Size = *batch })
 	set("batch-wait", func() { cfg.Batch.Deadline = *batchWait })
 	set("out", func() { cfg.Outputs.Video = absPath(*out) })
