@@ -33,7 +33,6 @@ RoIAlign) is not reproduced: v1 weights run with the 2.x test procedure.
 from __future__ import annotations
 
 import argparse
-import copy
 import pickle
 import re
 import sys
@@ -42,10 +41,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
 
 from .builders import apply_overrides
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, merge_configs, read_config_file
 from .data.cocostuff import COCO_THING_NAMES, COCOSTUFF_NAMES, NUM_COCOSTUFF_CHANNELS
 
 V2, V1 = "mmdetection 2.x", "mmdetection v1"
@@ -257,27 +255,6 @@ def class_names(meta: Dict[str, Any], num_classes: int) -> List[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def _deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in top.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _read_yaml(path: str) -> Dict[str, Any]:
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: top level must be a mapping with sections model/data/train")
-    return raw
-
-
 def load(path: Path, config: Optional[str] = None, overrides: Sequence[str] = (),
          obj: Any = None) -> Tuple[Config, Dict[str, Any]]:
     """An mmdetection checkpoint as (config, htc.train-style checkpoint dict).
@@ -298,9 +275,9 @@ def load(path: Path, config: Optional[str] = None, overrides: Sequence[str] = ()
     sd = to_v2_names(raw_sd, layout)
     raw: Dict[str, Any] = {"model": infer_model(sd, path), "data": {"dataset": "coco"}}
     if config is not None:
-        user = _read_yaml(config)
+        user, _ = read_config_file(config)  # its _base_ chain merged in
         # the file may name the model's class count etc.; what it states wins
-        raw = _deep_merge(raw, user)
+        raw = merge_configs(raw, user)
     raw = apply_overrides(raw, overrides)
     cfg = config_from_dict(raw, source=config or f"<architecture read from {path.name}>")
     model = build_model(cfg.model)
