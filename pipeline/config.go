@@ -102,17 +102,17 @@ func (c RunConfig) serverConfig(log *slog.Logger) stream.ServerConfig {
 // ModelConfig chooses the model and how it tests.
 type ModelConfig struct {
 	// Bundle: empty finds the bundled default model (DefaultBundle).
-	Bundle         string        `yaml:"bundle"`
-	Provider       string        `yaml:"provider"`
-	Threads        int           `yaml:"threads"`
-	TTAScales      []infer.Scale `yaml:"tta_scales"`
-	Flip           bool          `yaml:"flip"`
-	Ensemble       string        `yaml:"ensemble"`
-	StageWeights   []float32     `yaml:"stage_weights"`
+	Bundle       string        `yaml:"bundle"`
+	Provider     string        `yaml:"provider"`
+	Threads      int           `yaml:"threads"`
+	TTAScales    []infer.Scale `yaml:"tta_scales"`
+	Flip         bool          `yaml:"flip"`
+	Ensemble     string        `yaml:"ensemble"`
+	StageWeights []float32     `yaml:"stage_weights"`
 	// Stages (1-based) whose scores and masks are used; empty: all (the
 	// stage-wise test of the HTC paper's Table 4).
-	Stages []int `yaml:"stages"`
-	ScoreThreshold float64       `yaml:"score_threshold"`
+	Stages         []int   `yaml:"stages"`
+	ScoreThreshold float64 `yaml:"score_threshold"`
 }
 
 // FilterConfig keeps the detections a camera cares about, before drawing

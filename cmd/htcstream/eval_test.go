@@ -76,4 +76,3 @@ func TestEvalReadsAnImageFolderAsRunDoes(t *testing.T) {
 		t.Errorf("stats: %+v", stats)
 	}
 }
-

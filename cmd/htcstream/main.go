@@ -160,4 +160,3 @@ func longDashes(fs *pflag.FlagSet, args []string) []string {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
 )
 
 func call(args ...string) (code int, stdout, stderr string) {
@@ -154,7 +153,6 @@ func TestTrainAndExportThroughTheCLI(t *testing.T) {
 		t.Fatalf("bad key: exit %d, %s", code, errOut)
 	}
 }
-
 
 // TTA and stage weights set in a run config give the detections the same
 // settings give as flags, and differ from the single view's.
