@@ -387,7 +387,8 @@ func runInference(ctx context.Context, batches <-chan []item, detectorOf func(st
 		m.batch(len(batch), time.Since(t0), tm)
 		for k, it := range batch {
 			select {
-			case outs[it.stream] <- &Output{Stream: it.frame.StreamID, Frame: it.frame, Result: res[k]}:
+			// the stream's output goroutine names the output (streamOut.run)
+			case outs[it.stream] <- &Output{Frame: it.frame, Result: res[k]}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
