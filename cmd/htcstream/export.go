@@ -24,6 +24,26 @@ func (c *checkpointFlags) register(fs *pflag.FlagSet, outHelp string) {
 	fs.StringArrayVar(&c.sets, "set", nil, "override one config value, KEY=VALUE (repeatable), e.g. --set data.test_scale=[800,480]")
 }
 
+// parse parses args and returns the training folder and the Python
+// arguments the shared flags make; usage is what to say when --checkpoint
+// or --out is missing (or, without extra arguments allowed, anything else
+// is given).
+func (c *checkpointFlags) parse(fs *pflag.FlagSet, args []string, allowExtra bool, usage string) (string, []string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", nil, err
+	}
+	if *c.ckpt == "" || *c.out == "" || (!allowExtra && fs.NArg() > 0) {
+		fs.Usage()
+		return "", nil, fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	root, err := trainingDir()
+	if err != nil {
+		return "", nil, err
+	}
+	pargs, err := c.pythonArgs()
+	return root, pargs, err
+}
+
 // pythonArgs checks the paths and turns them absolute: Python runs in training/.
 func (c *checkpointFlags) pythonArgs() ([]string, error) {
 	ckpt, err := filepath.Abs(*c.ckpt)
@@ -62,18 +82,7 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	fixture := fs.String("fixture-image", "", "image for the reference fixture the Go parity test reads (default: the first val image; none for an mmdetection checkpoint)")
 	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
 	tta := fs.String("tta-scales", "", "the fixture's TTA plan, LONGxSHORT,LONGxSHORT (default: the test scale and 1.3x it)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *c.ckpt == "" || *c.out == "" {
-		fs.Usage()
-		return fmt.Errorf("%w: want --checkpoint and --out", errUsage)
-	}
-	root, err := trainingDir()
-	if err != nil {
-		return err
-	}
-	pargs, err := c.pythonArgs()
+	root, pargs, err := c.parse(fs, args, true, "want --checkpoint and --out")
 	if err != nil {
 		return err
 	}
@@ -102,18 +111,7 @@ func importCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("import", "import --checkpoint MMDET.pth --out OURS.pth [flags]", stderr)
 	var c checkpointFlags
 	c.register(fs, "training checkpoint (.pth) to write")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *c.ckpt == "" || *c.out == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("%w: want --checkpoint and --out, and no other arguments", errUsage)
-	}
-	root, err := trainingDir()
-	if err != nil {
-		return err
-	}
-	pargs, err := c.pythonArgs()
+	root, pargs, err := c.parse(fs, args, false, "want --checkpoint and --out, and no other arguments")
 	if err != nil {
 		return err
 	}
