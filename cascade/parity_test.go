@@ -119,18 +119,26 @@ func TestParityWithPyTorch(t *testing.T) {
 	checkParity(t, testBundle(t), minScore)
 }
 
+// skipUnlessExporting skips the tests that export a bundle with PyTorch
+// first: under -short (a quick run), and when $HTCSTREAM_BUNDLE points the
+// parity test at one given bundle instead.
+func skipUnlessExporting(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HTCSTREAM_BUNDLE") != "" {
+		t.Skip("HTCSTREAM_BUNDLE names the bundle under test")
+	}
+	if testing.Short() {
+		t.Skip("exports with PyTorch (not under -short)")
+	}
+}
+
 // TestParitySortedLayout re-exports the bundled default model's head graphs
 // in the exporter's sorted layout (each RoI pooled once on its own level;
 // training/htc/export.py) from the weights stored in its own graphs, and
 // runs the parity test on the result: the new graphs must reproduce the
 // fixture PyTorch wrote for the original checkpoint.
 func TestParitySortedLayout(t *testing.T) {
-	if os.Getenv("HTCSTREAM_BUNDLE") != "" {
-		t.Skip("HTCSTREAM_BUNDLE names the bundle under test")
-	}
-	if testing.Short() {
-		t.Skip("exports with PyTorch")
-	}
+	skipUnlessExporting(t)
 	dir := filepath.Join(t.TempDir(), "sorted")
 	src, err := filepath.Abs(DefaultBundle)
 	if err != nil {
@@ -295,12 +303,7 @@ func maskIoU(m Mask, r coco.RLE) (float64, error) {
 // default bundle's fixture image is already 320x240, and its checkpoint is
 // not shipped to re-export it.
 func TestParityResized(t *testing.T) {
-	if os.Getenv("HTCSTREAM_BUNDLE") != "" {
-		t.Skip("HTCSTREAM_BUNDLE names the bundle under test")
-	}
-	if testing.Short() {
-		t.Skip("exports with PyTorch")
-	}
+	skipUnlessExporting(t)
 	dir := filepath.Join(t.TempDir(), "random")
 	cmd := exec.Command("/usr/bin/python3", "tests/parity_testutil.py", "--out", dir)
 	cmd.Dir = "../training"
