@@ -223,12 +223,25 @@ def _mmdet_name(key: str, layout: str) -> str:
     return key
 
 
+def compare_state(own: Dict[str, torch.Tensor], sd: Dict[str, torch.Tensor]) -> Tuple[List[str], List[str], List[str]]:
+    """The names ``sd`` has that ``own`` lacks and those it lacks (sorted), and those whose shapes
+    differ (in the model's order, so the first named is the earliest layer).
+
+    nn.BatchNorm2d's step counter is ignored: FrozenBatchNorm2d has none,
+    and it carries no weight."""
+    def counted(keys):
+        return sorted(k for k in keys if not k.endswith("num_batches_tracked"))
+
+    extra = [k for k in counted(sd) if k not in own]
+    missing = [k for k in counted(own) if k not in sd]
+    misshapen = [k for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    return extra, missing, misshapen
+
+
 def load_strict(model: torch.nn.Module, sd: Dict[str, torch.Tensor], layout: str, path: Path) -> None:
     """Every tensor of the model from ``sd``, none left over, shapes equal; else one error naming a tensor."""
     own = model.state_dict()
-    # nn.BatchNorm2d's step counter: FrozenBatchNorm2d has none, and it carries no weight
-    extra = sorted(k for k in sd if k not in own and not k.endswith("num_batches_tracked"))
-    missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
+    extra, missing, misshapen = compare_state(own, sd)
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         raise CheckpointError(f"{path}: tensor {_mmdet_name(extra[0], layout)}{more} has no place in the model "
@@ -236,10 +249,10 @@ def load_strict(model: torch.nn.Module, sd: Dict[str, torch.Tensor], layout: str
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CheckpointError(f"{path}: missing tensor {_mmdet_name(missing[0], layout)}{more}")
-    for k, v in own.items():
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: tensor {_mmdet_name(k, layout)} has shape {list(sd[k].shape)}, "
-                                  f"the model expects {list(v.shape)}")
+    if misshapen:
+        k = misshapen[0]
+        raise CheckpointError(f"{path}: tensor {_mmdet_name(k, layout)} has shape {list(sd[k].shape)}, "
+                              f"the model expects {list(own[k].shape)}")
     model.load_state_dict(sd, strict=False)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import mmdet_checkpoint
-from .mmdet_checkpoint import CheckpointError, read_file
+from .mmdet_checkpoint import CheckpointError, compare_state, read_file
 
 # layers whose shape follows the class count: re-initialised on a mismatch
 _CLASS_LAYERS = re.compile(r"^roi_head\.(bbox_head\.\d+\.fc_cls|mask_head\.\d+\.conv_logits|semantic_head\.conv_logits)\.")
@@ -40,10 +40,6 @@ def resolve(path: str, config_dir: Optional[Path]) -> Path:
     return p
 
 
-def _without_counter(keys) -> List[str]:
-    return sorted(k for k in keys if not k.endswith("num_batches_tracked"))
-
-
 def load_backbone(backbone: nn.Module, path: Path) -> str:
     """torchvision-named backbone weights into ``backbone``, strictly; returns a line for the log."""
     obj = read_file(path)
@@ -57,16 +53,15 @@ def load_backbone(backbone: nn.Module, path: Path) -> str:
     dropped = [k for k in sd if k.startswith("fc.")]
     sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     own = backbone.state_dict()
-    extra = [k for k in _without_counter(sd) if k not in own]
-    missing = [k for k in _without_counter(own) if k not in sd]
+    extra, missing, misshapen = compare_state(own, sd)
     if extra or missing:
         what = f"tensor {extra[0]} has no place in" if extra else f"tensor {missing[0]} is missing for"
         raise CheckpointError(f"{path}: {what} the configured backbone (model.backbone depth/groups/"
                               "width_per_group must match the pretrained network)")
-    for k, v in own.items():
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: backbone tensor {k} has shape {list(sd[k].shape)}, "
-                                  f"the configured backbone expects {list(v.shape)}")
+    if misshapen:
+        k = misshapen[0]
+        raise CheckpointError(f"{path}: backbone tensor {k} has shape {list(sd[k].shape)}, "
+                              f"the configured backbone expects {list(own[k].shape)}")
     backbone.load_state_dict(sd, strict=False)
     return f"backbone weights from {path} ({len(sd)} tensors{', classifier dropped' if dropped else ''})"
 
@@ -84,25 +79,22 @@ def load_from(model: nn.Module, path: Path) -> List[str]:
     sd: Dict[str, Tensor] = ckpt["model"]
     own = model.state_dict()
     lines = [f"weights from {source}"]
-    unused = [k for k in sd if k.startswith("roi_head.semantic_head.")]
-    if unused and not any(k.startswith("roi_head.semantic_head.") for k in own):
+    semantic = "roi_head.semantic_head."
+    unused = [k for k in sd if k.startswith(semantic)]
+    if unused and not any(k.startswith(semantic) for k in own):
         # fine-tuning with the semantic branch off (model.semantic: false) drops it
-        sd = {k: v for k, v in sd.items() if k not in set(unused)}
+        sd = {k: v for k, v in sd.items() if not k.startswith(semantic)}
         lines.append(f"model.semantic is off: the {len(unused)} semantic_head tensors of {path.name} are not used")
-    extra = [k for k in _without_counter(sd) if k not in own]
-    missing = [k for k in _without_counter(own) if k not in sd]
+    extra, missing, reinit = compare_state(own, sd)
     if extra or missing:
         what = f"tensor {extra[0]} has no place in" if extra else f"tensor {missing[0]} is missing for"
         raise CheckpointError(f"{path}: {what} the configured model; --load-from needs the same architecture "
                               "(backbone, stages, heads), only the class counts may differ")
-    reinit = []
-    for k, v in own.items():
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
-            if not _CLASS_LAYERS.match(k):
-                raise CheckpointError(f"{path}: tensor {k} has shape {list(sd[k].shape)}, the configured model "
-                                      f"expects {list(v.shape)}")
-            reinit.append(k)
-    model.load_state_dict({k: v for k, v in sd.items() if k not in reinit}, strict=False)
+    for k in reinit:
+        if not _CLASS_LAYERS.match(k):
+            raise CheckpointError(f"{path}: tensor {k} has shape {list(sd[k].shape)}, the configured model "
+                                  f"expects {list(own[k].shape)}")
+    model.load_state_dict({k: v for k, v in sd.items() if k not in set(reinit)}, strict=False)
     if reinit:
         layers = sorted({k.rsplit(".", 1)[0] for k in reinit})
         lines.append(f"class counts differ from {path.name}: {', '.join(layers)} keep their fresh initialisation")
