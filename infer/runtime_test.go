@@ -149,33 +149,3 @@ onnx.save(m, sys.argv[1])
 		t.Fatalf("second Close: %v", err)
 	}
 }
-
-// TestMissingProviderFallsBackToCPU asks for CUDA and TensorRT from the CPU
-// build of ONNX Runtime: the session must still open, on CPU, and say so.
-func TestMissingProviderFallsBackToCPU(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "id.onnx")
-	script := `
-import sys, onnx
-from onnx import helper, TensorProto
-g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
-    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-onnx.save(m, sys.argv[1])
-`
-	if out, err := exec.Command("/usr/bin/python3", "-c", script, path).CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if _, err := OpenSession(path, SessionOptions{Provider: "npu"}); err == nil || !strings.Contains(err.Error(), "npu") {
-		t.Fatalf("an unknown provider is a configuration error, got %v", err)
-	}
-	for _, p := range []Provider{CUDA, TensorRT} {
-		s, err := OpenSession(path, SessionOptions{Provider: p})
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		if s.Provider != CPU {
-			t.Errorf("%s: session reports %s on a CPU-only library", p, s.Provider)
-		}
-		s.Close()
-	}
-}

@@ -3,7 +3,6 @@ package infer
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -20,9 +19,9 @@ const (
 // SessionOptions configures one ONNX Runtime session. The zero value is valid:
 // CPU, ONNX Runtime's own thread choice.
 type SessionOptions struct {
-	// Provider is the execution provider asked for; default cpu. When the
-	// loaded library cannot give it, the session runs on CPU and says so
-	// in one log line.
+	// Provider is the execution provider asked for: cpu (the default),
+	// cuda[:N] or tensorrt[:N] (ParseProvider). When the loaded library
+	// cannot give it, opening fails (ErrProvider); nothing falls back.
 	Provider Provider
 	// IntraOpThreads bounds the threads one graph run uses; 0 lets ONNX
 	// Runtime choose (one per core).
@@ -46,7 +45,8 @@ type Session struct {
 	sess    *ort.DynamicAdvancedSession
 	Inputs  []ort.InputOutputInfo
 	Outputs []ort.InputOutputInfo
-	// Provider is the execution provider the session actually runs on.
+	// Provider is the execution provider the session runs on: cpu, cuda:N
+	// or tensorrt:N.
 	Provider Provider
 }
 
@@ -60,14 +60,9 @@ func OpenSession(path string, o SessionOptions) (*Session, error) {
 	if err := configure(opts, o); err != nil {
 		return nil, fmt.Errorf("session options for %s: %w", path, err)
 	}
-	switch o.Provider {
-	case "", CPU, CUDA, TensorRT:
-	default:
-		return nil, fmt.Errorf("unknown execution provider %q (want cpu, cuda or tensorrt)", o.Provider)
-	}
 	provider, err := appendProvider(opts, o.Provider)
 	if err != nil {
-		slog.Warn("execution provider unavailable, running on cpu", "asked", o.Provider, "graph", path, "reason", err)
+		return nil, err
 	}
 	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, opts)
 	if err != nil {
@@ -113,37 +108,6 @@ func configure(opts *ort.SessionOptions, o SessionOptions) error {
 		spin = "1"
 	}
 	return opts.AddSessionConfigEntry("session.intra_op.allow_spinning", spin)
-}
-
-// appendProvider asks opts for provider p and reports the provider the
-// session will really use: CPU when p is empty, cpu, or not supported by
-// the loaded library (the error says why).
-func appendProvider(opts *ort.SessionOptions, p Provider) (Provider, error) {
-	switch p {
-	case "", CPU:
-		return CPU, nil
-	case CUDA:
-		c, err := ort.NewCUDAProviderOptions()
-		if err != nil {
-			return CPU, err
-		}
-		defer c.Destroy()
-		if err := opts.AppendExecutionProviderCUDA(c); err != nil {
-			return CPU, err
-		}
-		return CUDA, nil
-	case TensorRT:
-		t, err := ort.NewTensorRTProviderOptions()
-		if err != nil {
-			return CPU, err
-		}
-		defer t.Destroy()
-		if err := opts.AppendExecutionProviderTensorRT(t); err != nil {
-			return CPU, err
-		}
-		return TensorRT, nil
-	}
-	return CPU, fmt.Errorf("unknown execution provider %q", p)
 }
 
 func names(infos []ort.InputOutputInfo) []string {
