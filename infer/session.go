@@ -23,6 +23,10 @@ type SessionOptions struct {
 	// cuda[:N] or tensorrt[:N] (ParseProvider). When the loaded library
 	// cannot give it, opening fails (ErrProvider); nothing falls back.
 	Provider Provider
+	// IOBinding: run through an ONNX Runtime IoBinding; BindAuto (the zero
+	// value) binds on cuda and tensorrt only. See binding.go for what
+	// onnxruntime_go lets a binding do.
+	IOBinding IOBinding
 	// IntraOpThreads bounds the threads one graph run uses; 0 lets ONNX
 	// Runtime choose (one per core).
 	IntraOpThreads int
@@ -48,6 +52,9 @@ type Session struct {
 	// Provider is the execution provider the session runs on: cpu, cuda:N
 	// or tensorrt:N.
 	Provider Provider
+	bind     *binding // nil: plain runs
+	// boundRuns counts the runs made through bind (tests read it).
+	boundRuns int
 }
 
 // OpenSession loads the graph at path. InitRuntime must have succeeded.
@@ -72,7 +79,14 @@ func OpenSession(path string, o SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open graph %s: %w", path, err)
 	}
-	return &Session{path: path, sess: sess, Inputs: ins, Outputs: outs, Provider: provider}, nil
+	s := &Session{path: path, sess: sess, Inputs: ins, Outputs: outs, Provider: provider}
+	if o.IOBinding == BindOn || (o.IOBinding == BindAuto && provider != CPU) {
+		if s.bind, err = newBinding(sess); err != nil {
+			sess.Destroy()
+			return nil, fmt.Errorf("io binding for %s: %w", path, err)
+		}
+	}
+	return s, nil
 }
 
 // configure applies o's CPU settings: every graph optimisation (ONNX
@@ -125,6 +139,14 @@ func (s *Session) Run(inputs ...ort.Value) ([]ort.Value, error) {
 	if len(inputs) != len(s.Inputs) {
 		return nil, fmt.Errorf("graph %s takes %d inputs, got %d", s.path, len(s.Inputs), len(inputs))
 	}
+	if s.bind != nil {
+		return s.runBound(inputs)
+	}
+	return s.runPlain(inputs)
+}
+
+// runPlain runs the graph with ONNX Runtime allocating the outputs.
+func (s *Session) runPlain(inputs []ort.Value) ([]ort.Value, error) {
 	outputs := make([]ort.Value, len(s.Outputs))
 	if err := s.sess.Run(inputs, outputs); err != nil {
 		for _, v := range outputs {
@@ -141,6 +163,10 @@ func (s *Session) Run(inputs ...ort.Value) ([]ort.Value, error) {
 func (s *Session) Close() error {
 	if s.sess == nil {
 		return nil
+	}
+	if s.bind != nil {
+		s.bind.destroy()
+		s.bind = nil
 	}
 	err := s.sess.Destroy()
 	s.sess = nil
