@@ -484,10 +484,8 @@ func DefaultBundle() (string, error) {
 func (c RunConfig) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	switch c.Model.Provider {
-	case "cpu", "cuda", "tensorrt":
-	default:
-		bad("model.provider %q: want cpu, cuda or tensorrt", c.Model.Provider)
+	if _, _, err := infer.ParseProvider(c.Model.Provider); err != nil {
+		bad("model.provider %q: want cpu, cuda[:N] or tensorrt[:N] (N: the GPU's index)", c.Model.Provider)
 	}
 	switch c.Model.Ensemble {
 	case "logits", "probs":

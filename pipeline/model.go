@@ -54,6 +54,11 @@ func (s ModelSpec) OpenBundle() (*infer.Bundle, error) {
 	if err := infer.InitRuntime(lib); err != nil {
 		return nil, err
 	}
+	// before any graph: a provider the library cannot give is one line
+	// about the provider, not about the bundle
+	if err := infer.CheckProvider(infer.Provider(s.Provider)); err != nil {
+		return nil, err
+	}
 	return infer.LoadBundle(s.Bundle, infer.SessionOptions{Provider: infer.Provider(s.Provider), IntraOpThreads: s.Threads})
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 
 	"gocv.io/x/gocv"
 
@@ -29,5 +30,14 @@ func versionCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "onnxruntime %s (%s)\n", infer.RuntimeVersion(), path)
+	providers := []string{string(infer.CPU)}
+	for _, p := range []infer.Provider{infer.CUDA, infer.TensorRT} {
+		if infer.CheckProvider(p) == nil {
+			providers = append(providers, string(p))
+		} else {
+			providers = append(providers, "no "+string(p))
+		}
+	}
+	fmt.Fprintf(stdout, "providers   %s\n", strings.Join(providers, ", "))
 	return nil
 }
