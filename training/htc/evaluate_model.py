@@ -1,7 +1,7 @@
 """Box and mask AP of a trained checkpoint on a COCO-format split.
 
     python3 -m htc.evaluate_model --checkpoint work_dirs/htc_tiny/latest.pth \\
-        [--config CFG] [--split val] [--out stats.json] [--detections dets.json]
+        [--config CFG] [--split val] [--out stats.json] [--detections dets.json] [--threads N]
 
 Runs ``model.predict`` (the mmdetection simple test) over the split, prints
 the standard COCO bbox and segm tables and writes ``{iou_type: {stat: value}}``
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op CPU threads (torch.set_num_threads; default: torch's own, which is 1 in some builds)")
     return p
 
 
@@ -168,6 +170,11 @@ def run(args: argparse.Namespace, env: DistEnv) -> Dict[str, Dict[str, float]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     env: Optional[DistEnv] = None
+    if args.threads < 0:
+        print("htc.evaluate_model: --threads must be >= 0", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         env = dist_mod.setup(args.device)
         run(args, env)
