@@ -60,6 +60,9 @@ type Manifest struct {
 		BBoxHeads string `yaml:"bbox_heads"`
 		MaskHeads string `yaml:"mask_heads"`
 	} `yaml:"graphs"`
+	// Quantization says which graphs hold INT8 (QDQ) weights; nil: all
+	// float (every bundle htc.export writes).
+	Quantization *Quantization `yaml:"quantization"`
 }
 
 // SemanticLayout is the manifest's optional semantic section: one name per
@@ -217,6 +220,11 @@ func (m *Manifest) validate() error {
 	}
 	if m.Semantic != nil {
 		if err := m.Semantic.validate(len(m.Stuff) > 0); err != nil {
+			return err
+		}
+	}
+	if m.Quantization != nil {
+		if err := m.Quantization.validate(); err != nil {
 			return err
 		}
 	}
