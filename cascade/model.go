@@ -3,7 +3,9 @@ package cascade
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -58,7 +60,7 @@ type Options struct {
 
 // Timings accumulates where a Detect call spent its time.
 type Timings struct {
-	Preprocess, Backbone, Proposals, BBoxHeads, Merge, MaskHeads, Paste time.Duration
+	Preprocess, Backbone, Proposals, RoIAlign, BBoxHeads, Merge, MaskHeads, Paste time.Duration
 }
 
 // Add sums another call's timings into t.
@@ -66,6 +68,7 @@ func (t *Timings) Add(o Timings) {
 	t.Preprocess += o.Preprocess
 	t.Backbone += o.Backbone
 	t.Proposals += o.Proposals
+	t.RoIAlign += o.RoIAlign
 	t.BBoxHeads += o.BBoxHeads
 	t.Merge += o.Merge
 	t.MaskHeads += o.MaskHeads
@@ -76,7 +79,9 @@ func (t *Timings) Add(o Timings) {
 func (t Timings) Graph() time.Duration { return t.Backbone + t.BBoxHeads + t.MaskHeads }
 
 // Go is the time spent in Go's own steps (preprocessing included).
-func (t Timings) Go() time.Duration { return t.Preprocess + t.Proposals + t.Merge + t.Paste }
+func (t Timings) Go() time.Duration {
+	return t.Preprocess + t.Proposals + t.RoIAlign + t.Merge + t.Paste
+}
 
 // Model runs HTC's test procedure on frames with a loaded bundle. A Model is
 // used by one goroutine at a time (the batcher's).
@@ -112,6 +117,9 @@ type viewTrace struct {
 	maskRois, masks     []float32 // mask_heads: [K,5], [K,T,S,S]
 	maskLabels          []int64   // [K]
 }
+
+// scalarOnce says once per process that RoIAlign has no vector path.
+var scalarOnce sync.Once
 
 // NewModel prepares the test procedure of bundle b.
 func NewModel(b *infer.Bundle, o Options) (*Model, error) {
@@ -156,6 +164,12 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	semClasses := len(m.SemanticClasses())
 	if o.Semantic && (semClasses < 1 || semClasses > 256) {
 		return nil, fmt.Errorf("semantic map: the bundle names %d semantic classes, a byte map holds 1..256", semClasses)
+	}
+	if b.BBoxStages != nil && !RoIAlignVectorised() {
+		scalarOnce.Do(func() {
+			slog.Warn("roi align runs scalar (this build lacks GOEXPERIMENT=simd, or the CPU AVX2/FMA): " +
+				"the box stages are several times slower; build with make build")
+		})
 	}
 	det := DetectConfig{ScoreThreshold: m.RCNN.ScoreThreshold, NMSIoU: m.RCNN.NMSIoU, MaxPerImage: m.RCNN.MaxPerImage}
 	if o.ScoreThreshold > 0 {
@@ -218,6 +232,9 @@ type viewRun struct {
 	prep  []infer.Prepared
 	outs  []ort.Value // backbone outputs, contract order
 	sizes *ort.Tensor[float32]
+	// pooling holds P2-P5 and the semantic feature channels last, made
+	// on first use by a contract-2 bundle's box stages.
+	pooling []FeatureMap
 }
 
 func (v *viewRun) release() {
@@ -227,6 +244,7 @@ func (v *viewRun) release() {
 		}
 	}
 	v.outs = nil
+	v.pooling = nil
 	if v.sizes != nil {
 		v.sizes.Destroy()
 		v.sizes = nil
@@ -509,9 +527,15 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 				rois = append(rois, float32(i), vb.X1, vb.Y1, vb.X2, vb.Y2)
 			}
 		}
-		t0 := time.Now()
-		logits, vboxes, err := md.runBBoxHeads(run, rois, total)
-		tm.BBoxHeads += time.Since(t0)
+		var logits, vboxes []float32
+		var err error
+		if md.b.BBoxStages != nil {
+			logits, vboxes, err = md.runBBoxStages(run, rois, total, tm)
+		} else {
+			t0 := time.Now()
+			logits, vboxes, err = md.runBBoxHeads(run, rois, total)
+			tm.BBoxHeads += time.Since(t0)
+		}
 		if err != nil {
 			return nil, err
 		}

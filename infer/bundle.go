@@ -11,9 +11,13 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Contract is the bundle contract version this build reads
-// (docs/model-bundle.md).
-const Contract = "htcstream-bundle/1"
+// Contract is the bundle contract version this build writes and reads
+// (docs/model-bundle.md); ContractV1 bundles (one box-heads graph that pools
+// RoIs itself) are still read.
+const (
+	Contract   = "htcstream-bundle/2"
+	ContractV1 = "htcstream-bundle/1"
+)
 
 // ErrBundle is wrapped by every error about a bundle's content.
 var ErrBundle = errors.New("model bundle")
@@ -56,13 +60,56 @@ type Manifest struct {
 		MaskThreshold  float32      `yaml:"mask_threshold"`
 	} `yaml:"rcnn"`
 	Graphs struct {
-		Backbone  string `yaml:"backbone"`
-		BBoxHeads string `yaml:"bbox_heads"`
-		MaskHeads string `yaml:"mask_heads"`
+		Backbone string `yaml:"backbone"`
+		// BBoxHeads is contract 1's box graph, BBoxStages contract 2's
+		// per-stage graphs; a bundle has one or the other.
+		BBoxHeads  string   `yaml:"bbox_heads"`
+		BBoxStages []string `yaml:"bbox_stages"`
+		MaskHeads  string   `yaml:"mask_heads"`
 	} `yaml:"graphs"`
 	// Quantization says which graphs hold INT8 (QDQ) weights; nil: all
 	// float (every bundle htc.export writes).
 	Quantization *Quantization `yaml:"quantization"`
+	// ROI says how the runtime pools the box stages' inputs (contract 2).
+	ROI *ROIPooling `yaml:"roi"`
+}
+
+// ROIPooling is contract 2's roi section: RoIAlign (aligned, avg) of each
+// RoI on its own FPN level, and of the semantic feature.
+type ROIPooling struct {
+	Size          int     `yaml:"size"`
+	SamplingRatio int     `yaml:"sampling_ratio"`
+	FinestScale   float32 `yaml:"finest_scale"`
+	Strides       []int   `yaml:"strides"`
+	Channels      int     `yaml:"channels"`
+	// SemanticSize > 0: semantic_feat is pooled SemanticSize x SemanticSize,
+	// averaged down to Size x Size and added.
+	SemanticSize   int `yaml:"semantic_size"`
+	SemanticStride int `yaml:"semantic_stride"`
+}
+
+func (r *ROIPooling) validate() error {
+	switch {
+	case r.Size < 1 || r.Size > 64:
+		return fmt.Errorf("roi.size %d", r.Size)
+	case r.SamplingRatio < 0:
+		return fmt.Errorf("roi.sampling_ratio %d", r.SamplingRatio)
+	case r.FinestScale <= 0:
+		return fmt.Errorf("roi.finest_scale %v", r.FinestScale)
+	case len(r.Strides) != 4:
+		return fmt.Errorf("roi.strides has %d levels, the backbone gives P2-P5 (4)", len(r.Strides))
+	case r.Channels < 1:
+		return fmt.Errorf("roi.channels %d", r.Channels)
+	case r.SemanticSize < 0 || (r.SemanticSize > 0 && (r.SemanticSize%r.Size != 0 || r.SemanticStride < 1)):
+		return fmt.Errorf("roi.semantic_size %d (stride %d): want 0 or a multiple of roi.size %d with a stride",
+			r.SemanticSize, r.SemanticStride, r.Size)
+	}
+	for i, s := range r.Strides {
+		if s < 1 {
+			return fmt.Errorf("roi.strides[%d] = %d", i, s)
+		}
+	}
+	return nil
 }
 
 // SemanticLayout is the manifest's optional semantic section: one name per
@@ -192,9 +239,32 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 func (m *Manifest) validate() error {
+	switch m.Contract {
+	case ContractV1:
+		if m.Graphs.BBoxHeads == "" || len(m.Graphs.BBoxStages) > 0 || m.ROI != nil {
+			return fmt.Errorf("contract %s has graphs.bbox_heads and neither graphs.bbox_stages nor roi", ContractV1)
+		}
+	case Contract:
+		switch {
+		case m.Graphs.BBoxHeads != "":
+			return fmt.Errorf("contract %s has graphs.bbox_stages instead of graphs.bbox_heads", Contract)
+		case len(m.Graphs.BBoxStages) != m.NumStages:
+			return fmt.Errorf("graphs.bbox_stages names %d graphs for %d stages", len(m.Graphs.BBoxStages), m.NumStages)
+		case m.ROI == nil:
+			return fmt.Errorf("contract %s needs the roi section", Contract)
+		}
+		if err := m.ROI.validate(); err != nil {
+			return err
+		}
+		for i, g := range m.Graphs.BBoxStages {
+			if g == "" {
+				return fmt.Errorf("graphs.bbox_stages[%d] is empty", i)
+			}
+		}
+	default:
+		return fmt.Errorf("contract %q, this build reads %q and %q", m.Contract, Contract, ContractV1)
+	}
 	switch {
-	case m.Contract != Contract:
-		return fmt.Errorf("contract %q, this build reads %q", m.Contract, Contract)
 	case len(m.Things) == 0:
 		return errors.New("no thing classes")
 	case m.NumStages < 1:
@@ -215,8 +285,8 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("rcnn.box_stds has %d rows for %d stages", len(m.RCNN.BoxStds), m.NumStages)
 	case m.RCNN.MaskSize < 1:
 		return fmt.Errorf("rcnn.mask_size %d", m.RCNN.MaskSize)
-	case m.Graphs.Backbone == "" || m.Graphs.BBoxHeads == "" || m.Graphs.MaskHeads == "":
-		return errors.New("graphs must name backbone, bbox_heads and mask_heads")
+	case m.Graphs.Backbone == "" || m.Graphs.MaskHeads == "":
+		return errors.New("graphs must name backbone and mask_heads")
 	}
 	if m.Semantic != nil {
 		if err := m.Semantic.validate(len(m.Stuff) > 0); err != nil {
@@ -243,11 +313,13 @@ func (m *Manifest) validate() error {
 
 // Bundle is a loaded model bundle: its manifest and one session per graph.
 type Bundle struct {
-	Dir       string
-	Manifest  *Manifest
-	Backbone  *Session
-	BBoxHeads *Session
-	MaskHeads *Session
+	Dir      string
+	Manifest *Manifest
+	Backbone *Session
+	// BBoxHeads (contract 1) or BBoxStages (contract 2, one per stage).
+	BBoxHeads  *Session
+	BBoxStages []*Session
+	MaskHeads  *Session
 }
 
 // LevelNames are the FPN levels the backbone graph outputs.
@@ -262,7 +334,7 @@ type port struct {
 func f32(name string, rank int) port { return port{name, rank, ort.TensorElementDataTypeFloat} }
 
 // signatures are the graphs' inputs and outputs as the contract fixes them.
-func signatures() (backbone, bbox, mask [2][]port) {
+func signatures() (backbone, bbox, mask, stage [2][]port) {
 	backbone[0] = []port{f32("image", 4)}
 	for _, l := range LevelNames {
 		backbone[1] = append(backbone[1], f32(l, 4))
@@ -279,6 +351,8 @@ func signatures() (backbone, bbox, mask [2][]port) {
 	bbox[1] = []port{f32("stage_logits", 3), f32("stage_boxes", 3)}
 	mask[0] = append(append([]port{}, feats...), f32("rois", 2), port{"labels", 1, ort.TensorElementDataTypeInt64})
 	mask[1] = []port{f32("stage_masks", 4)}
+	stage[0] = []port{f32("roi_feats", 2), f32("rois", 2), f32("image_sizes", 2)}
+	stage[1] = []port{f32("logits", 2), f32("boxes", 2)}
 	return
 }
 
@@ -327,12 +401,23 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 		return nil, err
 	}
 	b := &Bundle{Dir: dir, Manifest: m}
-	bb, bx, mk := signatures()
-	for _, g := range []struct {
+	bb, bx, mk, st := signatures()
+	type graph struct {
 		file string
 		dst  **Session
 		sig  [2][]port
-	}{{m.Graphs.Backbone, &b.Backbone, bb}, {m.Graphs.BBoxHeads, &b.BBoxHeads, bx}, {m.Graphs.MaskHeads, &b.MaskHeads, mk}} {
+	}
+	graphs := []graph{{m.Graphs.Backbone, &b.Backbone, bb}}
+	if m.Contract == ContractV1 {
+		graphs = append(graphs, graph{m.Graphs.BBoxHeads, &b.BBoxHeads, bx})
+	} else {
+		b.BBoxStages = make([]*Session, len(m.Graphs.BBoxStages))
+		for i, f := range m.Graphs.BBoxStages {
+			graphs = append(graphs, graph{f, &b.BBoxStages[i], st})
+		}
+	}
+	graphs = append(graphs, graph{m.Graphs.MaskHeads, &b.MaskHeads, mk})
+	for _, g := range graphs {
 		path := filepath.Join(dir, g.file)
 		if _, err := os.Stat(path); err != nil {
 			b.Close()
@@ -377,7 +462,7 @@ func (b *Bundle) Provider() Provider { return b.Backbone.Provider }
 
 // Close releases every session; idempotent.
 func (b *Bundle) Close() {
-	for _, s := range []*Session{b.Backbone, b.BBoxHeads, b.MaskHeads} {
+	for _, s := range append([]*Session{b.Backbone, b.BBoxHeads, b.MaskHeads}, b.BBoxStages...) {
 		if s != nil {
 			s.Close()
 		}

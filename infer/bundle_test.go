@@ -69,6 +69,7 @@ func TestManifestValidation(t *testing.T) {
 		{"strides: [4, 8, 16, 32, 64]", "strides: [4, 8, 16, 32]", "4 levels"},
 		{"[0.05, 0.05, 0.1, 0.1], ", "", "2 rows for 3 stages"},
 		{"mask_heads: mask_heads.onnx", "", "graphs must name"},
+		{"  bbox_heads: bbox_heads.onnx\n", "", "contract htcstream-bundle/1 has graphs.bbox_heads"},
 		{"nms_pre: 1000", "nms_pre: lots", "lots"},
 	}
 	for _, b := range bad {
@@ -80,6 +81,48 @@ func TestManifestValidation(t *testing.T) {
 	}
 	if _, err := ReadManifest(t.TempDir()); !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), "manifest.yaml") {
 		t.Errorf("missing manifest: %v", err)
+	}
+}
+
+// validManifestV2 is validManifest as contract 2 writes it: stage graphs and
+// the roi section.
+var validManifestV2 = strings.Replace(strings.Replace(validManifest, "htcstream-bundle/1", "htcstream-bundle/2", 1),
+	"  bbox_heads: bbox_heads.onnx\n", "  bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n", 1) + `roi:
+  size: 7
+  sampling_ratio: 0
+  finest_scale: 56.0
+  strides: [4, 8, 16, 32]
+  channels: 256
+  semantic_size: 14
+  semantic_stride: 8
+`
+
+func TestManifestContractTwo(t *testing.T) {
+	m, err := ReadManifest(writeBundle(t, validManifestV2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Contract != Contract || len(m.Graphs.BBoxStages) != 3 || m.ROI == nil || m.ROI.Channels != 256 || m.ROI.SemanticSize != 14 {
+		t.Fatalf("manifest read as %+v", m)
+	}
+	bad := []struct{ from, to, says string }{
+		{"[s1.onnx, s2.onnx, s3.onnx]", "[s1.onnx, s2.onnx]", "2 graphs for 3 stages"},
+		{"bbox_stages: [s1.onnx, s2.onnx, s3.onnx]", "bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n  bbox_heads: b.onnx", "instead of graphs.bbox_heads"},
+		{"strides: [4, 8, 16, 32]\n  channels", "strides: [4, 8, 16]\n  channels", "roi.strides has 3 levels"},
+		{"semantic_size: 14", "semantic_size: 10", "roi.semantic_size 10"},
+		{"channels: 256", "channels: 0", "roi.channels 0"},
+		{"size: 7", "size: 0", "roi.size 0"},
+		{"htcstream-bundle/2", "htcstream-bundle/1", "has graphs.bbox_heads and neither"},
+	}
+	for _, b := range bad {
+		_, err := ReadManifest(writeBundle(t, strings.Replace(validManifestV2, b.from, b.to, 1)))
+		if !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), b.says) {
+			t.Errorf("%q -> %q: got %v, want an error saying %q", b.from, b.to, err, b.says)
+		}
+	}
+	noRoi := validManifestV2[:strings.Index(validManifestV2, "roi:")]
+	if _, err := ReadManifest(writeBundle(t, noRoi)); err == nil || !strings.Contains(err.Error(), "needs the roi section") {
+		t.Errorf("contract 2 without roi: %v", err)
 	}
 }
 

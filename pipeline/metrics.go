@@ -387,7 +387,7 @@ func (m *Metrics) batch(size int, _ time.Duration, t cascade.Timings) {
 	}
 	m.batches.Observe(float64(size))
 	for name, d := range map[string]time.Duration{
-		"preprocess": t.Preprocess, "backbone": t.Backbone, "proposals": t.Proposals,
+		"preprocess": t.Preprocess, "backbone": t.Backbone, "proposals": t.Proposals, "roi_align": t.RoIAlign,
 		"bbox_heads": t.BBoxHeads, "merge": t.Merge, "mask_heads": t.MaskHeads, "paste": t.Paste,
 	} {
 		m.stage(name, d)

@@ -86,7 +86,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		d    time.Duration
 	}{
 		{"preprocess (Go+OpenCV)", total.Preprocess}, {"backbone graph", total.Backbone}, {"proposals (Go)", total.Proposals},
-		{"bbox_heads graph", total.BBoxHeads}, {"ensemble+merge (Go)", total.Merge}, {"mask_heads graph", total.MaskHeads},
+		{"roi align (Go)", total.RoIAlign}, {"box head graphs", total.BBoxHeads}, {"ensemble+merge (Go)", total.Merge}, {"mask_heads graph", total.MaskHeads},
 		{"mask paste (Go)", total.Paste}, {"total (wall)", wall},
 	} {
 		fmt.Fprintf(stdout, "%-22s %10.2f\n", row.name, ms(row.d)/k)

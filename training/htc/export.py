@@ -1,14 +1,14 @@
-"""Export a trained HTC checkpoint as a model bundle (docs/model-bundle.md, ``htcstream-bundle/1``).
+"""Export a trained HTC checkpoint as a model bundle (docs/model-bundle.md, ``htcstream-bundle/2``).
 
     cd training && python3 -m htc.export --checkpoint ../work_dirs/htc_tiny/latest.pth \\
         --out ../work_dirs/bundle [--config CFG] [--name NAME] [--fixture-image IMG] \\
-        [--tta-scales 320x320,416x416] [--no-fixture] [--graph-layout sorted|legacy]
+        [--tta-scales 320x320,416x416] [--no-fixture] [--graph-layout stages|sorted|legacy]
     cd training && python3 -m htc.export --from-bundle OLD_BUNDLE --config CFG --out NEW_BUNDLE
 
-The head graphs come in two layouts with the same signatures (``GRAPH_LAYOUTS``):
-``sorted`` (default) pools each RoI once on its own level, ``legacy`` is the layout
-of earlier exports. ``--from-bundle`` re-exports an existing bundle's heads from the
-weights stored in its own graphs (no checkpoint needed).
+The head graphs come in three layouts (``GRAPH_LAYOUTS``): ``stages`` (default, contract 2)
+leaves RoIAlign to the runtime and has one graph per box stage; ``sorted`` and ``legacy``
+(contract 1) pool inside one box-heads graph. ``--from-bundle`` re-exports an existing
+bundle's heads from the weights stored in its own graphs (no checkpoint needed).
 
 Writes ``manifest.yaml``, ``backbone.onnx``, ``bbox_heads.onnx`` and
 ``mask_heads.onnx`` (opset 16, the contract's input/output names, order and
@@ -30,6 +30,7 @@ it comes without data, so its bundle has a fixture only with ``--fixture-image``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import sys
@@ -54,12 +55,20 @@ from .evaluation import rle as rle_mod
 from .model.box_ops import MAX_LOG_RATIO
 from .model.box_ops import decode_deltas
 from .model.detector import HTC
-from .model.roi_head import SEMANTIC_STRIDE, BoxCascade, MaskCascade, RoIExtractor, semantic_roi_features
+from .model.roi_head import ROI_STRIDES, SEMANTIC_STRIDE, BoxCascade, MaskCascade, RoIExtractor, semantic_roi_features
 from .model.tta import View, predict_aug
 
-CONTRACT = "htcstream-bundle/1"
+# ``stages`` bundles (the default layout) are contract 2: their box graphs take pooled RoI
+# features; ``sorted`` and ``legacy`` bundles are contract 1 (docs/model-bundle.md).
+CONTRACT = "htcstream-bundle/2"
+CONTRACT_V1 = "htcstream-bundle/1"
 OPSET = 16
 GRAPH_FILES = {"backbone": "backbone.onnx", "bbox_heads": "bbox_heads.onnx", "mask_heads": "mask_heads.onnx"}
+
+
+def stage_file(t: int) -> str:
+    """Contract 2's box graph of stage t (0-based)."""
+    return f"bbox_stage{t + 1}.onnx"
 LEVEL_STRIDES = (4, 8, 16, 32, 64)
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -81,6 +90,11 @@ SIGNATURES: Dict[str, Tuple[List[tuple], List[tuple]]] = {
     "mask_heads": (
         _FEATS + [("rois", 2, FLOAT), ("labels", 1, INT64)],
         [("stage_masks", 4, FLOAT)],
+    ),
+    # contract 2: one graph per box stage, on features the caller pooled
+    "bbox_stage": (
+        [("roi_feats", 2, FLOAT), ("rois", 2, FLOAT), ("image_sizes", 2, FLOAT)],
+        [("logits", 2, FLOAT), ("boxes", 2, FLOAT)],
     ),
 }
 
@@ -127,8 +141,8 @@ class _KeepInput(nn.Module):
         return out + touch
 
 
-# Graph layouts of the two head graphs. Both compute the same function with the same
-# inputs and outputs (the contract does not change); ``sorted`` is the faster one:
+# Graph layouts of the head graphs. All compute the same function; ``legacy`` and ``sorted``
+# (contract 1) have the same inputs and outputs, ``stages`` (contract 2) moves RoIAlign out:
 #
 # - ``legacy``: every RoI is pooled on every FPN level (an empty box on the levels that
 #   are not its own) and the level's result picked with Where; the box branch's semantic
@@ -142,7 +156,14 @@ class _KeepInput(nn.Module):
 #   14x14 + 2x2 average; other RoIs take the 14x14 + average path. The mask heads' 2x2
 #   stride-2 transposed convolution, ReLU and 1x1 logits run at 14x14 (SortedMaskCascade),
 #   one DepthToSpace placing the label's sub-pixels at the end: the same sums.
-GRAPH_LAYOUTS = ("sorted", "legacy")
+# - ``stages`` (contract 2): RoIAlign leaves the graphs. The runtime pools each RoI on its
+#   own level (and the semantic feature, 14x14 averaged to 7x7) itself, channels last, and
+#   feeds stage t's graph ``roi_feats`` [R, S*S*C] (bin-major, channels last: the first FC's
+#   columns are permuted to match, so no transpose runs); the graph is the stage's FCs and
+#   the box decoding. ONNX Runtime's CPU RoiAlign (scalar, one channel plane at a time) was
+#   three quarters of the ``sorted`` box heads' time; the runtime's own pooling reads each
+#   sample's neighbours as contiguous channel vectors. The mask heads graph is ``sorted``'s.
+GRAPH_LAYOUTS = ("stages", "sorted", "legacy")
 
 
 def _split_levels(extractor: RoIExtractor, rois: Tensor) -> List[Tensor]:
@@ -283,11 +304,84 @@ class SortedMaskCascade(nn.Module):
         return masks[_inverse(order)]
 
 
+def channels_last_columns(weight: Tensor, channels: int, size: int) -> Tensor:
+    """A first FC's weight [out, C*S*S] (input flattened C, y, x) with its columns in the
+    (y, x, C) order of channels-last pooled features."""
+    out = weight.shape[0]
+    return weight.reshape(out, channels, size, size).permute(0, 2, 3, 1).reshape(out, size * size * channels)
+
+
+def channels_first_columns(weight: Tensor, channels: int, size: int) -> Tensor:
+    """The inverse of :func:`channels_last_columns`."""
+    out = weight.shape[0]
+    return weight.reshape(out, size, size, channels).permute(0, 3, 1, 2).reshape(out, channels * size * size)
+
+
+class BoxStageGraph(nn.Module):
+    """Box stage t of the ``stages`` layout: ``roi_feats`` [R, S*S*C] (the RoIs pooled
+    channels last, semantic feature added) -> logits [R, C+1], boxes [R, 4] (deltas decoded
+    on ``rois`` and clipped to the image). The head's first FC takes the channels-last
+    order; its parameters keep the head's names under ``head.``."""
+
+    def __init__(self, cascade: BoxCascade, t: int) -> None:
+        super().__init__()
+        head = cascade.heads[t]
+        fc = head.shared_fcs[0]
+        size = cascade.extractor.out_size
+        if fc.in_features % (size * size):
+            raise ValueError(f"box head {t}: first FC takes {fc.in_features} values, not C x {size} x {size}")
+        self.channels = fc.in_features // (size * size)
+        self.head = copy.deepcopy(head)
+        with torch.no_grad():
+            self.head.shared_fcs[0].weight.copy_(channels_last_columns(fc.weight, self.channels, size))
+        self.stds = list(cascade.stds[t])
+
+    def forward(self, roi_feats: Tensor, rois: Tensor, img_sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        logits, deltas = self.head(roi_feats)
+        boxes = decode_deltas(rois[:, 1:], deltas, self.stds, img_sizes.to(rois.dtype)[rois[:, 0].long()])
+        return logits, boxes
+
+
+def pooled_channels_last(cascade: BoxCascade, feats: Sequence[Tensor], semantic_feat: Optional[Tensor],
+                         rois: Tensor) -> Tensor:
+    """What a contract-2 runtime feeds ``roi_feats``: each RoI pooled on its own level (plus the
+    semantic feature, 14x14 averaged to 7x7, when the box branch fuses it), [R, S*S*C]
+    channels last."""
+    with torch.no_grad():
+        x = cascade.roi_features(feats, semantic_feat, rois)
+    return x.permute(0, 2, 3, 1).flatten(1)
+
+
+class StagesBoxCascade(nn.Module):
+    """``BoxCascade`` (same inputs and outputs) computed as a contract-2 runtime does: pool
+    in PyTorch, then each stage's :class:`BoxStageGraph`. Tests compare it with the others."""
+
+    def __init__(self, cascade: BoxCascade) -> None:
+        super().__init__()
+        self.cascade = cascade
+        self.stages = nn.ModuleList(BoxStageGraph(cascade, t) for t in range(len(cascade.heads)))
+
+    def forward(self, p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor, semantic_feat: Tensor,
+                rois: Tensor, img_sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        logits_all, boxes_all = [], []
+        for stage in self.stages:
+            x = pooled_channels_last(self.cascade, (p2, p3, p4, p5), semantic_feat, rois)
+            logits, boxes = stage(x, rois, img_sizes)
+            logits_all.append(logits)
+            boxes_all.append(boxes)
+            rois = torch.cat([rois[:, :1], boxes], dim=1)
+        return torch.stack(logits_all, dim=1), torch.stack(boxes_all, dim=1)
+
+
 def head_graphs(model: HTC, layout: str = "sorted") -> Tuple[nn.Module, nn.Module]:
-    """The (box, mask) head modules exported as ``bbox_heads.onnx`` / ``mask_heads.onnx``."""
+    """The (box, mask) head modules: for ``sorted``/``legacy`` those exported as
+    ``bbox_heads.onnx`` / ``mask_heads.onnx``; for ``stages`` the box cascade as a runtime
+    computes it from the stage graphs (:class:`StagesBoxCascade`) and ``sorted``'s mask heads."""
     if layout not in GRAPH_LAYOUTS:
         raise ValueError(f"graph layout {layout!r}, want one of {', '.join(GRAPH_LAYOUTS)}")
     box, mask = model.box_cascade(), model.mask_cascade()
+    if layout == "stages":
+        return StagesBoxCascade(box), SortedMaskCascade(mask)
     if layout == "sorted":
         return SortedBoxCascade(box), SortedMaskCascade(mask)
     return box, mask
@@ -332,10 +426,11 @@ def check_graph(path: Path, kind: str) -> None:
 
 
 @torch.no_grad()
-def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320), *, layout: str = "sorted",
+def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320), *, layout: str = "stages",
                   kinds: Sequence[str] = tuple(GRAPH_FILES)) -> Dict[str, Path]:
-    """Write the graphs ``kinds`` (default all three) into ``out``; ``sample_hw`` is the (padded)
-    trace size, ``layout`` the head graphs' layout (``GRAPH_LAYOUTS``)."""
+    """Write the graphs ``kinds`` (backbone, bbox_heads, mask_heads; default all) into ``out``
+    and return them by file name; ``sample_hw`` is the (padded) trace size, ``layout`` the head
+    graphs' layout (``GRAPH_LAYOUTS``: with ``stages``, bbox_heads means the stage graphs)."""
     model = model.eval()
     cfg = model.cfg
     h, w = sample_hw
@@ -356,27 +451,33 @@ def export_graphs(model: HTC, out: Path, sample_hw: Tuple[int, int] = (320, 320)
         axes[f"rpn_cls_{i}"] = {0: "batch", 2: f"h{s}", 3: f"w{s}"}
         axes[f"rpn_reg_{i}"] = {0: "batch", 2: f"h{s}", 3: f"w{s}"}
     axes.update({"rois": {0: "rois"}, "image_sizes": {0: "batch"}, "labels": {0: "rois"},
-                 "stage_logits": {0: "rois"}, "stage_boxes": {0: "rois"}, "stage_masks": {0: "rois"}})
-    paths = {k: out / v for k, v in GRAPH_FILES.items() if k in kinds}
+                 "stage_logits": {0: "rois"}, "stage_boxes": {0: "rois"}, "stage_masks": {0: "rois"},
+                 "roi_feats": {0: "rois"}, "logits": {0: "rois"}, "boxes": {0: "rois"}})
     box, mask = head_graphs(model, layout)
-    specs = {
-        "backbone": (backbone, (image,)),
-        "bbox_heads": (_KeepInput(box, "bbox" in fusion), (p2, p3, p4, p5, sem_feat, rois, sizes)),
-        "mask_heads": (_KeepInput(mask, "mask" in fusion), (p2, p3, p4, p5, sem_feat, rois, labels)),
-    }
-    for kind, (module, args) in specs.items():
-        if kind not in kinds:
+    specs: List[Tuple[str, str, nn.Module, tuple]] = [("backbone", GRAPH_FILES["backbone"], backbone, (image,))]
+    if layout == "stages":
+        feats = pooled_channels_last(box.cascade, (p2, p3, p4, p5), sem_feat, rois)
+        specs += [("bbox_stage", stage_file(t), stage, (feats, rois, sizes)) for t, stage in enumerate(box.stages)]
+    else:
+        specs.append(("bbox_heads", GRAPH_FILES["bbox_heads"], _KeepInput(box, "bbox" in fusion),
+                      (p2, p3, p4, p5, sem_feat, rois, sizes)))
+    specs.append(("mask_heads", GRAPH_FILES["mask_heads"], _KeepInput(mask, "mask" in fusion),
+                  (p2, p3, p4, p5, sem_feat, rois, labels)))
+    paths: Dict[str, Path] = {}
+    for kind, file, module, args in specs:
+        if (kind if kind != "bbox_stage" else "bbox_heads") not in kinds:
             continue
+        path = paths[file] = out / file
         ins, outs_ = SIGNATURES[kind]
         # torch.onnx.export restores the wrapper's own training flag on the whole tree afterwards;
         # a fresh wrapper is in training mode and would leave the model's BatchNorm training.
         module.eval()
-        _export(module, args, paths[kind], [n for n, _, _ in ins], [n for n, _, _ in outs_], axes)
+        _export(module, args, path, [n for n, _, _ in ins], [n for n, _, _ in outs_], axes)
         if kind == "mask_heads":
             # the exporter loses the static T x S x S of the gathered masks; state them
             size = 2 * cfg.roi.mask_roi_size
-            _set_static_dims(paths[kind], "stage_masks", {1: cfg.roi.num_stages, 2: size, 3: size})
-        check_graph(paths[kind], kind)
+            _set_static_dims(path, "stage_masks", {1: cfg.roi.num_stages, 2: size, 3: size})
+        check_graph(path, kind)
     return paths
 
 
@@ -430,7 +531,33 @@ def _semantic_section(stuff: Sequence[str]) -> Dict[str, Any]:
     return {"layout": "cocostuff", "classes": list(COCOSTUFF_NAMES), "stuff": stuff_channels}
 
 
-def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequence[str]) -> Dict[str, Any]:
+def graphs_section(cfg: Config, layout: str) -> Dict[str, Any]:
+    """The manifest's ``contract``, ``graphs`` and (contract 2) ``roi`` keys for ``layout``."""
+    if layout != "stages":
+        return {"contract": CONTRACT_V1, "graphs": dict(GRAPH_FILES)}
+    m = cfg.model
+    fuse = m.semantic and "bbox" in m.semantic_fusion
+    return {
+        "contract": CONTRACT,
+        "graphs": {"backbone": GRAPH_FILES["backbone"],
+                   "bbox_stages": [stage_file(t) for t in range(m.roi.num_stages)],
+                   "mask_heads": GRAPH_FILES["mask_heads"]},
+        # how the runtime pools roi_feats: torchvision's RoIAlign, aligned, avg, on a RoI's
+        # own level floor(log2(sqrt(w h) / finest_scale + 1e-6)) clamped to the strides
+        "roi": {
+            "size": m.roi.box_roi_size,
+            "sampling_ratio": 0,
+            "finest_scale": float(m.roi.finest_scale),
+            "strides": [int(s) for s in ROI_STRIDES],
+            "channels": m.neck.out_channels,
+            "semantic_size": m.roi.mask_roi_size if fuse else 0,
+            "semantic_stride": SEMANTIC_STRIDE,
+        },
+    }
+
+
+def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequence[str],
+                   layout: str = "stages") -> Dict[str, Any]:
     """manifest.yaml of docs/model-bundle.md from the model/data config actually exported.
 
     A ``things_stuff`` model writes ``stuff`` (semantic channels: things, then stuff);
@@ -445,8 +572,9 @@ def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequ
         if len(stuff) != m.num_stuff_classes:
             raise ValueError(f"{len(stuff)} stuff class names for model.num_stuff_classes {m.num_stuff_classes}")
         classes = {"stuff": [str(s) for s in stuff]}
+    graphs = graphs_section(cfg, layout)
     return {
-        "contract": CONTRACT,
+        "contract": graphs.pop("contract"),
         "name": name,
         "things": [str(t) for t in things],
         **classes,
@@ -478,7 +606,7 @@ def build_manifest(cfg: Config, *, name: str, things: Sequence[str], stuff: Sequ
             "mask_size": 2 * m.roi.mask_roi_size,
             "mask_threshold": float(m.test.mask_thr),
         },
-        "graphs": dict(GRAPH_FILES),
+        **graphs,
     }
 
 
@@ -660,13 +788,14 @@ def load_checkpoint(path: Path, config: Optional[str], overrides: Sequence[str] 
 
 def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequence[str], stuff: Sequence[str],
                   fixture_image: Optional[Path], tta_scales: Optional[Sequence[Sequence[int]]],
-                  layout: str = "sorted") -> Dict[str, Any]:
+                  layout: str = "stages") -> Dict[str, Any]:
     """Write a complete bundle into ``out`` (created; existing bundle files and fixture replaced)."""
-    manifest = build_manifest(cfg, name=name, things=things, stuff=stuff)
+    manifest = build_manifest(cfg, name=name, things=things, stuff=stuff, layout=layout)
     out.mkdir(parents=True, exist_ok=True)
     ls = long_short(cfg.data.test_scale)
     div = cfg.data.size_divisor
     sample = (-(-ls[1] // div) * div, -(-ls[0] // div) * div)
+    _remove_box_graphs(out)
     export_graphs(model, out, sample, layout=layout)
     (out / "manifest.yaml").write_text(dump_yaml(manifest), encoding="utf-8")
     # a fixture from an earlier export would not match these graphs
@@ -678,36 +807,75 @@ def export_bundle(model: HTC, cfg: Config, out: Path, *, name: str, things: Sequ
 
 # --------------------------------------------------------------------------- heads of an existing bundle
 
-# the exported head modules' parameter prefix -> the model's (export wraps the cascade in _KeepInput)
+# the exported head modules' parameter prefix -> the model's (export wraps the cascade in _KeepInput;
+# a contract-2 stage graph holds its head under ``head.``)
 _HEAD_PREFIXES = {"bbox_heads": ("inner.heads.", "roi_head.bbox_head."),
                   "mask_heads": ("inner.heads.", "roi_head.mask_head.")}
 
 
-def heads_state_from_bundle(bundle: Path) -> Dict[str, Tensor]:
-    """The box and mask heads' weights, read back from a bundle's head graphs (their
-    initializers keep the parameter names: ``inner.heads.T.*``). A bundle's checkpoint may
-    be gone; its head graphs can still be re-exported in another layout from these."""
+def _initializers(path: Path, prefix: str) -> Dict[str, Tensor]:
     from onnx import numpy_helper
 
+    graph = onnx.load(str(path)).graph
+    found = {init.name[len(prefix):]: torch.from_numpy(numpy_helper.to_array(init).copy())
+             for init in graph.initializer if init.name.startswith(prefix)}
+    if not found:
+        raise ValueError(f"{path}: no initializer named {prefix}*: not a graph written by htc.export")
+    return found
+
+
+def heads_state_from_bundle(bundle: Path) -> Dict[str, Tensor]:
+    """The box and mask heads' weights, read back from a bundle's head graphs (their
+    initializers keep the parameter names: ``inner.heads.T.*``, or ``head.*`` in contract 2's
+    stage graphs, whose first FC is stored channels last and is put back). A bundle's
+    checkpoint may be gone; its head graphs can still be re-exported in another layout."""
+    manifest = yaml.safe_load((bundle / "manifest.yaml").read_text(encoding="utf-8"))
+    graphs = manifest.get("graphs") or {}
     state: Dict[str, Tensor] = {}
-    for kind, (src, dst) in _HEAD_PREFIXES.items():
-        path = bundle / GRAPH_FILES[kind]
-        graph = onnx.load(str(path)).graph
-        found = 0
-        for init in graph.initializer:
-            if init.name.startswith(src):
-                state[dst + init.name[len(src):]] = torch.from_numpy(numpy_helper.to_array(init).copy())
-                found += 1
-        if not found:
-            raise ValueError(f"{path}: no initializer named {src}*: not a graph written by htc.export")
+    src, dst = _HEAD_PREFIXES["mask_heads"]
+    mask_path = bundle / graphs.get("mask_heads", GRAPH_FILES["mask_heads"])
+    for k, v in _initializers(mask_path, src).items():
+        state[dst + k] = v
+    # the sorted layout's mask graph holds the upsample and logits weights rearranged
+    # (SortedMaskCascade): put them back
+    for k, v in _initializers(mask_path, "inner.").items():
+        kind, t = k.rstrip("0123456789"), k[len(k.rstrip("0123456789")):]
+        if kind not in ("up_w", "up_b", "cls_w", "cls_b") or not t:
+            continue
+        if kind == "up_w":  # [(a, b, out), in, 1, 1] -> [in, out, 2, 2]
+            v = v.reshape(2, 2, v.shape[0] // 4, v.shape[1]).permute(3, 2, 0, 1).contiguous()
+            state[f"{dst}{t}.upsample.weight"] = v
+        else:  # four copies, one per sub-pixel
+            v = v[: v.shape[0] // 4].clone()
+            name = {"up_b": "upsample.bias", "cls_w": "conv_logits.weight", "cls_b": "conv_logits.bias"}[kind]
+            state[f"{dst}{t}.{name}"] = v
+    dst = _HEAD_PREFIXES["bbox_heads"][1]
+    if "bbox_stages" in graphs:
+        roi = manifest["roi"]
+        for t, file in enumerate(graphs["bbox_stages"]):
+            for k, v in _initializers(bundle / file, "head.").items():
+                if k == "shared_fcs.0.weight":
+                    v = channels_first_columns(v, int(roi["channels"]), int(roi["size"]))
+                state[f"{dst}{t}.{k}"] = v
+    else:
+        src = _HEAD_PREFIXES["bbox_heads"][0]
+        for k, v in _initializers(bundle / graphs.get("bbox_heads", GRAPH_FILES["bbox_heads"]), src).items():
+            state[dst + k] = v
     return state
 
 
-def rebuild_bundle_heads(src: Path, out: Path, cfg: Config, *, layout: str = "sorted") -> Dict[str, Path]:
+def _remove_box_graphs(out: Path) -> None:
+    """Box graphs of an earlier export of another layout would be left behind unread."""
+    for p in [out / GRAPH_FILES["bbox_heads"], *out.glob("bbox_stage*.onnx")]:
+        p.unlink(missing_ok=True)
+
+
+def rebuild_bundle_heads(src: Path, out: Path, cfg: Config, *, layout: str = "stages") -> Dict[str, Path]:
     """A copy of bundle ``src`` in ``out`` whose head graphs are re-exported in ``layout`` from the
     weights in ``src``'s own head graphs (``cfg``: the model config it was trained with). The
-    backbone graph, manifest and fixture are copied as they are: the heads compute the same
-    function, so the fixture still checks the new graphs."""
+    backbone graph and fixture are copied as they are, the manifest with the contract and
+    graphs of ``layout``: the heads compute the same function, so the fixture still checks
+    the new graphs."""
     if src.resolve() == out.resolve():
         raise ValueError("--from-bundle: write the rebuilt bundle to another folder")
     model = HTC(cfg.model, size_divisor=cfg.data.size_divisor).eval()
@@ -725,11 +893,17 @@ def rebuild_bundle_heads(src: Path, out: Path, cfg: Config, *, layout: str = "so
             raise ValueError(f"{src}: {k} is {tuple(v.shape)} in the graph, {tuple(own[k].shape)} in the config's model")
     model.load_state_dict(state, strict=False)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("manifest.yaml", GRAPH_FILES["backbone"]):
-        shutil.copyfile(src / name, out / name)
+    manifest = yaml.safe_load((src / "manifest.yaml").read_text(encoding="utf-8"))
+    for key in ("contract", "graphs", "roi"):
+        manifest.pop(key, None)
+    head = graphs_section(cfg, layout)
+    manifest = {"contract": head.pop("contract"), **manifest, **head}
+    (out / "manifest.yaml").write_text(dump_yaml(manifest), encoding="utf-8")
+    shutil.copyfile(src / GRAPH_FILES["backbone"], out / GRAPH_FILES["backbone"])
     shutil.rmtree(out / "fixture", ignore_errors=True)
     if (src / "fixture").is_dir():
         shutil.copytree(src / "fixture", out / "fixture")
+    _remove_box_graphs(out)
     ls = long_short(cfg.data.test_scale)
     div = cfg.data.size_divisor
     sample = (-(-ls[1] // div) * div, -(-ls[0] // div) * div)
@@ -743,9 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-bundle", metavar="BUNDLE",
                    help="instead of --checkpoint: re-export BUNDLE's head graphs (in --graph-layout) from the weights "
                         "in those graphs, copying its backbone, manifest and fixture; needs --config")
-    p.add_argument("--graph-layout", choices=GRAPH_LAYOUTS, default="sorted",
-                   help="the head graphs' layout: sorted (each RoI pooled once on its own level; default) or "
-                        "legacy (every level, selected with Where; the graphs of earlier exports)")
+    p.add_argument("--graph-layout", choices=GRAPH_LAYOUTS, default="stages",
+                   help="the head graphs' layout: stages (contract 2, the default: the runtime pools RoIs, one "
+                        "graph per box stage), sorted (contract 1, RoIAlign in the graph, each RoI pooled once on "
+                        "its own level) or legacy (contract 1, every level, selected with Where: earlier exports)")
     p.add_argument("--config", help="YAML config (default: the one saved in the checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.test.max_per_img=50")

@@ -81,10 +81,12 @@ def test_graphs_have_the_contract_signatures(bundle):
                           [(f"p{i}", 4, F) for i in range(2, 7)] + [("semantic_feat", 4, F), ("semantic_logits", 4, F)]
                           + [(f"rpn_cls_{i}", 4, F) for i in range(2, 7)]
                           + [(f"rpn_reg_{i}", 4, F) for i in range(2, 7)]),
-        "bbox_heads.onnx": (feats + [("rois", 2, F), ("image_sizes", 2, F)],
-                            [("stage_logits", 3, F), ("stage_boxes", 3, F)]),
         "mask_heads.onnx": (feats + [("rois", 2, F), ("labels", 1, I64)], [("stage_masks", 4, F)]),
     }
+    for t in range(T):
+        want[f"bbox_stage{t + 1}.onnx"] = ([("roi_feats", 2, F), ("rois", 2, F), ("image_sizes", 2, F)],
+                                           [("logits", 2, F), ("boxes", 2, F)])
+    assert not (out / "bbox_heads.onnx").exists()
     for name, (ins, outs) in want.items():
         graph = onnx.load(str(out / name))
         onnx.checker.check_model(graph)
@@ -94,20 +96,22 @@ def test_graphs_have_the_contract_signatures(bundle):
         dims = {v.name: v.type.tensor_type.shape.dim for v in list(graph.graph.input) + list(graph.graph.output)}
         # batch, sizes and RoI counts are dynamic; channel counts are not
         for v, axes in (("image", (0, 2, 3)), ("p2", (0, 2, 3)), ("rois", (0,)), ("stage_masks", (0,)),
-                        ("stage_logits", (0,)), ("image_sizes", (0,)), ("labels", (0,))):
+                        ("roi_feats", (0,)), ("logits", (0,)), ("boxes", (0,)), ("image_sizes", (0,)),
+                        ("labels", (0,))):
             if v in dims:
                 assert all(dims[v][a].dim_param for a in axes), (name, v)
         if "stage_masks" in dims:
             assert [d.dim_value for d in dims["stage_masks"]][1:] == [T, 28, 28]
-        if "stage_logits" in dims:
-            assert [d.dim_value for d in dims["stage_logits"]][1:] == [T, len(THINGS) + 1]
+        if "logits" in dims:
+            assert [d.dim_value for d in dims["logits"]][1:] == [len(THINGS) + 1]
+            assert [d.dim_value for d in dims["roi_feats"]][1:] == [7 * 7 * 32]
 
 
 def test_manifest_has_exactly_the_contract_keys_and_the_config_values(bundle):
     out, cfg = bundle
     man = yaml.safe_load((out / "manifest.yaml").read_text())
     assert key_tree(man) == key_tree(contract_manifest())
-    assert man["contract"] == "htcstream-bundle/1"
+    assert man["contract"] == "htcstream-bundle/2"
     assert man["things"] == THINGS and man["stuff"] == STUFF and man["num_stages"] == T
     assert man["input"] == {"color": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
                             "size_divisor": 32, "test_scales": [[160, 160]]}
@@ -116,15 +120,22 @@ def test_manifest_has_exactly_the_contract_keys_and_the_config_values(bundle):
                           "delta_clip": pytest.approx(np.log(1000 / 16))}
     assert man["rcnn"] == {"box_stds": cfg.model.roi.box_stds, "score_threshold": 0.001, "nms_iou": 0.5,
                            "max_per_image": 20, "mask_size": 28, "mask_threshold": 0.5}
-    assert man["graphs"] == {"backbone": "backbone.onnx", "bbox_heads": "bbox_heads.onnx",
-                             "mask_heads": "mask_heads.onnx"}
+    assert man["graphs"] == {"backbone": "backbone.onnx", "mask_heads": "mask_heads.onnx",
+                             "bbox_stages": [f"bbox_stage{t + 1}.onnx" for t in range(T)]}
+    assert man["roi"] == {"size": 7, "sampling_ratio": 0, "finest_scale": 56.0, "strides": [4, 8, 16, 32],
+                          "channels": cfg.model.neck.out_channels, "semantic_size": 14, "semantic_stride": 8}
 
 
 def test_model_without_semantic_branch_still_exports_the_contract(tmp_path):
     model, _ = build(semantic=False)
     export.export_graphs(model, tmp_path, (128, 128))  # checks names, ranks and types itself
+    graph = onnx.load(str(tmp_path / "mask_heads.onnx"))
+    assert [i.name for i in graph.graph.input][4] == "semantic_feat"
+    export.export_graphs(model, tmp_path, (128, 128), layout="sorted")
     graph = onnx.load(str(tmp_path / "bbox_heads.onnx"))
     assert [i.name for i in graph.graph.input][4] == "semantic_feat"
+    man = export.build_manifest(build(semantic=False)[1], name="t", things=THINGS, stuff=STUFF)
+    assert man["roi"]["semantic_size"] == 0
     assert not model.training and not any(m.training for m in model.modules())
 
 

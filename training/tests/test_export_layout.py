@@ -1,6 +1,7 @@
 """The ``sorted`` head-graph layout (htc.export) computes what the ``legacy`` one does."""
 
 import onnx
+import yaml
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,3 +138,69 @@ def test_heads_rebuilt_from_a_bundle_keep_the_weights(tmp_path):
     assert "Where" not in _ops(out / "bbox_heads.onnx")
     with pytest.raises(ValueError, match="another folder"):
         export.rebuild_bundle_heads(src, src, cfg)
+
+
+def test_stages_layout_equals_legacy_on_random_rois(model):
+    m, cfg = model
+    feats, sem, rois, sizes, _ = inputs(cfg)
+    legacy_box, _ = export.head_graphs(m, "legacy")
+    box, _ = export.head_graphs(m, "stages")
+    with torch.no_grad():
+        for got, want in zip(box(*feats, sem, rois, sizes), legacy_box(*feats, sem, rois, sizes)):
+            assert got.shape == want.shape
+            assert torch.allclose(got, want, atol=1e-4, rtol=1e-5), (got - want).abs().max()
+
+
+def test_stage_graph_takes_channels_last_features(model):
+    m, cfg = model
+    feats, sem, rois, sizes, _ = inputs(cfg, n=40)
+    cascade = m.box_cascade()
+    stage = export.BoxStageGraph(cascade, 1)
+    with torch.no_grad():
+        x = cascade.roi_features(feats, sem, rois)  # [R, C, S, S]
+        want = cascade.heads[1](x)
+        got = stage.head(export.pooled_channels_last(cascade, feats, sem, rois))
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-5), (g - w).abs().max()
+    w = cascade.heads[1].shared_fcs[0].weight
+    c = cfg.model.neck.out_channels
+    assert torch.equal(export.channels_first_columns(export.channels_last_columns(w, c, 7), c, 7), w)
+
+
+def test_exported_stage_graphs_have_no_roialign(model, tmp_path):
+    m, cfg = model
+    paths = export.export_graphs(m, tmp_path, (96, 128), layout="stages", kinds=("bbox_heads", "mask_heads"))
+    t = cfg.model.roi.num_stages
+    assert sorted(paths) == sorted([f"bbox_stage{i + 1}.onnx" for i in range(t)] + ["mask_heads.onnx"])
+    for i in range(t):
+        ops = _ops(tmp_path / f"bbox_stage{i + 1}.onnx")
+        assert "RoiAlign" not in ops and "Where" not in ops and "Transpose" not in ops, ops
+        export.check_graph(tmp_path / f"bbox_stage{i + 1}.onnx", "bbox_stage")
+
+
+def test_stages_bundle_rebuilt_both_ways_keeps_the_weights(tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config()
+    m = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    own = m.state_dict()
+    heads = {k for k in own if k.startswith(("roi_head.bbox_head.", "roi_head.mask_head."))}
+    src = tmp_path / "v1"
+    export.export_bundle(m, cfg, src, name="t", things=["a", "b", "c"], stuff=["s", "t"], fixture_image=None,
+                         tta_scales=None, layout="legacy")
+    v2 = tmp_path / "v2"
+    export.rebuild_bundle_heads(src, v2, cfg, layout="stages")
+    man = yaml.safe_load((v2 / "manifest.yaml").read_text())
+    assert man["contract"] == "htcstream-bundle/2" and man["graphs"]["bbox_stages"][2] == "bbox_stage3.onnx"
+    assert list(man)[:2] == ["contract", "name"] and "roi" in man
+    assert not (v2 / "bbox_heads.onnx").exists()
+    state = export.heads_state_from_bundle(v2)
+    assert set(state) == heads
+    for k in heads:
+        assert torch.equal(state[k], own[k]), k
+    back = tmp_path / "back"
+    export.rebuild_bundle_heads(v2, back, cfg, layout="legacy")
+    assert (back / "manifest.yaml").read_bytes() == (src / "manifest.yaml").read_bytes()
+    assert not list(back.glob("bbox_stage*.onnx"))
