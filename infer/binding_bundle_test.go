@@ -72,12 +72,12 @@ func TestIOBindingMatchesPlainRuns(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range []*infer.Session{boundB.Backbone, boundB.BBoxHeads, boundB.MaskHeads} {
+	for _, s := range boundB.Sessions() {
 		if infer.BoundRuns(s) == 0 {
 			t.Errorf("%v: no bound run", s.Outputs[0].Name)
 		}
 	}
-	for _, s := range []*infer.Session{plainB.Backbone, plainB.BBoxHeads, plainB.MaskHeads} {
+	for _, s := range plainB.Sessions() {
 		if infer.BoundRuns(s) != 0 {
 			t.Errorf("BindOff: %d bound runs", infer.BoundRuns(s))
 		}

@@ -391,10 +391,9 @@ func portNames(ps []port) string {
 	return b.String()
 }
 
-// LoadBundle reads the bundle in dir, opens its three graphs with o and
-// checks each against the contract. The error names the file and the
-// mismatch. When the asked provider is unavailable, the first graph falls
-// back to CPU with one log line and the others follow it silently.
+// LoadBundle reads the bundle in dir, opens its graphs with o and checks
+// each against the contract. The error names the file and the mismatch; a
+// provider the library cannot give fails the first graph (OpenSession).
 func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
@@ -462,9 +461,19 @@ func (b *Bundle) Provider() Provider { return b.Backbone.Provider }
 
 // Close releases every session; idempotent.
 func (b *Bundle) Close() {
-	for _, s := range append([]*Session{b.Backbone, b.BBoxHeads, b.MaskHeads}, b.BBoxStages...) {
+	for _, s := range b.Sessions() {
+		s.Close()
+	}
+}
+
+// Sessions lists the bundle's open sessions in the order the test procedure
+// runs them: backbone, the box graph(s), mask heads.
+func (b *Bundle) Sessions() []*Session {
+	var out []*Session
+	for _, s := range append(append([]*Session{b.Backbone, b.BBoxHeads}, b.BBoxStages...), b.MaskHeads) {
 		if s != nil {
-			s.Close()
+			out = append(out, s)
 		}
 	}
+	return out
 }
