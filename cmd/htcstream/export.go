@@ -82,9 +82,20 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	fixture := fs.String("fixture-image", "", "image for the reference fixture the Go parity test reads (default: the first val image; none for an mmdetection checkpoint)")
 	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
 	tta := fs.String("tta-scales", "", "the fixture's TTA plan, LONGxSHORT,LONGxSHORT (default: the test scale and 1.3x it)")
+	quant := fs.String("quantize", "", "int8: write INT8 (QDQ) graphs calibrated on --calib-images instead of float ones (measured here: 1.1-1.4x faster, the same AP; docs/benchmarks.md, \"INT8 (issue 14)\")")
+	calib := fs.String("calib-images", "", "with --quantize: folder of calibration images (e.g. the training images)")
+	calibN := fs.Int("calib-count", 16, "with --quantize: calibration images used")
 	root, pargs, err := c.parse(fs, args, true, "want --checkpoint and --out")
 	if err != nil {
 		return err
+	}
+	switch {
+	case *quant != "" && *quant != "int8":
+		return fmt.Errorf("%w: --quantize %q (want int8)", errUsage, *quant)
+	case *quant != "" && *calib == "":
+		return fmt.Errorf("%w: --quantize int8 needs --calib-images", errUsage)
+	case *quant == "" && *calib != "":
+		return fmt.Errorf("%w: --calib-images without --quantize", errUsage)
 	}
 	if *name != "" {
 		pargs = append(pargs, "--name", *name)
@@ -102,7 +113,47 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	if *tta != "" {
 		pargs = append(pargs, "--tta-scales", *tta)
 	}
-	return runPython(root, append(append([]string{"-m", "htc.export"}, pargs...), fs.Args()...), stdout, stderr, nil)
+	if *quant == "" {
+		return runPython(root, append(append([]string{"-m", "htc.export"}, pargs...), fs.Args()...), stdout, stderr, nil)
+	}
+	return exportQuantized(root, pargs, fs.Args(), *calib, *calibN, stdout, stderr)
+}
+
+// exportQuantized exports the float bundle into a temporary folder beside
+// --out, then writes its INT8 form to --out (python3 -m htc.quantize).
+func exportQuantized(root string, pargs, extra []string, calib string, n int, stdout, stderr io.Writer) error {
+	images, err := filepath.Abs(calib)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(images); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: --calib-images %s is not a folder", errUsage, calib)
+	}
+	var out string
+	for i := 0; i+1 < len(pargs); i++ {
+		if pargs[i] == "--out" {
+			out = pargs[i+1]
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".float-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fargs := append([]string(nil), pargs...)
+	for i := range fargs {
+		if i > 0 && fargs[i-1] == "--out" {
+			fargs[i] = tmp
+		}
+	}
+	if err := runPython(root, append(append([]string{"-m", "htc.export"}, fargs...), extra...), stdout, stderr, nil); err != nil {
+		return err
+	}
+	return runPython(root, []string{"-m", "htc.quantize", "--bundle", tmp, "--out", out,
+		"--calib-images", images, "--num-images", fmt.Sprint(n)}, stdout, stderr, nil)
 }
 
 // importCmd writes an mmdetection checkpoint in the training module's own
