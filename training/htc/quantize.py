@@ -1,9 +1,12 @@
 """INT8 post-export pass: a bundle's graphs in ONNX QDQ form (issue 14 item 3).
 
     python3 -m htc.quantize --bundle IN --out OUT --calib-images DIR [--num-images 16]
-        [--graphs backbone,bbox_heads,mask_heads]
+        [--graphs backbone,bbox_stages,mask_heads]
 
-Works on the bundle's ONNX graphs alone (no checkpoint needed). Static quantisation:
+Works on the bundle's ONNX graphs alone (no checkpoint needed), of either contract: the
+graph groups are ``backbone``, the box graphs (``bbox_stages``, one graph per stage, in a
+contract-2 bundle; ``bbox_heads`` in a contract-1 one) and ``mask_heads``. Static
+quantisation:
 
 - every Conv (and Gemm, with ``transA`` 0, ``alpha`` = ``beta`` = 1) whose weight is an
   initializer gets its weight stored as int8 (symmetric; per output channel for Conv, per
@@ -26,7 +29,11 @@ a small Go helper (``internal/ortrun``, built on first use), with the tensors to
 added as graph outputs. Each calibration image is resized as Go does (``prepare_view``),
 the backbone runs on it, proposals are decoded from its RPN outputs (the manifest's
 anchors and NMS settings), the box heads run on the proposals, and the mask heads on the
-best-scoring last-stage boxes.
+best-scoring last-stage boxes. In a contract-2 bundle the box stages run as Go runs them:
+each stage graph's ``roi_feats`` are pooled here from the float backbone outputs as the
+manifest's ``roi`` section says (:func:`pool_roi_feats`: torchvision's aligned RoIAlign,
+channels last), and stage t + 1 pools stage t's boxes; each stage graph is calibrated on
+its own inputs.
 
 The written bundle is the input bundle with the quantised graphs and a ``quantization``
 section in its manifest (docs/model-bundle.md); the fixture is not copied (it is PyTorch's
@@ -52,9 +59,21 @@ import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-GRAPHS = ("backbone", "bbox_heads", "mask_heads")
+GRAPHS = ("backbone", "bbox_stages", "mask_heads")     # graph groups of a contract-2 bundle (the default)
+GRAPHS_V1 = ("backbone", "bbox_heads", "mask_heads")  # of a contract-1 bundle
 SCHEME = "qdq-u8s8"  # uint8 activations, int8 weights, ONNX QDQ
 REPO = Path(__file__).resolve().parents[2]
+
+
+def graph_groups(manifest: dict) -> Tuple[str, ...]:
+    """The bundle's graph groups: :data:`GRAPHS` (contract 2) or :data:`GRAPHS_V1`."""
+    return GRAPHS if "bbox_stages" in manifest["graphs"] else GRAPHS_V1
+
+
+def graph_files(manifest: dict, group: str) -> List[str]:
+    """The files of a graph group (one, or a contract-2 bundle's stage graphs in stage order)."""
+    f = manifest["graphs"][group]
+    return list(f) if isinstance(f, list) else [f]
 
 
 # ---------------------------------------------------------------------------- the ONNX Runtime helper
@@ -294,39 +313,113 @@ def mask_rois(outs: Dict[str, np.ndarray], max_dets: int = 100, min_score: float
 FEATS = ("p2", "p3", "p4", "p5", "semantic_feat")
 
 
+def pool_roi_feats(feats: Dict[str, np.ndarray], rois: np.ndarray, roi: dict) -> np.ndarray:
+    """A contract-2 box stage's ``roi_feats`` [R, S*S*F] as the manifest's ``roi`` section says
+    (docs/model-bundle.md, ``cascade.RoIAlign``): each RoI pooled on its own level
+    (floor(log2(sqrt(w h) / finest_scale + 1e-6)), clamped; level i is p{2+i}) with
+    torchvision's RoIAlign (aligned, avg, ``sampling_ratio``), plus ``semantic_feat`` pooled
+    ``semantic_size`` square and averaged down to S x S when ``semantic_size`` > 0; channels
+    last, bin-major."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.ops import roi_align
+
+    from .model.roi_head import RoIExtractor
+
+    size, ratio, strides = int(roi["size"]), int(roi["sampling_ratio"]), roi["strides"]
+    r = torch.from_numpy(np.ascontiguousarray(rois, np.float32))
+    ext = RoIExtractor(out_size=size, finest_scale=float(roi["finest_scale"]), strides=strides)
+    with torch.no_grad():
+        lvl = ext.levels(r)
+        out = torch.zeros((r.shape[0], int(roi["channels"]), size, size))
+        for i, stride in enumerate(strides):
+            idx = torch.nonzero(lvl == i, as_tuple=False).squeeze(1)
+            if idx.numel():
+                fm = torch.from_numpy(feats[f"p{2 + i}"])
+                out[idx] = roi_align(fm, r[idx], (size, size), 1.0 / stride, ratio, True)
+        sem_size = int(roi.get("semantic_size", 0))
+        if sem_size > 0:
+            sem = roi_align(torch.from_numpy(feats["semantic_feat"]), r, (sem_size, sem_size),
+                            1.0 / roi["semantic_stride"], ratio, True)
+            k = sem_size // size
+            out += F.avg_pool2d(sem, k, k) if k > 1 else sem
+    return np.ascontiguousarray(out.permute(0, 2, 3, 1).reshape(r.shape[0], -1).numpy())
+
+
+def _stage_rois(rois: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([rois[:, :1], boxes], axis=1).astype(np.float32)
+
+
 def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner: Runner,
               graphs: Sequence[str], work: Path) -> Dict[str, Ranges]:
-    """Ranges of every tensor the plans of ``graphs`` need, from the float graphs on ``images``."""
-    ranges = {k: Ranges() for k in GRAPHS}
-    plans = {k: Plan(onnx.load(str(bundle / manifest["graphs"][k]))) for k in GRAPHS}
+    """Ranges of every tensor the plans of ``graphs`` (graph groups) need, from the float
+    graphs on ``images``; by graph file."""
+    groups = graph_groups(manifest)
+    files = {k: graph_files(manifest, k) for k in groups}
+    ranges = {f: Ranges() for k in groups for f in files[k]}
     models = {}
-    for k in GRAPHS:
-        m = onnx.load(str(bundle / manifest["graphs"][k]))
-        names = plans[k].tensors() if k in graphs else []
-        p = work / f"calib_{k}.onnx"
-        onnx.save(with_outputs(m, names), str(p))
-        models[k] = (p, names)
+    for k in groups:
+        for f in files[k]:
+            if k not in graphs:
+                models[f] = (bundle / f, [])
+                continue
+            m = onnx.load(str(bundle / f))
+            names = Plan(m).tensors()
+            p = work / f"calib_{Path(f).stem}.onnx"
+            onnx.save(with_outputs(m, names), str(p))
+            models[f] = (p, names)
     inputs = network_inputs(images, manifest)
     box_feeds, heads_feats = [], []
-    path, names = models["backbone"]
+    path, names = models[files["backbone"][0]]
     for (x, size), outs in zip(inputs, runner.run(path, [{"image": x} for x, _ in inputs])):
-        ranges["backbone"].update(dict(outs, image=x), names)
+        ranges[files["backbone"][0]].update(dict(outs, image=x), names)
         feats = {f: outs[f] for f in FEATS}
         heads_feats.append(feats)
         box_feeds.append(dict(feats, rois=proposals(outs, size, manifest),
                               image_sizes=np.array([size], np.float32)))
-    if "bbox_heads" not in graphs and "mask_heads" not in graphs:
+    box_group = groups[1]
+    if box_group not in graphs and "mask_heads" not in graphs:
         return ranges
-    path, names = models["bbox_heads"]
-    mask_feeds = []
-    for feats, feed, outs in zip(heads_feats, box_feeds, runner.run(path, box_feeds)):
-        ranges["bbox_heads"].update(dict(feed, **outs), names)
-        rois, labels = mask_rois(outs)
-        mask_feeds.append(dict(feats, rois=rois, labels=labels))
+    if box_group == "bbox_heads":
+        path, names = models[files["bbox_heads"][0]]
+        box_outs = []
+        for feed, outs in zip(box_feeds, runner.run(path, box_feeds)):
+            ranges[files["bbox_heads"][0]].update(dict(feed, **outs), names)
+            box_outs.append(outs)
+    else:
+        # the stage loop as Go runs it: pool, stage t, pool its boxes, ...
+        rois = [feed["rois"] for feed in box_feeds]
+        logits: List[List[np.ndarray]] = [[] for _ in box_feeds]
+        boxes: List[List[np.ndarray]] = [[] for _ in box_feeds]
+        for f in files["bbox_stages"]:
+            path, names = models[f]
+
+            def feeds(f=f, names=names, rois=rois):
+                # made one at a time as the runner writes them (the pooled features of all
+                # images need not be held at once); the graph inputs' ranges taken here
+                for feed, r in zip(box_feeds, rois):
+                    fd = {"roi_feats": pool_roi_feats(feed, r, manifest["roi"]), "rois": r,
+                          "image_sizes": feed["image_sizes"]}
+                    ranges[f].update(fd, names)
+                    yield fd
+
+            nxt = []
+            for i, outs in enumerate(runner.run(path, feeds())):
+                ranges[f].update(outs, names)
+                logits[i].append(outs["logits"])
+                boxes[i].append(outs["boxes"])
+                nxt.append(_stage_rois(rois[i], outs["boxes"]))
+            rois = nxt
+        box_outs = [{"stage_logits": np.stack(lg, axis=1), "stage_boxes": np.stack(bx, axis=1)}
+                    for lg, bx in zip(logits, boxes)]
     if "mask_heads" in graphs:
-        path, names = models["mask_heads"]
+        mask_feeds = []
+        for feats, outs in zip(heads_feats, box_outs):
+            rois_m, labels = mask_rois(outs)
+            mask_feeds.append(dict(feats, rois=rois_m, labels=labels))
+        path, names = models[files["mask_heads"][0]]
         for feed, outs in zip(mask_feeds, runner.run(path, mask_feeds)):
-            ranges["mask_heads"].update(dict(feed, **outs), names)
+            ranges[files["mask_heads"][0]].update(dict(feed, **outs), names)
     return ranges
 
 
@@ -497,17 +590,23 @@ def quantize_model(model: onnx.ModelProto, ranges: Ranges, *, conv_per_channel: 
 # ---------------------------------------------------------------------------- the bundle
 
 def quantize_bundle(bundle: Path, out: Path, calib_images: Path, *, num_images: int = 16,
-                    graphs: Sequence[str] = GRAPHS, runner: Optional[Runner] = None,
+                    graphs: Optional[Sequence[str]] = None, runner: Optional[Runner] = None,
                     log=print) -> Dict[str, Dict[str, int]]:
+    """Write ``bundle``'s INT8 form to ``out``. ``graphs``: the graph groups to quantise (default:
+    all of the bundle's, :func:`graph_groups`). Returns what was done per graph file (by its
+    name without ``.onnx``: backbone, bbox_stage1 ..., mask_heads)."""
     bundle, out = Path(bundle), Path(out)
     if out.resolve() == bundle.resolve():
         raise ValueError("--out must be another folder than --bundle")
     manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
     if manifest.get("quantization"):
         raise ValueError(f"{bundle} is already quantised ({manifest['quantization']})")
+    groups = graph_groups(manifest)
+    graphs = list(groups if graphs is None else graphs)
     for k in graphs:
-        if k not in GRAPHS:
-            raise ValueError(f"unknown graph {k!r} (want some of {', '.join(GRAPHS)})")
+        if k not in groups:
+            raise ValueError(f"unknown graph {k!r} for a {manifest.get('contract')} bundle "
+                             f"(want some of {', '.join(groups)})")
     runner = runner or Runner()
     images = load_images(calib_images, num_images)
     log(f"calibrating on {len(images)} images from {calib_images}")
@@ -515,20 +614,21 @@ def quantize_bundle(bundle: Path, out: Path, calib_images: Path, *, num_images: 
     stats = {}
     with tempfile.TemporaryDirectory(prefix="htcq") as tmp:
         ranges = calibrate(bundle, manifest, images, runner, graphs, Path(tmp))
-    for k in GRAPHS:
-        src = bundle / manifest["graphs"][k]
-        dst = out / manifest["graphs"][k]
-        if k in graphs:
-            m, stats[k] = quantize_model(onnx.load(str(src)), ranges[k])
-            onnx.save(m, str(dst))
-            log(f"{k}: {stats[k]}")
-        else:
-            shutil.copyfile(src, dst)
+    for k in groups:
+        for f in graph_files(manifest, k):
+            src, dst = bundle / f, out / f
+            if k in graphs:
+                name = Path(f).stem
+                m, stats[name] = quantize_model(onnx.load(str(src)), ranges[f])
+                onnx.save(m, str(dst))
+                log(f"{name}: {stats[name]}")
+            else:
+                shutil.copyfile(src, dst)
     from .export import dump_yaml
 
     manifest["quantization"] = {
         "scheme": SCHEME,
-        "graphs": [k for k in GRAPHS if k in graphs],
+        "graphs": [k for k in groups if k in graphs],
         "calibration": f"min/max over {len(images)} images",
     }
     (out / "manifest.yaml").write_text(dump_yaml(manifest))
@@ -541,16 +641,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--calib-images", required=True, help="folder of calibration images (.png/.jpg, searched recursively)")
     p.add_argument("--num-images", type=int, default=16, help="calibration images used, spread over the folder (default 16)")
-    p.add_argument("--graphs", default=",".join(GRAPHS), help="graphs to quantise, comma-separated (default: all three)")
+    p.add_argument("--graphs", default=None,
+                   help="graph groups to quantise, comma-separated: backbone, bbox_stages (contract 2; bbox_heads in "
+                        "a contract-1 bundle), mask_heads (default: all of the bundle's)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for calibration")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    graphs = None if args.graphs is None else [g for g in args.graphs.split(",") if g]
     try:
         quantize_bundle(Path(args.bundle), Path(args.out), Path(args.calib_images), num_images=args.num_images,
-                        graphs=[g for g in args.graphs.split(",") if g], runner=Runner(threads=args.threads))
+                        graphs=graphs, runner=Runner(threads=args.threads))
     except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
         print(f"htc.quantize: {e}", file=sys.stderr)
         return 1

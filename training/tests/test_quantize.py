@@ -1,6 +1,7 @@
 """The INT8 post-export pass (htc.quantize): its QDQ graph rewrite, and a small random-weight
-bundle quantised end to end (calibrated and compared through ONNX Runtime, via the Go helper
-internal/ortrun)."""
+model's bundles, contract 2 (the default, one graph per box stage) and contract 1 (the sorted
+layout's bbox_heads), quantised end to end (calibrated and compared through ONNX Runtime, via
+the Go helper internal/ortrun)."""
 
 import shutil
 from pathlib import Path
@@ -124,8 +125,13 @@ def frame(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
     return img
 
 
+LAYOUTS = ("stages", "sorted")  # contract 2 (the default) and contract 1
+
+
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def made(tmp_path_factory):
+    """A random-weight model exported in both contracts and each bundle quantised: layout ->
+    (float bundle, INT8 bundle, stats); and the model, its config, the runner."""
     why = _have_runtime()
     if why:
         pytest.skip(why)
@@ -134,34 +140,57 @@ def bundles(tmp_path_factory):
     cfg.data.test_scale = [160, 160]
     model = build_model(cfg).eval()
     root = tmp_path_factory.mktemp("quant")
-    src = root / "float"
-    export.export_bundle(model, cfg, src, name="t", things=["circle", "square", "star"], stuff=["sky", "grass"],
-                         fixture_image=None, tta_scales=None)
     calib = root / "calib"
     calib.mkdir()
     for i in range(4):
         Image.fromarray(frame(i)).save(calib / f"{i}.png")
     runner = quantize.Runner(threads=1)
-    out = root / "int8"
-    stats = quantize.quantize_bundle(src, out, calib, num_images=4, runner=runner, log=lambda *_: None)
-    return src, out, runner, stats
+    out = {}
+    for layout in LAYOUTS:
+        src = root / f"float_{layout}"
+        export.export_bundle(model, cfg, src, name="t", things=["circle", "square", "star"], stuff=["sky", "grass"],
+                             fixture_image=None, tta_scales=None, layout=layout)
+        dst = root / f"int8_{layout}"
+        stats = quantize.quantize_bundle(src, dst, calib, num_images=4, runner=runner, log=lambda *_: None)
+        out[layout] = (src, dst, stats)
+    return out, model, runner
+
+
+@pytest.fixture(params=LAYOUTS)
+def bundles(request, made):
+    out, _, runner = made
+    src, dst, stats = out[request.param]
+    return src, dst, runner, stats
+
+
+def _graph_kinds(man):
+    """(group, file, check_graph kind) of every graph of a bundle."""
+    for group in quantize.graph_groups(man):
+        for f in quantize.graph_files(man, group):
+            yield group, f, "bbox_stage" if group == "bbox_stages" else group
 
 
 def test_quantised_bundle_has_qdq_graphs_and_says_so(bundles):
     src, out, _, stats = bundles
     man = yaml.safe_load((out / "manifest.yaml").read_text())
-    assert man["contract"] == "htcstream-bundle/1"
     assert man["quantization"]["scheme"] == "qdq-u8s8"
-    assert man["quantization"]["graphs"] == ["backbone", "bbox_heads", "mask_heads"]
+    if man["contract"] == "htcstream-bundle/2":
+        assert man["quantization"]["graphs"] == ["backbone", "bbox_stages", "mask_heads"]
+        assert man["graphs"]["bbox_stages"] == ["bbox_stage1.onnx", "bbox_stage2.onnx", "bbox_stage3.onnx"]
+    else:
+        assert man["contract"] == "htcstream-bundle/1"
+        assert man["quantization"]["graphs"] == ["backbone", "bbox_heads", "mask_heads"]
     del man["quantization"]
     assert man == yaml.safe_load((src / "manifest.yaml").read_text())
-    for kind in quantize.GRAPHS:
-        f, q = onnx.load(str(src / f"{kind}.onnx")), onnx.load(str(out / f"{kind}.onnx"))
+    kinds = list(_graph_kinds(man))
+    assert sorted(stats) == sorted(Path(f).stem for _, f, _ in kinds)
+    for _, file, kind in kinds:
+        f, q = onnx.load(str(src / file)), onnx.load(str(out / file))
         ops, fops = _ops(q), _ops(f)
-        assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0, kind
+        assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0, file
         assert ops.get("Conv", 0) == fops.get("Conv", 0) and ops.get("Gemm", 0) == fops.get("Gemm", 0)
-        n = stats[kind]["quantized_conv"] + stats[kind]["quantized_gemm"]
-        assert n == fops.get("Conv", 0) + fops.get("Gemm", 0), kind  # every Conv and Gemm
+        st = stats[Path(file).stem]
+        assert st["quantized_conv"] + st["quantized_gemm"] == fops.get("Conv", 0) + fops.get("Gemm", 0) > 0, file
         # every Conv/Gemm weight is an int8 initializer behind a DQ
         producers = {o: nd for nd in q.graph.node for o in nd.output}
         inits = {i.name: i for i in q.graph.initializer}
@@ -172,8 +201,31 @@ def test_quantised_bundle_has_qdq_graphs_and_says_so(bundles):
         # the contract's signature is unchanged
         for side in ("input", "output"):
             assert [v.name for v in getattr(q.graph, side)] == [v.name for v in getattr(f.graph, side)]
-        export.check_graph(out / f"{kind}.onnx", kind)
+        export.check_graph(out / file, kind)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.yaml"] + [f for _, f, _ in kinds])
     assert (out / "backbone.onnx").stat().st_size < 0.5 * (src / "backbone.onnx").stat().st_size
+
+
+def test_pooling_is_the_contracts(made):
+    """The stage graphs' calibration inputs are pooled as a contract-2 runtime pools them: the
+    exporter's own reference (pooled_channels_last of the model's box cascade)."""
+    out, model, _ = made
+    src = out["stages"][0]
+    man = yaml.safe_load((src / "manifest.yaml").read_text())
+    g = torch.Generator().manual_seed(3)
+    c = man["roi"]["channels"]
+    feats = {f"p{i}": torch.randn(1, c, 40 // 2 ** (i - 2), 40 // 2 ** (i - 2), generator=g) for i in range(2, 6)}
+    feats["semantic_feat"] = torch.randn(1, c, 20, 20, generator=g)
+    xy = torch.rand(300, 2, generator=g) * 150
+    wh = torch.rand(300, 2, generator=g) ** 2 * 150 + 0.5
+    rois = torch.cat([torch.zeros(300, 1), xy, xy + wh], dim=1)
+    rois[-1, 1:] = torch.tensor([10.0, 10.0, 10.0, 10.0])  # an empty box
+    assert man["roi"]["semantic_size"] > 0
+    want = export.pooled_channels_last(model.box_cascade(), [feats[f"p{i}"] for i in range(2, 6)],
+                                       feats["semantic_feat"], rois).numpy()
+    got = quantize.pool_roi_feats({k: v.numpy() for k, v in feats.items()}, rois.numpy(), man["roi"])
+    assert got.shape == want.shape == (300, 49 * c)
+    assert np.abs(got - want).max() < 1e-5
 
 
 def _rel(a, b):
@@ -191,19 +243,40 @@ def test_quantised_graphs_run_close_to_float(bundles):
     # heads on the same (float) features and proposals
     feats = {f: fb[f] for f in quantize.FEATS}
     rois = quantize.proposals(fb, size, man)[:200]
-    feed = dict(feats, rois=rois, image_sizes=np.array([size], np.float32))
-    fh, qh = (next(runner.run(d / "bbox_heads.onnx", [feed])) for d in (src, out))
-    assert _rel(fh["stage_logits"], qh["stage_logits"]) < 0.1
-    assert np.abs(fh["stage_boxes"] - qh["stage_boxes"]).mean() < 1.0  # px, boxes of ~10-100 px
+    sizes = np.array([size], np.float32)
+    if "bbox_stages" in man["graphs"]:
+        # each stage on the float cascade's RoIs of that stage, pooled as Go pools them
+        fl, fbx = [], []
+        for t, file in enumerate(man["graphs"]["bbox_stages"]):
+            feed = {"roi_feats": quantize.pool_roi_feats(feats, rois, man["roi"]), "rois": rois, "image_sizes": sizes}
+            fs, qs = (next(runner.run(d / file, [feed])) for d in (src, out))
+            assert fs["logits"].shape == qs["logits"].shape == (len(rois), 4)
+            assert _rel(fs["logits"], qs["logits"]) < 0.1, file
+            assert np.abs(fs["boxes"] - qs["boxes"]).mean() < 1.0, file  # px, boxes of ~10-100 px
+            fl.append(fs["logits"])
+            fbx.append(fs["boxes"])
+            rois = np.concatenate([rois[:, :1], fs["boxes"]], axis=1)
+        fh = {"stage_logits": np.stack(fl, axis=1), "stage_boxes": np.stack(fbx, axis=1)}
+    else:
+        feed = dict(feats, rois=rois, image_sizes=sizes)
+        fh, qh = (next(runner.run(d / "bbox_heads.onnx", [feed])) for d in (src, out))
+        assert _rel(fh["stage_logits"], qh["stage_logits"]) < 0.1
+        assert np.abs(fh["stage_boxes"] - qh["stage_boxes"]).mean() < 1.0  # px, boxes of ~10-100 px
     mrois, labels = quantize.mask_rois(fh, max_dets=20)
     mfeed = dict(feats, rois=mrois, labels=labels)
     fm, qm = (next(runner.run(d / "mask_heads.onnx", [mfeed])) for d in (src, out))
     assert np.abs(fm["stage_masks"] - qm["stage_masks"]).mean() < 0.05
 
 
-def test_refuses_a_quantised_bundle_and_its_own_folder(bundles, tmp_path):
-    src, out, runner, _ = bundles
+def test_refuses_a_quantised_bundle_its_own_folder_and_the_other_contracts_graphs(made, tmp_path):
+    out, _, runner = made
+    src, dst, _ = out["stages"]
     with pytest.raises(ValueError, match="already quantised"):
-        quantize.quantize_bundle(out, tmp_path / "again", tmp_path, runner=runner)
+        quantize.quantize_bundle(dst, tmp_path / "again", tmp_path, runner=runner)
     with pytest.raises(ValueError, match="another folder"):
         quantize.quantize_bundle(src, src, tmp_path, runner=runner)
+    with pytest.raises(ValueError, match=r"'bbox_heads' for a htcstream-bundle/2 bundle \(want some of backbone, "
+                                         r"bbox_stages, mask_heads\)"):
+        quantize.quantize_bundle(src, tmp_path / "x", tmp_path, graphs=["backbone", "bbox_heads"], runner=runner)
+    with pytest.raises(ValueError, match="'bbox_stages' for a htcstream-bundle/1 bundle"):
+        quantize.quantize_bundle(out["sorted"][0], tmp_path / "x", tmp_path, graphs=["bbox_stages"], runner=runner)
