@@ -294,7 +294,7 @@ func (m *Manifest) validate() error {
 		}
 	}
 	if m.Quantization != nil {
-		if err := m.Quantization.validate(); err != nil {
+		if err := m.Quantization.validate(m.Contract); err != nil {
 			return err
 		}
 	}

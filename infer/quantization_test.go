@@ -37,3 +37,27 @@ func TestManifestQuantizationSection(t *testing.T) {
 		}
 	}
 }
+
+// A contract-2 bundle's box graphs are the stage graphs, quantised as one
+// group, bbox_stages; bbox_heads is contract 1's alone.
+func TestManifestQuantizationGroupsFollowTheContract(t *testing.T) {
+	v2 := strings.Replace(quantSection, "bbox_heads", "bbox_stages", 1)
+	m, err := ReadManifest(writeBundle(t, validManifestV2+v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(m.Quantization.Graphs, ","); got != "backbone,bbox_stages,mask_heads" {
+		t.Fatalf("quantization.graphs read as %s", got)
+	}
+	bad := []struct{ manifest, section, says string }{
+		{validManifestV2, quantSection, `quantization.graphs: "bbox_heads" is not a graph of contract htcstream-bundle/2 (its box graphs are bbox_stages)`},
+		{validManifest, v2, `quantization.graphs: "bbox_stages" is not a graph of contract htcstream-bundle/1 (its box graphs are bbox_heads)`},
+		{validManifestV2, strings.Replace(v2, "bbox_stages", "bbox_stage1", 1), `unknown graph "bbox_stage1" (want backbone, bbox_stages, mask_heads)`},
+	}
+	for _, b := range bad {
+		_, err := ReadManifest(writeBundle(t, b.manifest+b.section))
+		if !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), b.says) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("got %v, want one line saying %q", err, b.says)
+		}
+	}
+}
