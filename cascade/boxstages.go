@@ -17,11 +17,8 @@ import (
 // returns it, so the ensemble and merge do not tell the two apart.
 
 // poolingMaps returns the view's P2-P5 (and semantic feature, last) channels
-// last, converting the backbone outputs on first use.
+// last, in md's scratch buffer: valid until the next call.
 func (md *Model) poolingMaps(run *viewRun) ([]FeatureMap, error) {
-	if run.pooling != nil {
-		return run.pooling, nil
-	}
 	roi := md.m.ROI
 	idx := []int{outP2, outP2 + 1, outP2 + 2, outP2 + 3}
 	strides := append([]int(nil), roi.Strides...)
@@ -29,7 +26,9 @@ func (md *Model) poolingMaps(run *viewRun) ([]FeatureMap, error) {
 		idx = append(idx, outSemanticFeat)
 		strides = append(strides, roi.SemanticStride)
 	}
-	maps := make([]FeatureMap, len(idx))
+	datas := make([][]float32, len(idx))
+	shapes := make([][]int64, len(idx))
+	total := 0
 	for i, o := range idx {
 		data, shape, err := infer.Float32Output(run.outs[o])
 		if err != nil {
@@ -38,12 +37,23 @@ func (md *Model) poolingMaps(run *viewRun) ([]FeatureMap, error) {
 		if len(shape) != 4 || int(shape[1]) != roi.Channels {
 			return nil, fmt.Errorf("backbone output %d has shape %v; the manifest's roi.channels is %d", o, shape, roi.Channels)
 		}
-		maps[i], err = NHWC(data, int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3]), 1/float32(strides[i]))
+		datas[i], shapes[i] = data, shape
+		total += len(data)
+	}
+	if cap(md.nhwc) < total {
+		md.nhwc = make([]float32, total)
+	}
+	buf := md.nhwc[:total]
+	maps := make([]FeatureMap, len(idx))
+	for i, sh := range shapes {
+		var err error
+		n := len(datas[i])
+		maps[i], err = NHWCInto(buf[:n], datas[i], int(sh[0]), int(sh[1]), int(sh[2]), int(sh[3]), 1/float32(strides[i]))
 		if err != nil {
 			return nil, err
 		}
+		buf = buf[n:]
 	}
-	run.pooling = maps
 	return maps, nil
 }
 
@@ -74,11 +84,16 @@ func (md *Model) newBoxPool(run *viewRun, n int) (*boxPool, error) {
 	}
 	roi := md.m.ROI
 	s := roi.Size
+	// The features (6 MB for 500 RoIs of the default model) are reused from
+	// frame to frame: every value is written before it is read.
+	if need := n * s * s * roi.Channels; cap(md.roiFeats) < need {
+		md.roiFeats = make([]float32, need)
+	}
 	p := &boxPool{
 		fpn:   RoIAlign{Size: s, SamplingRatio: roi.SamplingRatio},
 		maps:  maps,
 		jobs:  make([]PoolJob, n),
-		feats: make([]float32, n*s*s*roi.Channels),
+		feats: md.roiFeats[:n*s*s*roi.Channels],
 	}
 	if roi.SemanticSize > 0 {
 		p.sem = RoIAlign{Size: s, SamplingRatio: roi.SamplingRatio, Average: roi.SemanticSize / s, Add: true}

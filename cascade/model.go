@@ -99,6 +99,9 @@ type Model struct {
 	semantic bool
 	// semClasses is the number of semantic channels the manifest names.
 	semClasses int
+	// roiFeats and nhwc are the box stages' pooled features and feature
+	// maps (channels last), kept between calls.
+	roiFeats, nhwc []float32
 	// trace, when set (the parity test's), receives the next Detect
 	// call's per-view intermediates; nil in production.
 	trace *detectTrace
@@ -232,9 +235,6 @@ type viewRun struct {
 	prep  []infer.Prepared
 	outs  []ort.Value // backbone outputs, contract order
 	sizes *ort.Tensor[float32]
-	// pooling holds P2-P5 and the semantic feature channels last, made
-	// on first use by a contract-2 bundle's box stages.
-	pooling []FeatureMap
 }
 
 func (v *viewRun) release() {
@@ -244,7 +244,6 @@ func (v *viewRun) release() {
 		}
 	}
 	v.outs = nil
-	v.pooling = nil
 	if v.sizes != nil {
 		v.sizes.Destroy()
 		v.sizes = nil

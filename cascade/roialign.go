@@ -19,12 +19,16 @@ type FeatureMap struct {
 	Scale float32
 }
 
-// NHWC copies an NCHW tensor into a FeatureMap.
+// NHWC copies an NCHW tensor into a new FeatureMap.
 func NHWC(data []float32, n, c, h, w int, scale float32) (FeatureMap, error) {
-	if len(data) != n*c*h*w {
-		return FeatureMap{}, fmt.Errorf("feature map: %d values for %dx%dx%dx%d", len(data), n, c, h, w)
+	return NHWCInto(make([]float32, len(data)), data, n, c, h, w, scale)
+}
+
+// NHWCInto is NHWC writing into out (len(data) values).
+func NHWCInto(out, data []float32, n, c, h, w int, scale float32) (FeatureMap, error) {
+	if len(data) != n*c*h*w || len(out) != len(data) {
+		return FeatureMap{}, fmt.Errorf("feature map: %d values (into %d) for %dx%dx%dx%d", len(data), len(out), n, c, h, w)
 	}
-	out := make([]float32, len(data))
 	plane := h * w
 	for b := 0; b < n; b++ {
 		src := data[b*c*plane : (b+1)*c*plane]
@@ -125,12 +129,13 @@ type poolScratch struct {
 	yat, xat []int
 }
 
-// binTaps is one output bin's sampling: rows ys and columns xs of one
-// image's map, w positions a row (C values each). axisWeights keeps every
-// index inside the map.
-type binTaps struct {
+// binRow is one row of output bins' sampling: rows ys of one image's map
+// (w positions a row, C values each) and, for bin q of the row, columns
+// xs[xat[q]:xat[q+1]]. axisWeights keeps every index inside the map.
+type binRow struct {
 	w      int
 	ys, xs []axisWeight
+	xat    []int
 }
 
 // pool writes job j's bins.
@@ -160,27 +165,27 @@ func (ra RoIAlign) pool(m *FeatureMap, j *PoolJob, s *poolScratch) {
 	// the image's whole map, so the kernels may index it without checks
 	img := m.Data[j.Batch*m.H*m.W*c : (j.Batch+1)*m.H*m.W*c]
 	for p := 0; p < size; p++ {
-		ys := s.ys[s.yat[p]:s.yat[p+1]]
-		for q := 0; q < size; q++ {
-			bt := binTaps{w: m.W, ys: ys, xs: s.xs[s.xat[q]:s.xat[q+1]]}
-			accumulateBin(out[(p*size+q)*c:(p*size+q+1)*c], img, c, &bt, ra.Add)
-		}
+		row := binRow{w: m.W, ys: s.ys[s.yat[p]:s.yat[p+1]], xs: s.xs, xat: s.xat}
+		accumulateRow(out[p*size*c:(p+1)*size*c], img, c, &row, ra.Add)
 	}
 }
 
-// accumulateBinScalar sets dst (C values) to the weighted sum of the bin's
-// positions of img, or adds the sum to it.
-func accumulateBinScalar(dst, img []float32, c int, bt *binTaps, add bool) {
+// accumulateRowScalar sets each bin of dst (len(xat)-1 bins of C values)
+// to the weighted sum of its positions of img, or adds the sum to it.
+func accumulateRowScalar(dst, img []float32, c int, r *binRow, add bool) {
 	if !add {
 		clear(dst)
 	}
-	for _, y := range bt.ys {
-		for _, x := range bt.xs {
-			w := y.w * x.w
-			o := (y.idx*bt.w + x.idx) * c
-			row := img[o : o+c]
-			for k, v := range row {
-				dst[k] += w * v
+	for q := 0; q+1 < len(r.xat); q++ {
+		d := dst[q*c : (q+1)*c]
+		for _, y := range r.ys {
+			for _, x := range r.xs[r.xat[q]:r.xat[q+1]] {
+				w := y.w * x.w
+				o := (y.idx*r.w + x.idx) * c
+				row := img[o : o+c]
+				for k, v := range row {
+					d[k] += w * v
+				}
 			}
 		}
 	}

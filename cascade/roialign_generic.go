@@ -2,10 +2,10 @@
 
 package cascade
 
-// accumulateBin: without GOEXPERIMENT=simd (or off amd64) the scalar loop;
+// accumulateRow: without GOEXPERIMENT=simd (or off amd64) the scalar loop;
 // the Makefile and scripts build with the experiment on.
-func accumulateBin(dst, img []float32, c int, bt *binTaps, add bool) {
-	accumulateBinScalar(dst, img, c, bt, add)
+func accumulateRow(dst, img []float32, c int, r *binRow, add bool) {
+	accumulateRowScalar(dst, img, c, r, add)
 }
 
 // RoIAlignVectorised reports whether RoIAlign runs on 8-wide vectors here:

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -21,6 +23,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	mf.register(fs, 0)
 	frames := fs.Int("frames", 20, "frames to time (after one warm-up frame)")
 	size := fs.String("size", "", "resize the video's frames to WxH first (e.g. 1920x1080), to time a frame size")
+	profile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed frames to FILE (go tool pprof; the graphs show as cgo calls)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -39,6 +42,19 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer b.Close()
+	stopProfile := func() {}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		stopProfile = pprof.StopCPUProfile
+		defer stopProfile()
+	}
 
 	var (
 		total cascade.Timings
@@ -72,6 +88,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile()
 	if n < 2 {
 		return fmt.Errorf("%s: fewer than 2 frames", fs.Arg(0))
 	}
