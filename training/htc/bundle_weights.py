@@ -31,8 +31,12 @@ parameters: ``W * gamma / sqrt(var + eps)`` and ``beta - mean * gamma /
 sqrt(var + eps)`` cannot be split back into conv weight and BatchNorm
 statistics, so the checkpoint is for evaluation and export (or as the start of
 a new run), not to resume training. Exported again (torch.onnx folds the identity
-norms back), it gives the same graphs: for the default bundle ``htc.export
---graph-layout legacy`` (its layout) writes all three ``.onnx`` files byte for byte.
+norms back), it gives the same graphs: ``htc.export --checkpoint`` of the default
+bundle's checkpoint writes its manifest and every ``.onnx`` file byte for byte.
+
+The bundle may be in any graph layout (contract 1's ``legacy``/``sorted``, contract
+2's ``stages``); its manifest must be what the config exports in one of them. A
+quantised bundle is refused (its weights are not the float model's).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ from torch import Tensor, nn
 from .builders import load_config_with_overrides
 from .config import Config
 from .evaluation import rle as rle_mod
-from .export import GRAPH_FILES, BackboneGraph, build_manifest, dump_yaml, heads_state_from_bundle, load_rgb
+from .export import (GRAPH_FILES, GRAPH_LAYOUTS, BackboneGraph, build_manifest, dump_yaml, heads_state_from_bundle,
+                     load_rgb)
 from .model import build_model
 from .model.backbone import FrozenBatchNorm2d
 from .model.detector import HTC
@@ -280,17 +285,26 @@ def backbone_state_from_bundle(bundle: Path, model: HTC) -> Tuple[Dict[str, Tens
 
 
 def check_manifest(bundle: Path, cfg: Config) -> Dict[str, Any]:
-    """The bundle's manifest; it must be what ``cfg`` exports (apart from the name), else
-    the config is not the one the bundle came from."""
+    """The bundle's manifest; it must be what ``cfg`` exports in one of the graph layouts
+    (apart from the name), else the config is not the one the bundle came from. A quantised
+    bundle's weights are not the model's: refused."""
     man = yaml.safe_load((bundle / "manifest.yaml").read_text(encoding="utf-8"))
-    stuff = man.get("stuff", [])
-    want = yaml.safe_load(dump_yaml(build_manifest(cfg, name=man.get("name", ""), things=man.get("things", []),
-                                                   stuff=stuff)))
-    diff = sorted(k for k in set(want) | set(man) if want.get(k) != man.get(k))
-    if diff:
-        shown = "; ".join(f"{k}: bundle {man.get(k)!r}, config {want.get(k)!r}" for k in diff[:3])
-        raise ValueError(f"{bundle}/manifest.yaml differs from what the config exports ({shown}){HINT}")
-    return man
+    if man.get("quantization"):
+        raise ValueError(f"{bundle} is quantised ({man['quantization']}): its weights are not the float model's; "
+                         "read the float bundle it was made from")
+    closest: Optional[Tuple[List[str], Dict[str, Any]]] = None  # the layout with the fewest differing keys
+    for layout in GRAPH_LAYOUTS:
+        want = yaml.safe_load(dump_yaml(build_manifest(cfg, name=man.get("name", ""), things=man.get("things", []),
+                                                       stuff=man.get("stuff", []), layout=layout)))
+        diff = sorted(k for k in set(want) | set(man) if want.get(k) != man.get(k))
+        if not diff:
+            return man
+        if closest is None or len(diff) < len(closest[0]):
+            closest = (diff, want)
+    assert closest is not None
+    diff, want = closest
+    shown = "; ".join(f"{k}: bundle {man.get(k)!r}, config {want.get(k)!r}" for k in diff[:3])
+    raise ValueError(f"{bundle}/manifest.yaml differs from what the config exports ({shown}){HINT}")
 
 
 def model_from_bundle(bundle: Path, cfg: Config) -> Tuple[HTC, Dict[str, int]]:

@@ -73,6 +73,16 @@ def test_a_config_the_bundle_was_not_exported_from_is_refused():
         bw.checkpoint_from_bundle(BUNDLE, cfg)
 
 
+def test_a_quantised_bundle_is_refused(tmp_path):
+    import yaml
+
+    man = yaml.safe_load((BUNDLE / "manifest.yaml").read_text())
+    man["quantization"] = {"mode": "int8"}
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(man))
+    with pytest.raises(ValueError, match="quantised"):
+        bw.check_manifest(tmp_path, load_config_with_overrides(str(CONFIG)))
+
+
 def test_shipped_checkpoint_reproduces_the_bundle_fixture():
     """examples/models/htc_tiny_synthetic.pth through the training module's own loaders: PyTorch
     gives the bundle's fixture detections (single view) to float rounding."""
