@@ -300,8 +300,7 @@ func maskIoU(m Mask, r coco.RLE) (float64, error) {
 // resized by every view (320x240 at the 320 test scale; TTA 320 and 416,
 // each with flip), and runs the parity test on it: every plan, including
 // the probs ensemble with unequal stage weights, per view and stage. The
-// default bundle's fixture image is already 320x240, and its checkpoint is
-// not shipped to re-export it.
+// default bundle's fixture image is already 320x240, which no view resizes.
 func TestParityResized(t *testing.T) {
 	skipUnlessExporting(t)
 	dir := filepath.Join(t.TempDir(), "random")

@@ -5,8 +5,8 @@
 exports one (the Go parity test, cascade/parity_test.go TestParityResized, uses it):
 model_testutil's small HTC with a 320x320 test scale, its fixture image a 400x300 frame
 (the single view resizes it to 320x240; TTA: 320 and 416, each with flip), and the three
-fixture plans of htc.export (single; tta; tta_probs). The bundled default model cannot be
-re-exported (its checkpoint is not shipped) and its fixture image is already 320x240.
+fixture plans of htc.export (single; tta; tta_probs). The bundled default model's fixture
+image is already 320x240, which no view resizes.
 
 Random weights give near-uniform scores (all RPN objectness about 0.5, every class about
 1/(C+1)), where a float rounding difference reorders near-equal proposals or decides NMS
