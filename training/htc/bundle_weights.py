@@ -56,6 +56,7 @@ from onnx import numpy_helper
 from torch import Tensor, nn
 
 from .builders import load_config_with_overrides
+from .checkpoint_file import save_checkpoint
 from .config import Config
 from .evaluation import rle as rle_mod
 from .export import (GRAPH_FILES, GRAPH_LAYOUTS, BackboneGraph, build_manifest, dump_yaml, heads_state_from_bundle,
@@ -442,10 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError(f"the recovered weights do not reproduce {bundle}/fixture ({shown}); nothing written")
             line += f"; fixture (single) largest differences: {shown}"
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(out)
+        save_checkpoint(ckpt, out)
     except (OSError, ValueError) as e:
         print(f"htc.bundle_weights: {e}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .builders import apply_overrides
+from .checkpoint_file import save_checkpoint
 from .config import Config, config_from_dict, merge_configs, read_config_file
 from .data.cocostuff import COCO_THING_NAMES, COCOSTUFF_NAMES, NUM_COCOSTUFF_CHANNELS
 
@@ -323,10 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg, ckpt = load(Path(args.checkpoint), args.config, [s for g in args.overrides for s in g])
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(out)
+        save_checkpoint(ckpt, out)
     except (OSError, ValueError) as e:
         print(f"htc.mmdet_checkpoint: {e}", file=sys.stderr)
         return 2

@@ -85,6 +85,7 @@ from . import dist as dist_mod
 from . import pretrained as pretrained_mod
 from .builders import (SplitData, build_split, check_same_model, load_config_with_overrides, prepare_data,
                        resolve_data_root)
+from .checkpoint_file import save_checkpoint
 from .config import Config, TrainConfig, describe_config, read_config_file
 from .data import collate
 from .dist import DistEnv
@@ -350,12 +351,6 @@ def check_finite(names: Sequence[str], values: Sequence[float], epoch: int, epoc
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".tmp")
     if tmp.exists():
@@ -598,7 +593,7 @@ def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = 
             },
         }
         latest = work_dir / "latest.pth"
-        _atomic_save(state, latest)
+        save_checkpoint(state, latest)
         return latest
 
     stop.armed = True
