@@ -438,7 +438,36 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 		b.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, filepath.Join(dir, "manifest.yaml"), err)
 	}
+	if err := checkROIWidth(b, m); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, filepath.Join(dir, "manifest.yaml"), err)
+	}
 	return b, nil
+}
+
+// checkROIWidth compares contract 2's roi section with the graphs, where
+// they fix the sizes: the channels of p2 and semantic_feat, and each stage's
+// roi_feats width (size x size x channels). A mismatch would otherwise
+// surface as a shape error on the first frame.
+func checkROIWidth(b *Bundle, m *Manifest) error {
+	if m.ROI == nil {
+		return nil
+	}
+	r := m.ROI
+	for _, o := range b.Backbone.Outputs {
+		if (o.Name == "p2" || (o.Name == "semantic_feat" && r.SemanticSize > 0)) && len(o.Dimensions) == 4 &&
+			o.Dimensions[1] > 0 && int(o.Dimensions[1]) != r.Channels {
+			return fmt.Errorf("roi.channels is %d but %s's %s has %d channels", r.Channels, m.Graphs.Backbone, o.Name, o.Dimensions[1])
+		}
+	}
+	want := r.Size * r.Size * r.Channels
+	for i, s := range b.BBoxStages {
+		if d := s.Inputs[0].Dimensions; len(d) == 2 && d[1] > 0 && int(d[1]) != want {
+			return fmt.Errorf("roi size %d and channels %d make %d values a RoI, but %s's roi_feats takes %d",
+				r.Size, r.Channels, want, m.Graphs.BBoxStages[i], d[1])
+		}
+	}
+	return nil
 }
 
 // checkSemanticChannels compares the backbone's semantic_logits channel

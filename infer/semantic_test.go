@@ -198,3 +198,28 @@ export.export_bundle(build_model(cfg).eval(), cfg, __import__("pathlib").Path(sy
 		t.Errorf("names %q %q %q %q, stuff[90] %v stuff[91] %v", names[0], names[11], names[156], names[182], stuff[90], stuff[91])
 	}
 }
+
+func TestLoadBundleChecksTheROISectionAgainstTheGraphs(t *testing.T) {
+	dir := copyBundle(t)
+	path := filepath.Join(dir, "manifest.yaml")
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ from, to, says string }{
+		{"channels: 64", "channels: 32", "has 64 channels"},
+		{"size: 7\n", "size: 14\n", "roi_feats takes 3136"},
+	} {
+		m := strings.Replace(string(orig), c.from, c.to, 1)
+		if m == string(orig) {
+			t.Fatalf("example manifest has no %q", c.from)
+		}
+		if err := os.WriteFile(path, []byte(m), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadBundle(dir, SessionOptions{IntraOpThreads: 1})
+		if !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "manifest.yaml") {
+			t.Errorf("%q -> %q: %v, want an error naming manifest.yaml and saying %q", c.from, c.to, err, c.says)
+		}
+	}
+}
