@@ -78,9 +78,14 @@ func (t *Timings) Add(o Timings) {
 // Graph is the time spent inside the graphs.
 func (t Timings) Graph() time.Duration { return t.Backbone + t.BBoxHeads + t.MaskHeads }
 
-// Go is the time spent in Go's own steps (preprocessing included).
+// Model is the network's own compute: the graphs and, for a contract-2
+// bundle, the RoIAlign Go runs between the box stages in their place.
+func (t Timings) Model() time.Duration { return t.Graph() + t.RoIAlign }
+
+// Go is the time spent in Go's own steps around the network (preprocessing
+// included; RoIAlign, part of the network, is not).
 func (t Timings) Go() time.Duration {
-	return t.Preprocess + t.Proposals + t.RoIAlign + t.Merge + t.Paste
+	return t.Preprocess + t.Proposals + t.Merge + t.Paste
 }
 
 // Model runs HTC's test procedure on frames with a loaded bundle. A Model is

@@ -93,7 +93,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: fewer than 2 frames", fs.Arg(0))
 	}
 	k := float64(n - 1)
-	graph := total.Graph()
+	model := total.Model()
 	goSteps := total.Go()
 	fmt.Fprintf(stdout, "model %s, %dx%d frames, %d views, provider %s, %d frames timed, %.1f detections/frame\n",
 		mf.bundle, w, h, len(md.Views()), b.Provider(), n-1, float64(dets)/k)
@@ -108,8 +108,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	} {
 		fmt.Fprintf(stdout, "%-22s %10.2f\n", row.name, ms(row.d)/k)
 	}
-	fmt.Fprintf(stdout, "Go steps / graph time: %.1f%% (preprocess excluded: %.1f%%)\n",
-		100*float64(goSteps)/float64(graph), 100*float64(goSteps-total.Preprocess)/float64(graph))
+	fmt.Fprintf(stdout, "Go steps / model time (graphs + roi align): %.1f%% (preprocess excluded: %.1f%%)\n",
+		100*float64(goSteps)/float64(model), 100*float64(goSteps-total.Preprocess)/float64(model))
 	return nil
 }
 

@@ -106,8 +106,8 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "Evaluate annotation type *%s*\n%s\n", typ, st)
 		report[string(typ)] = st
 	}
-	fmt.Fprintf(stdout, "%d images, %d views each, %.1f ms/image (graphs %.1f ms, Go %.1f ms)\n", n, len(md.Views()),
-		ms(elapsed)/float64(n), ms(tm.Graph())/float64(n), ms(tm.Go())/float64(n))
+	fmt.Fprintf(stdout, "%d images, %d views each, %.1f ms/image (graphs %.1f ms, roi align %.1f ms, other Go steps %.1f ms)\n",
+		n, len(md.Views()), ms(elapsed)/float64(n), ms(tm.Graph())/float64(n), ms(tm.RoIAlign)/float64(n), ms(tm.Go())/float64(n))
 	if *results != "" {
 		if err := writeJSON(*results, dets); err != nil {
 			return err
