@@ -43,6 +43,10 @@ func NHWCInto(out, data []float32, n, c, h, w int, scale float32) (FeatureMap, e
 	return FeatureMap{N: n, H: h, W: w, C: c, Data: out, Scale: scale}, nil
 }
 
+// maxBoxCoord bounds the box coordinates Pool accepts (pixels): 16 times
+// the largest test scale infer.ParseScale takes.
+const maxBoxCoord = 65536.0
+
 // PoolJob is one RoI to pool: box (x1, y1, x2, y2) in image pixels on image
 // Batch of map Level, written to Out ([S][S][C]: bin-major, channels last).
 type PoolJob struct {
@@ -206,6 +210,14 @@ func (ra RoIAlign) Pool(maps []FeatureMap, jobs []PoolJob, workers int) error {
 		}
 		if len(j.Out) < ra.Size*ra.Size*m.C {
 			return fmt.Errorf("roi %d: output of %d values, want %d", i, len(j.Out), ra.Size*ra.Size*m.C)
+		}
+		for _, v := range j.Box {
+			// a box beyond the largest map would ask for a sampling grid
+			// without bound; the graphs clip boxes to the image, so only a
+			// broken model gets here
+			if !(math.Abs(float64(v)) <= maxBoxCoord) {
+				return fmt.Errorf("roi %d: box %v is not finite or beyond %g px", i, j.Box, maxBoxCoord)
+			}
 		}
 	}
 	if workers <= 0 {

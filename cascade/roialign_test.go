@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -209,5 +210,23 @@ func BenchmarkRoIAlign(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestRoIAlignRefusesBoxesItCannotSample(t *testing.T) {
+	m, err := NHWC(make([]float32, 8*4*4), 1, 8, 4, 4, 0.25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, 7*7*8)
+	for _, b := range [][4]float32{
+		{0, 0, float32(math.NaN()), 4},
+		{0, float32(math.Inf(1)), 4, 4},
+		{-1e9, 0, 1e9, 4},
+	} {
+		err := (RoIAlign{Size: 7}).Pool([]FeatureMap{m}, []PoolJob{{Box: b, Out: out}}, 1)
+		if err == nil || !strings.Contains(err.Error(), "roi 0: box") {
+			t.Errorf("box %v: %v, want an error naming roi 0", b, err)
+		}
 	}
 }
