@@ -115,14 +115,20 @@ def test_exported_sorted_graphs_pool_once_per_level_without_where(model, tmp_pat
         export.check_graph(tmp_path / f"{kind}.onnx", kind)
 
 
-def test_heads_rebuilt_from_a_bundle_keep_the_weights(tmp_path):
+def distinct_weights_model():
+    """A small model whose tensors are all different: the exporter shares equal initializers
+    (fresh zero biases) under one name, which recovery could not tell apart."""
     torch.manual_seed(0)
     cfg = small_config()
     m = build_model(cfg).eval()
     with torch.no_grad():
-        # no two tensors alike: the exporter shares equal initializers (fresh zero biases) under one name
         for p in m.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
+    return m, cfg
+
+
+def test_heads_rebuilt_from_a_bundle_keep_the_weights(tmp_path):
+    m, cfg = distinct_weights_model()
     src = tmp_path / "src"
     export.export_bundle(m, cfg, src, name="t", things=["a", "b", "c"], stuff=["s", "t"], fixture_image=None,
                          tta_scales=None, layout="legacy")
@@ -169,12 +175,7 @@ def test_exported_stage_graphs_have_no_roialign(model, tmp_path):
 
 
 def test_stages_bundle_rebuilt_both_ways_keeps_the_weights(tmp_path):
-    torch.manual_seed(0)
-    cfg = small_config()
-    m = build_model(cfg).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
+    m, cfg = distinct_weights_model()
     own = m.state_dict()
     heads = {k for k in own if k.startswith(("roi_head.bbox_head.", "roi_head.mask_head."))}
     src = tmp_path / "v1"
