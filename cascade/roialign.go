@@ -30,13 +30,20 @@ func NHWCInto(out, data []float32, n, c, h, w int, scale float32) (FeatureMap, e
 		return FeatureMap{}, fmt.Errorf("feature map: %d values (into %d) for %dx%dx%dx%d", len(data), len(out), n, c, h, w)
 	}
 	plane := h * w
+	// In blocks of pixels: a block's C x block outputs stay in cache while
+	// every channel writes into them (channel by channel over whole planes,
+	// each write landed on another cache line: ~5 ns a value).
+	const block = 32
 	for b := 0; b < n; b++ {
 		src := data[b*c*plane : (b+1)*c*plane]
 		dst := out[b*c*plane : (b+1)*c*plane]
-		for ch := 0; ch < c; ch++ {
-			p := src[ch*plane : (ch+1)*plane]
-			for i, v := range p {
-				dst[i*c+ch] = v
+		for p0 := 0; p0 < plane; p0 += block {
+			p1 := min(p0+block, plane)
+			d := dst[p0*c : p1*c]
+			for ch := 0; ch < c; ch++ {
+				for i, v := range src[ch*plane+p0 : ch*plane+p1] {
+					d[i*c+ch] = v
+				}
 			}
 		}
 	}

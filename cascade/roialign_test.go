@@ -230,3 +230,42 @@ func TestRoIAlignRefusesBoxesItCannotSample(t *testing.T) {
 		}
 	}
 }
+
+func TestNHWCTransposes(t *testing.T) {
+	// sizes off the copy block, two images
+	n, c, h, w := 2, 5, 7, 11
+	data := make([]float32, n*c*h*w)
+	for i := range data {
+		data[i] = float32(i)
+	}
+	m, err := NHWC(data, n, c, h, w, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := 0; b < n; b++ {
+		for ch := 0; ch < c; ch++ {
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					want := data[((b*c+ch)*h+y)*w+x]
+					if got := m.Data[((b*h+y)*w+x)*c+ch]; got != want {
+						t.Fatalf("image %d channel %d at (%d, %d): %v, want %v", b, ch, y, x, got, want)
+					}
+				}
+			}
+		}
+	}
+	if _, err := NHWC(data[1:], n, c, h, w, 1); err == nil {
+		t.Fatal("a short tensor was accepted")
+	}
+}
+
+func BenchmarkNHWC(b *testing.B) {
+	// the default model's P2 at a 416x416 TTA view
+	data := make([]float32, 64*104*104)
+	out := make([]float32, len(data))
+	for i := 0; i < b.N; i++ {
+		if _, err := NHWCInto(out, data, 1, 64, 104, 104, 0.25); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
