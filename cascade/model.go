@@ -494,10 +494,7 @@ func mergeProposals(views [][]Proposal, cfg RPNConfig) []Box {
 			scores = append(scores, p.Score)
 		}
 	}
-	keep := NMS(boxes, scores, cfg.NMSIoU)
-	if cfg.MaxProposals > 0 && len(keep) > cfg.MaxProposals {
-		keep = keep[:cfg.MaxProposals]
-	}
+	keep := NMSLimit(boxes, scores, cfg.NMSIoU, max(cfg.MaxProposals, 0))
 	out := make([]Box, len(keep))
 	for i, k := range keep {
 		out[i] = boxes[k]

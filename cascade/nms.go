@@ -8,6 +8,13 @@ import "sort"
 // the result is deterministic. Boxes with a NaN score or coordinate are
 // dropped.
 func NMS(boxes []Box, scores []float32, iou float32) []int {
+	return NMSLimit(boxes, scores, iou, 0)
+}
+
+// NMSLimit is NMS that stops once limit boxes are kept (0: no limit): the
+// greedy pass keeps boxes best first, so its first limit boxes are the same
+// whether it goes on or not, and the rest of the pairs need no comparing.
+func NMSLimit(boxes []Box, scores []float32, iou float32, limit int) []int {
 	order := make([]int, 0, len(boxes))
 	for i := range boxes {
 		if scores[i] == scores[i] && boxes[i].Finite() {
@@ -28,6 +35,9 @@ func NMS(boxes []Box, scores []float32, iou float32) []int {
 			continue
 		}
 		keep = append(keep, i)
+		if len(keep) == limit {
+			break
+		}
 		a := boxes[i]
 		for _, j := range order[n+1:] {
 			if suppressed[j] {

@@ -56,6 +56,12 @@ print(json.dumps({"boxes": boxes.tolist(), "scores": scores.tolist(), "keep": ke
 	if got := NMS(boxes, ref.Scores, 0.5); !equalInts(got, ref.Keep) {
 		t.Fatalf("NMS kept %v\ntorchvision kept %v", got, ref.Keep)
 	}
+	for _, limit := range []int{1, 17, len(ref.Keep), len(ref.Keep) + 5} {
+		want := ref.Keep[:min(limit, len(ref.Keep))]
+		if got := NMSLimit(boxes, ref.Scores, 0.5, limit); !equalInts(got, want) {
+			t.Fatalf("NMSLimit %d kept %v\ntorchvision's first %d: %v", limit, got, limit, want)
+		}
+	}
 	if got := BatchedNMS(boxes, ref.Scores, ref.Groups, 0.5); !equalInts(got, ref.KeepB) {
 		t.Fatalf("BatchedNMS kept %v\ntorchvision kept %v", got, ref.KeepB)
 	}
