@@ -834,11 +834,16 @@ def heads_state_from_bundle(bundle: Path) -> Dict[str, Tensor]:
     state: Dict[str, Tensor] = {}
     src, dst = _HEAD_PREFIXES["mask_heads"]
     mask_path = bundle / graphs.get("mask_heads", GRAPH_FILES["mask_heads"])
-    for k, v in _initializers(mask_path, src).items():
+    # one read of the graph: the heads' own parameters (src) and, beside them, the sorted
+    # layout's rearranged upsample and logits weights (SortedMaskCascade), put back below
+    wrapper = _initializers(mask_path, "inner.")
+    inner = src[len("inner."):]
+    heads = {k[len(inner):]: v for k, v in wrapper.items() if k.startswith(inner)}
+    if not heads:
+        raise ValueError(f"{mask_path}: no initializer named {src}*: not a graph written by htc.export")
+    for k, v in heads.items():
         state[dst + k] = v
-    # the sorted layout's mask graph holds the upsample and logits weights rearranged
-    # (SortedMaskCascade): put them back
-    for k, v in _initializers(mask_path, "inner.").items():
+    for k, v in wrapper.items():
         kind, t = k.rstrip("0123456789"), k[len(k.rstrip("0123456789")):]
         if kind not in ("up_w", "up_b", "cls_w", "cls_b") or not t:
             continue
