@@ -141,49 +141,52 @@ func (md *Model) runBBoxStages(run *viewRun, rois []float32, n int, tm *Timings)
 		}
 		t1 := time.Now()
 		tm.RoIAlign += t1.Sub(t0)
-		l, b, err := md.runBBoxStage(st, pool.feats, cur, n, run.sizes)
+		err := md.runBBoxStage(st, pool.feats, cur, n, run.sizes, logits, boxes)
 		tm.BBoxHeads += time.Since(t1)
 		if err != nil {
 			return nil, nil, err
-		}
-		for r := 0; r < n; r++ {
-			copy(logits[(r*t+st)*c1:(r*t+st+1)*c1], l[r*c1:(r+1)*c1])
-			copy(boxes[(r*t+st)*4:(r*t+st+1)*4], b[r*4:(r+1)*4])
-			copy(cur[5*r+1:5*r+5], b[r*4:(r+1)*4])
 		}
 	}
 	return logits, boxes, nil
 }
 
-// runBBoxStage runs stage st's graph; the returned slices are copies.
-func (md *Model) runBBoxStage(st int, feats, rois []float32, n int, sizes *ort.Tensor[float32]) (logits, boxes []float32, err error) {
+// runBBoxStage runs stage st's graph on rois ([R,5]) and writes its outputs
+// straight from the graph's tensors: row r's logits and box into stage st of
+// logits [R,T,C+1] and boxes [R,T,4], and the box into rois, the next
+// stage's RoIs.
+func (md *Model) runBBoxStage(st int, feats, rois []float32, n int, sizes *ort.Tensor[float32], logits, boxes []float32) error {
 	ft, err := ort.NewTensor(ort.NewShape(int64(n), int64(len(feats)/n)), feats)
 	if err != nil {
-		return nil, nil, fmt.Errorf("roi_feats tensor: %w", err)
+		return fmt.Errorf("roi_feats tensor: %w", err)
 	}
 	defer ft.Destroy()
 	rt, err := ort.NewTensor(ort.NewShape(int64(n), 5), rois)
 	if err != nil {
-		return nil, nil, fmt.Errorf("rois tensor: %w", err)
+		return fmt.Errorf("rois tensor: %w", err)
 	}
 	defer rt.Destroy()
 	outs, err := md.b.BBoxStages[st].Run(ft, rt, sizes)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer destroyAll(outs)
 	l, _, err := infer.Float32Output(outs[0])
 	if err != nil {
-		return nil, nil, fmt.Errorf("stage %d logits: %w", st+1, err)
+		return fmt.Errorf("stage %d logits: %w", st+1, err)
 	}
 	b, _, err := infer.Float32Output(outs[1])
 	if err != nil {
-		return nil, nil, fmt.Errorf("stage %d boxes: %w", st+1, err)
+		return fmt.Errorf("stage %d boxes: %w", st+1, err)
 	}
-	c1 := len(md.m.Things) + 1
+	t, c1 := md.m.NumStages, len(md.m.Things)+1
 	if len(l) != n*c1 || len(b) != n*4 {
-		return nil, nil, fmt.Errorf("box stage %d returned %d logits and %d box values for %d RoIs, %d classes",
+		return fmt.Errorf("box stage %d returned %d logits and %d box values for %d RoIs, %d classes",
 			st+1, len(l), len(b), n, c1)
 	}
-	return append([]float32(nil), l...), append([]float32(nil), b...), nil
+	for r := 0; r < n; r++ {
+		copy(logits[(r*t+st)*c1:(r*t+st+1)*c1], l[r*c1:(r+1)*c1])
+		copy(boxes[(r*t+st)*4:(r*t+st+1)*4], b[r*4:(r+1)*4])
+		copy(rois[5*r+1:5*r+5], b[r*4:(r+1)*4])
+	}
+	return nil
 }
