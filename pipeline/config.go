@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -376,12 +377,7 @@ func (c *RunConfig) Resolve() ([]Camera, error) {
 
 	var cams []Camera
 	names := map[string]bool{}
-	keys := make([]string, 0, len(c.Cameras))
-	for k := range c.Cameras {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, name := range keys {
+	for _, name := range slices.Sorted(maps.Keys(c.Cameras)) {
 		cam := c.Cameras[name]
 		if node := c.cameraNodes[name]; node != nil {
 			cam = c.cameraDefaults()
@@ -565,12 +561,7 @@ func (c RunConfig) Validate() error {
 		}
 	}
 	checkLive("live.", c.Live)
-	names := make([]string, 0, len(c.Cameras))
-	for name := range c.Cameras {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(c.Cameras)) {
 		cam := c.Cameras[name]
 		p := "cameras." + name + "."
 		if !validCameraName.MatchString(name) {
