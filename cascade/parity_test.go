@@ -182,16 +182,7 @@ func checkParity(t *testing.T, dir string, minScore float32) {
 			if e := plan.Ensemble; e != nil {
 				opts.Ensemble = Ensemble{Mode: EnsembleMode(e.Mode), Weights: e.Weights}
 			}
-			md, err := NewModel(b, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			md.trace = &detectTrace{}
-			res, _, err := md.Detect([]Image{img})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := res[0].Detections
+			got, trace := detectTraced(t, b, opts, img)
 			raw, err := os.ReadFile(filepath.Join(dir, "fixture", plan.Detections))
 			if err != nil {
 				t.Fatal(err)
@@ -260,7 +251,7 @@ func checkParity(t *testing.T, dir string, minScore float32) {
 			t.Logf("%s: %d Go / %d PyTorch detections, %d compared (score >= %v): worst box %.3f px, score %.2g, mask IoU %.4f",
 				plan.Name, len(got), len(want.Detections), checked, minScore, worstBox, worstScore, worstIoU)
 			if tensors != nil {
-				checkStages(t, filepath.Join(dir, "fixture"), tensors[plan.Name], md.trace, &want, got, pair)
+				checkStages(t, filepath.Join(dir, "fixture"), tensors[plan.Name], trace, &want, got, pair)
 			}
 		})
 	}
@@ -318,4 +309,20 @@ func TestParityResized(t *testing.T) {
 		t.Fatalf("fixture image %dx%d, single view %v (h, w): want 400x300 resized to 320x240", img.Width, img.Height, sz)
 	}
 	checkParity(t, dir, 0.05)
+}
+
+// detectTraced runs a model with options o on img and returns its
+// detections and the graphs' intermediates (detectTrace).
+func detectTraced(t *testing.T, b *infer.Bundle, o Options, img Image) ([]Detection, *detectTrace) {
+	t.Helper()
+	md, err := NewModel(b, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.trace = &detectTrace{}
+	res, _, err := md.Detect([]Image{img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0].Detections, md.trace
 }

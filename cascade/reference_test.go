@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"os/exec"
+	"slices"
 	"testing"
 )
 
@@ -53,16 +54,16 @@ print(json.dumps({"boxes": boxes.tolist(), "scores": scores.tolist(), "keep": ke
                   "groups": groups.tolist(), "keep_batched": keepb.tolist()}))
 `, &ref)
 	boxes := boxesFrom(ref.Boxes)
-	if got := NMS(boxes, ref.Scores, 0.5); !equalInts(got, ref.Keep) {
+	if got := NMS(boxes, ref.Scores, 0.5); !slices.Equal(got, ref.Keep) {
 		t.Fatalf("NMS kept %v\ntorchvision kept %v", got, ref.Keep)
 	}
 	for _, limit := range []int{1, 17, len(ref.Keep), len(ref.Keep) + 5} {
 		want := ref.Keep[:min(limit, len(ref.Keep))]
-		if got := NMSLimit(boxes, ref.Scores, 0.5, limit); !equalInts(got, want) {
+		if got := NMSLimit(boxes, ref.Scores, 0.5, limit); !slices.Equal(got, want) {
 			t.Fatalf("NMSLimit %d kept %v\ntorchvision's first %d: %v", limit, got, limit, want)
 		}
 	}
-	if got := BatchedNMS(boxes, ref.Scores, ref.Groups, 0.5); !equalInts(got, ref.KeepB) {
+	if got := BatchedNMS(boxes, ref.Scores, ref.Groups, 0.5); !slices.Equal(got, ref.KeepB) {
 		t.Fatalf("BatchedNMS kept %v\ntorchvision kept %v", got, ref.KeepB)
 	}
 }
@@ -155,16 +156,4 @@ func TestAnchorsFollowMMDetection(t *testing.T) {
 	if b := g.Level(1, 1, 1)[1]; b != (Box{-32, -32, 32, 32}) {
 		t.Fatalf("stride 8 square anchor %+v", b)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

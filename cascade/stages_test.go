@@ -19,18 +19,7 @@ func TestStageWise(t *testing.T) {
 	}
 	defer b.Close()
 	img := loadPNG(t, filepath.Join(DefaultBundle, "fixture", "image.png"))
-	run := func(o Options) ([]Detection, *detectTrace) {
-		md, err := NewModel(b, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		md.trace = &detectTrace{}
-		res, _, err := md.Detect([]Image{img})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res[0].Detections, md.trace
-	}
+	run := func(o Options) ([]Detection, *detectTrace) { return detectTraced(t, b, o, img) }
 	all, _ := run(Options{})
 	same, _ := run(Options{Stages: []int{3, 1, 2}})
 	if !reflect.DeepEqual(all, same) {

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"github.com/htcstream/htcstream/internal/mqtttest"
+	"slices"
 
 	"errors"
 	"io"
@@ -147,21 +148,9 @@ func TestWebhookSlowReceiver(t *testing.T) {
 	for _, b := range bodies {
 		got = append(got, decodeEvent(t, []byte(b)).TrackID)
 	}
-	if want := []int64{1, 8, 9, 10}; !equalInts(got, want) {
+	if want := []int64{1, 8, 9, 10}; !slices.Equal(got, want) {
 		t.Errorf("delivered tracks %v, want %v", got, want)
 	}
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // An attempt that times out is retried; a 4xx answer is given up at once;
