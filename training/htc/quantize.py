@@ -328,15 +328,9 @@ def pool_roi_feats(feats: Dict[str, np.ndarray], rois: np.ndarray, roi: dict) ->
 
     size, ratio, strides = int(roi["size"]), int(roi["sampling_ratio"]), roi["strides"]
     r = torch.from_numpy(np.ascontiguousarray(rois, np.float32))
-    ext = RoIExtractor(out_size=size, finest_scale=float(roi["finest_scale"]), strides=strides)
+    ext = RoIExtractor(out_size=size, finest_scale=float(roi["finest_scale"]), strides=strides, sampling_ratio=ratio)
     with torch.no_grad():
-        lvl = ext.levels(r)
-        out = torch.zeros((r.shape[0], int(roi["channels"]), size, size))
-        for i, stride in enumerate(strides):
-            idx = torch.nonzero(lvl == i, as_tuple=False).squeeze(1)
-            if idx.numel():
-                fm = torch.from_numpy(feats[f"p{2 + i}"])
-                out[idx] = roi_align(fm, r[idx], (size, size), 1.0 / stride, ratio, True)
+        out = ext([torch.from_numpy(feats[f"p{2 + i}"]) for i in range(len(strides))], r, dense=False)
         sem_size = int(roi.get("semantic_size", 0))
         if sem_size > 0:
             sem = roi_align(torch.from_numpy(feats["semantic_feat"]), r, (sem_size, sem_size),

@@ -39,10 +39,13 @@ class RoIExtractor:
     """Multi-level RoIAlign (aligned, adaptive sampling): a RoI of scale sqrt(wh)
     goes to level floor(log2(scale / finest_scale + 1e-6)), clamped to P2..P5."""
 
-    def __init__(self, *, out_size: int, finest_scale: float, strides: Sequence[int] = ROI_STRIDES) -> None:
+    def __init__(self, *, out_size: int, finest_scale: float, strides: Sequence[int] = ROI_STRIDES,
+                 sampling_ratio: int = 0) -> None:
         self.out_size = out_size
         self.finest_scale = finest_scale
         self.strides = tuple(strides)
+        # samples per bin side; 0 = adaptive (the model's; a bundle's roi section may say otherwise)
+        self.sampling_ratio = sampling_ratio
 
     def levels(self, rois: Tensor) -> Tensor:
         scale = ((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])).sqrt()
@@ -69,13 +72,14 @@ class RoIExtractor:
             out = None
             for i, stride in enumerate(self.strides):
                 here = (lvl == i).view(-1, 1)
-                pooled = roi_align(feats[i], torch.where(here, rois, empty), size, 1.0 / stride, 0, True)
+                pooled = roi_align(feats[i], torch.where(here, rois, empty), size, 1.0 / stride,
+                                   self.sampling_ratio, True)
                 out = pooled if out is None else torch.where(here.view(-1, 1, 1, 1), pooled, out)
             return out
         out = rois.new_zeros((rois.shape[0], feats[0].shape[1], self.out_size, self.out_size))
         for i, stride in enumerate(self.strides):
             idx = torch.nonzero(lvl == i, as_tuple=False).squeeze(1)
-            out = out.index_put((idx,), roi_align(feats[i], rois[idx], size, 1.0 / stride, 0, True))
+            out = out.index_put((idx,), roi_align(feats[i], rois[idx], size, 1.0 / stride, self.sampling_ratio, True))
         return out
 
 
