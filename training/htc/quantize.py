@@ -263,10 +263,8 @@ def network_inputs(images: Sequence[np.ndarray], manifest: dict):
 def proposals(outs: Dict[str, np.ndarray], size: Tuple[int, int], manifest: dict) -> np.ndarray:
     """The RPN proposals of one image, [R, 5] (0, x1, y1, x2, y2), as Go's step 1."""
     import torch
-    from torchvision.ops import batched_nms
 
-    from .model.box_ops import decode_deltas
-    from .model.rpn import RPN_STDS, AnchorGenerator
+    from .model.rpn import AnchorGenerator, select_proposals
 
     anc, rpn = manifest["anchors"], manifest["rpn"]
     gen = AnchorGenerator(strides=anc["strides"], scales=anc["scales"], ratios=anc["ratios"])
@@ -274,22 +272,8 @@ def proposals(outs: Dict[str, np.ndarray], size: Tuple[int, int], manifest: dict
     cls = [torch.from_numpy(outs[f"rpn_cls_{i}"]) for i in levels]
     reg = [torch.from_numpy(outs[f"rpn_reg_{i}"]) for i in levels]
     anchors = gen.grid([tuple(c.shape[-2:]) for c in cls])
-    shape = torch.tensor(size, dtype=torch.float32)
-    boxes_l, scores_l, lv_l = [], [], []
-    for lvl, (c, r, a) in enumerate(zip(cls, reg, anchors)):
-        s = c[0].permute(1, 2, 0).reshape(-1).sigmoid()
-        d = r[0].permute(1, 2, 0).reshape(-1, 4)
-        if s.numel() > rpn["nms_pre"]:
-            s, keep = s.topk(rpn["nms_pre"])
-            d, a = d[keep], a[keep]
-        boxes_l.append(decode_deltas(a, d, RPN_STDS, shape))
-        scores_l.append(s)
-        lv_l.append(torch.full_like(s, lvl, dtype=torch.long))
-    boxes, scores, lv = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(lv_l)
-    ok = ((boxes[:, 2] - boxes[:, 0]) > rpn.get("min_box_size", 0)) & ((boxes[:, 3] - boxes[:, 1]) > rpn.get("min_box_size", 0))
-    boxes, scores, lv = boxes[ok], scores[ok], lv[ok]
-    keep = batched_nms(boxes, scores, lv, rpn["nms_iou"])[: rpn["max_proposals"]]
-    b = boxes[keep].numpy()
+    b = select_proposals(cls, reg, anchors, [size], pre_nms=rpn["nms_pre"], max_num=rpn["max_proposals"],
+                         nms_iou=rpn["nms_iou"], min_size=rpn.get("min_box_size", 0))[0][:, :4].numpy()
     return np.concatenate([np.zeros((len(b), 1), np.float32), b], axis=1).astype(np.float32)
 
 

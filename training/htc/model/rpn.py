@@ -142,36 +142,45 @@ class RPNHead(nn.Module):
     @torch.no_grad()
     def proposals(self, cls: Sequence[Tensor], reg: Sequence[Tensor], img_sizes: Sequence[Tuple[int, int]],
                   *, training: bool) -> List[Tensor]:
-        """Per image [K, 5] (x1, y1, x2, y2, score): top-k per level, decode, clip,
-        drop empty boxes, NMS per level, keep the best ``max_proposals``."""
+        """Per image [K, 5] (x1, y1, x2, y2, score): :func:`select_proposals` with this
+        RPN's anchors and the train or test limits."""
         cfg = self.cfg
-        pre_nms = cfg.train_pre_nms if training else cfg.test_pre_nms
-        max_num = cfg.train_max_proposals if training else cfg.test_max_proposals
-        sizes = [tuple(c.shape[-2:]) for c in cls]
-        anchors = self.anchor_generator.grid(sizes, cls[0].device)
-        out = []
-        for i in range(cls[0].shape[0]):
-            shape = torch.tensor(img_sizes[i], dtype=torch.float32, device=cls[0].device)
-            boxes_l, scores_l, levels_l = [], [], []
-            for lvl, (c, r, a) in enumerate(zip(cls, reg, anchors)):
-                scores = c[i].permute(1, 2, 0).reshape(-1).sigmoid()
-                deltas = r[i].permute(1, 2, 0).reshape(-1, 4)
-                if scores.numel() > pre_nms:
-                    scores, keep = scores.topk(pre_nms)
-                    deltas, anc = deltas[keep], a[keep]
-                else:
-                    anc = a
-                boxes_l.append(decode_deltas(anc, deltas, RPN_STDS, shape))
-                scores_l.append(scores)
-                levels_l.append(torch.full_like(scores, lvl, dtype=torch.long))
-            boxes = torch.cat(boxes_l)
-            scores = torch.cat(scores_l)
-            levels = torch.cat(levels_l)
-            valid = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-            keep = batched_nms(boxes, scores, levels, cfg.nms_iou)[:max_num]
-            out.append(torch.cat([boxes[keep], scores[keep, None]], dim=1))
-        return out
+        anchors = self.anchor_generator.grid([tuple(c.shape[-2:]) for c in cls], cls[0].device)
+        return select_proposals(cls, reg, anchors, img_sizes,
+                                pre_nms=cfg.train_pre_nms if training else cfg.test_pre_nms,
+                                max_num=cfg.train_max_proposals if training else cfg.test_max_proposals,
+                                nms_iou=cfg.nms_iou)
+
+
+def select_proposals(cls: Sequence[Tensor], reg: Sequence[Tensor], anchors: Sequence[Tensor],
+                     img_sizes: Sequence[Tuple[int, int]], *, pre_nms: int, max_num: int, nms_iou: float,
+                     min_size: float = 0.0) -> List[Tensor]:
+    """Per image [K, 5] (x1, y1, x2, y2, score) from the RPN's per-level outputs and
+    anchors: top-k per level, decode, clip, drop boxes not wider and taller than
+    ``min_size``, NMS per level, keep the best ``max_num``."""
+    out = []
+    for i in range(cls[0].shape[0]):
+        shape = torch.tensor(img_sizes[i], dtype=torch.float32, device=cls[0].device)
+        boxes_l, scores_l, levels_l = [], [], []
+        for lvl, (c, r, a) in enumerate(zip(cls, reg, anchors)):
+            scores = c[i].permute(1, 2, 0).reshape(-1).sigmoid()
+            deltas = r[i].permute(1, 2, 0).reshape(-1, 4)
+            if scores.numel() > pre_nms:
+                scores, keep = scores.topk(pre_nms)
+                deltas, anc = deltas[keep], a[keep]
+            else:
+                anc = a
+            boxes_l.append(decode_deltas(anc, deltas, RPN_STDS, shape))
+            scores_l.append(scores)
+            levels_l.append(torch.full_like(scores, lvl, dtype=torch.long))
+        boxes = torch.cat(boxes_l)
+        scores = torch.cat(scores_l)
+        levels = torch.cat(levels_l)
+        valid = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)
+        boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        keep = batched_nms(boxes, scores, levels, nms_iou)[:max_num]
+        out.append(torch.cat([boxes[keep], scores[keep, None]], dim=1))
+    return out
 
 
 def _ceil_to(x: int, divisor: int) -> int:
