@@ -61,6 +61,7 @@ from .config import Config
 from .evaluation import rle as rle_mod
 from .export import (GRAPH_FILES, GRAPH_LAYOUTS, BackboneGraph, build_manifest, dump_yaml, heads_state_from_bundle,
                      load_rgb)
+from .mmdet_checkpoint import compare_state
 from .model import build_model
 from .model.backbone import FrozenBatchNorm2d
 from .model.detector import HTC
@@ -315,14 +316,13 @@ def model_from_bundle(bundle: Path, cfg: Config) -> Tuple[HTC, Dict[str, int]]:
     heads = heads_state_from_bundle(bundle)
     state = {**backbone, **heads}
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    extra = [k for k in state if k not in own]
+    extra, missing, misshapen = compare_state(own, state)
     if missing or extra:
         raise ValueError(f"{bundle}: the graphs do not give the config's model (missing {missing[:3]}, "
                          f"unexpected {extra[:3]}){HINT}")
-    for k, v in heads.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{bundle}: {k} is {tuple(v.shape)} in the graph, {tuple(own[k].shape)} in the model{HINT}")
+    if misshapen:
+        k = misshapen[0]
+        raise ValueError(f"{bundle}: {k} is {tuple(state[k].shape)} in the graph, {tuple(own[k].shape)} in the model{HINT}")
     model.load_state_dict(state, strict=False)  # num_batches_tracked keeps the fresh model's 0
     return model.eval(), counts
 

@@ -52,6 +52,7 @@ from .builders import data_root
 from .config import Config
 from .evaluate_model import load_checkpoint_config, load_model_from_checkpoint
 from .evaluation import rle as rle_mod
+from .mmdet_checkpoint import compare_state
 from .model.box_ops import MAX_LOG_RATIO
 from .model.box_ops import decode_deltas
 from .model.detector import HTC
@@ -886,16 +887,16 @@ def rebuild_bundle_heads(src: Path, out: Path, cfg: Config, *, layout: str = "st
     model = HTC(cfg.model, size_divisor=cfg.data.size_divisor).eval()
     state = heads_state_from_bundle(src)
     own = model.state_dict()
-    want = {k for k in own if k.startswith(("roi_head.bbox_head.", "roi_head.mask_head."))}
-    missing, extra = sorted(want - set(state)), sorted(set(state) - want)
+    heads = {k: v for k, v in own.items() if k.startswith(("roi_head.bbox_head.", "roi_head.mask_head."))}
+    extra, missing, misshapen = compare_state(heads, state)
     if missing or extra:
         raise ValueError(f"{src}: its head graphs do not fit the config's model "
                          f"(missing {missing[:3]}, unexpected {extra[:3]}); pass the config it was trained with "
                          "(a tensor equal to another, such as an untrained zero bias, is stored once under "
                          "the other's name and cannot be told apart)")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{src}: {k} is {tuple(v.shape)} in the graph, {tuple(own[k].shape)} in the config's model")
+    if misshapen:
+        k = misshapen[0]
+        raise ValueError(f"{src}: {k} is {tuple(state[k].shape)} in the graph, {tuple(own[k].shape)} in the config's model")
     model.load_state_dict(state, strict=False)
     out.mkdir(parents=True, exist_ok=True)
     manifest = yaml.safe_load((src / "manifest.yaml").read_text(encoding="utf-8"))
