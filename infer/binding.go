@@ -34,8 +34,8 @@ const (
 // directly; Run lets ONNX Runtime allocate every output and then copies it
 // into Go memory (onnxruntime_go's createTensorWithCData), once more per
 // output per run. What it cannot do: keep the backbone's FPN features on
-// the GPU between the backbone and the two head graphs (today they go
-// device -> host -> device twice a batch).
+// the GPU for the mask heads graph (they go device -> host -> device once a
+// batch; contract 2's box stages pool them in Go, on the host, anyway).
 //
 // Output shapes are learnt per input-shape signature from one plain run:
 // the bundle's graphs hold only dense tensor work, so their output shapes
