@@ -64,6 +64,14 @@ type snapFile struct {
 // age, bytes), removing the oldest snapshots first. The newest snapshot is
 // always kept, even alone over MaxBytes, since an event refers to it.
 //
+// It only ever removes files it wrote: those listed in its manifest,
+// <Dir>/.htcstream-snapshots. Dir may be a folder that holds other
+// pictures (a photo album, another program's JPEGs): a name or a place
+// that merely looks like a snapshot's is not proof the store made it.
+// A path goes into the manifest before its file is renamed into place,
+// so a crash leaves at worst a listed path with no file, dropped when
+// the store is next opened, never a snapshot it forgets.
+//
 // Save encodes and writes a file: call it from a sink's goroutine, never
 // on inference's path. Its methods are safe from several goroutines.
 type SnapshotStore struct {
@@ -88,41 +96,103 @@ func NewSnapshotStore(cfg SnapshotStoreConfig) (*SnapshotStore, error) {
 		return nil, fmt.Errorf("snapshots: %w", err)
 	}
 	s := &SnapshotStore{cfg: cfg}
-	cams, err := os.ReadDir(cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("snapshots: %w", err)
-	}
-	for _, c := range cams {
-		if !c.IsDir() {
-			continue
-		}
-		dir := filepath.Join(cfg.Dir, c.Name())
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return nil, fmt.Errorf("snapshots: %w", err)
-		}
-		for _, e := range ents {
-			p := filepath.Join(dir, e.Name())
-			if strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), ".tmp") {
-				os.Remove(p) // left by a crash mid-write
-				continue
-			}
-			if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".jpg") {
-				continue
-			}
-			info, err := e.Info()
-			if err != nil {
-				continue
-			}
-			s.files = append(s.files, snapFile{p, info.Size(), info.ModTime()})
-			s.bytes += info.Size()
-		}
+	if err := s.load(); err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(s.files, func(a, b snapFile) int { return a.mod.Compare(b.mod) })
 	if err := s.Prune(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// manifestName is the file in Dir listing, oldest first, the snapshots the
+// store wrote, one path relative to Dir per line.
+const manifestName = ".htcstream-snapshots"
+
+const manifestHeader = "# htcstream snapshot store: the files listed here are pruned by age, count and size; nothing else in this folder is touched"
+
+// load reads the manifest (none: a new store), keeps its entries that are
+// still the store's files, and removes temporaries a crash left in the
+// folders the store writes.
+func (s *SnapshotStore) load() error {
+	data, err := os.ReadFile(filepath.Join(s.cfg.Dir, manifestName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	seen := map[string]bool{}
+	cams := map[string]bool{}
+	for line := range strings.Lines(string(data)) {
+		rel := strings.TrimRight(line, "\r\n")
+		if rel == "" || strings.HasPrefix(rel, "#") || seen[rel] {
+			continue
+		}
+		cam, file, ok := strings.Cut(rel, "/")
+		// Only the shape SaveJPEG writes: an edited manifest must not
+		// reach outside Dir or into a camera folder's subfolders.
+		if !ok || cam != fileName(cam) || file != fileName(file) || strings.Contains(file, "/") ||
+			!strings.HasSuffix(file, ".jpg") {
+			continue
+		}
+		seen[rel] = true
+		p := filepath.Join(s.cfg.Dir, cam, file)
+		info, err := os.Lstat(p)
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		cams[cam] = true
+		s.files = append(s.files, snapFile{p, info.Size(), info.ModTime()})
+		s.bytes += info.Size()
+	}
+	for cam := range cams {
+		ents, _ := os.ReadDir(filepath.Join(s.cfg.Dir, cam))
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), tempPrefix) && strings.HasSuffix(e.Name(), ".tmp") && e.Type().IsRegular() {
+				os.Remove(filepath.Join(s.cfg.Dir, cam, e.Name())) // left by a crash mid-write
+			}
+		}
+	}
+	return nil
+}
+
+// tempPrefix starts the name of a snapshot being written.
+const tempPrefix = ".snap-"
+
+// writeManifestLocked lists s.files, plus extra when not empty, in the
+// manifest. It replaces the file whole (written aside, then renamed), so
+// a crash leaves the old list or the new one.
+func (s *SnapshotStore) writeManifestLocked(extra string) error {
+	var b strings.Builder
+	b.WriteString(manifestHeader)
+	b.WriteByte('\n')
+	for _, f := range s.files {
+		if f.path == extra {
+			continue
+		}
+		b.WriteString(s.relLocked(f.path))
+		b.WriteByte('\n')
+	}
+	if extra != "" {
+		b.WriteString(s.relLocked(extra))
+		b.WriteByte('\n')
+	}
+	tmp, err := os.CreateTemp(s.cfg.Dir, manifestName+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("snapshots: manifest: %w", err)
+	}
+	_, werr := tmp.WriteString(b.String())
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Rename(tmp.Name(), filepath.Join(s.cfg.Dir, manifestName))); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("snapshots: manifest: %w", err)
+	}
+	return nil
+}
+
+// relLocked is path relative to Dir with a forward slash, as listed.
+func (s *SnapshotStore) relLocked(path string) string {
+	rel, _ := filepath.Rel(s.cfg.Dir, path)
+	return filepath.ToSlash(rel)
 }
 
 // Dir is the store's folder.
@@ -185,7 +255,12 @@ func (s *SnapshotStore) SaveJPEG(camera, id string, jpg []byte) (string, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".snap-*.tmp")
+	// Listed before it exists: a crash between the two leaves a path
+	// with no file, not a file the store no longer knows it wrote.
+	if err := s.writeManifestLocked(path); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix+"*.tmp")
 	if err != nil {
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
@@ -241,6 +316,9 @@ func (s *SnapshotStore) pruneLocked() error {
 		n++
 	}
 	s.files = slices.Delete(s.files, 0, n)
+	if n > 0 {
+		errs = append(errs, s.writeManifestLocked(""))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("snapshots: prune: %w", err)
 	}

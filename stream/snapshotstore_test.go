@@ -3,6 +3,7 @@ package stream
 import (
 	"image/jpeg"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -196,5 +197,109 @@ func TestSnapshotConfigErrors(t *testing.T) {
 	}
 	if _, err := NewSnapshotStore(SnapshotStoreConfig{Dir: t.TempDir(), Quality: 101}); err == nil {
 		t.Error("quality 101: no error")
+	}
+}
+
+// ffmpegJPEG writes a real photo-like JPEG (ffmpeg's test pattern) at path.
+func ffmpegJPEG(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48",
+		"-frames:v", "1", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+}
+
+// Issue 21 D1: snapshots.dir pointed at a folder of photos. Retention
+// removes only the snapshots the store wrote, never a photo, even one in
+// a folder named like a camera, named like a snapshot, old and over every
+// limit, across restarts; its own old snapshots still go.
+func TestSnapshotPruneKeepsFilesItDidNotWrite(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	photos := []string{
+		filepath.Join(dir, "album", "old.jpg"),         // the issue's repro
+		filepath.Join(dir, "front", "front-1-1.jpg"),   // a camera's folder, a snapshot's name
+		filepath.Join(dir, "top.jpg"),                  // in dir itself
+		filepath.Join(dir, "front", "sub", "deep.jpg"), // under a camera's folder
+	}
+	for _, p := range photos {
+		ffmpegJPEG(t, p)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keptPhotos := func(when string) {
+		t.Helper()
+		for _, p := range photos {
+			if !exists(p) {
+				t.Errorf("%s: %s was removed", when, p)
+			}
+		}
+	}
+
+	// Opening applies the limits: the photos are older than MaxAge and
+	// more than MaxCount.
+	s, clk := newStore(t, SnapshotStoreConfig{Dir: dir, MaxCount: 2, MaxAge: 24 * time.Hour, MaxBytes: 1})
+	keptPhotos("on opening")
+	if n, b := s.Stats(); n != 0 || b != 0 {
+		t.Errorf("a new store on a folder of photos counts %d files, %d bytes", n, b)
+	}
+
+	var own []string
+	for i, cam := range []string{"front", "album", "front", "album"} {
+		clk.t = clk.t.Add(time.Minute)
+		p, err := s.Save(cam, cam+"-9-"+string(rune('0'+i)), 8, 8, solidRGB(8, 8, 9, 9, 9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		own = append(own, p)
+	}
+	keptPhotos("after saves over the limits")
+	// MaxBytes 1: only the newest of its own is kept.
+	for i, p := range own {
+		if want := i == len(own)-1; exists(p) != want {
+			t.Errorf("own snapshot %d exists %v, want %v", i, exists(p), want)
+		}
+	}
+
+	// Reopened a day later: its own last snapshot is over MaxAge and goes,
+	// the photos stay.
+	clk.t = clk.t.Add(48 * time.Hour)
+	again, err := NewSnapshotStore(SnapshotStoreConfig{Dir: dir, MaxAge: 24 * time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists(own[len(own)-1]) {
+		t.Error("the reopened store kept its own snapshot past MaxAge")
+	}
+	if n, _ := again.Stats(); n != 0 {
+		t.Errorf("reopened store counts %d files, want 0", n)
+	}
+	keptPhotos("after reopening")
+}
+
+// An edited manifest cannot make the store remove files outside its
+// folders' shape.
+func TestSnapshotManifestOnlyOwnShape(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "x.jpg")
+	ffmpegJPEG(t, outside)
+	deep := filepath.Join(dir, "cam", "sub", "y.jpg")
+	ffmpegJPEG(t, deep)
+	rel, _ := filepath.Rel(dir, outside)
+	manifest := manifestHeader + "\n" + rel + "\ncam/sub/y.jpg\n/abs.jpg\n"
+	if err := os.WriteFile(filepath.Join(dir, manifestName), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newStore(t, SnapshotStoreConfig{Dir: dir, MaxCount: 0, MaxAge: time.Nanosecond})
+	if n, _ := s.Stats(); n != 0 {
+		t.Errorf("store adopted %d files from a manifest of foreign paths", n)
+	}
+	if !exists(outside) || !exists(deep) {
+		t.Error("a foreign path in the manifest was removed")
 	}
 }
