@@ -16,6 +16,8 @@ import (
 
 	"github.com/htcstream/htcstream/cascade/coco"
 	"github.com/htcstream/htcstream/infer"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // DefaultBundle is the bundled default model, relative to this package.
@@ -144,7 +146,7 @@ func TestParitySortedLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/usr/bin/python3", "-m", "htc.export", "--from-bundle", src,
+	cmd := exec.Command(pyenv.Interpreter, "-m", "htc.export", "--from-bundle", src,
 		"--config", "../configs/model/htc_tiny.yaml", "--out", dir, "--graph-layout", "sorted")
 	cmd.Dir = "../training"
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -295,7 +297,7 @@ func maskIoU(m Mask, r coco.RLE) (float64, error) {
 func TestParityResized(t *testing.T) {
 	skipUnlessExporting(t)
 	dir := filepath.Join(t.TempDir(), "random")
-	cmd := exec.Command("/usr/bin/python3", "tests/parity_testutil.py", "--out", dir)
+	cmd := exec.Command(pyenv.Interpreter, "tests/parity_testutil.py", "--out", dir)
 	cmd.Dir = "../training"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("parity_testutil: %v\n%s", err, out)

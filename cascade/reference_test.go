@@ -6,13 +6,15 @@ import (
 	"os/exec"
 	"slices"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // torchReference runs a Python script with Debian's PyTorch and decodes the
 // JSON it prints: the reference implementations the Go code must match.
 func torchReference(t *testing.T, script string, out any) {
 	t.Helper()
-	b, err := exec.Command("/usr/bin/python3", "-c", script).Output()
+	b, err := exec.Command(pyenv.Interpreter, "-c", script).Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			t.Fatalf("reference script: %v\n%s", err, ee.Stderr)

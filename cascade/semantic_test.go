@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/htcstream/htcstream/infer"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // TestSemanticMapMatchesGroundTruth generates two synthetic images with the
@@ -17,7 +19,7 @@ import (
 // must get most pixels right, and the map must follow a flip of the view.
 func TestSemanticMapMatchesGroundTruth(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command("/usr/bin/python3", "-m", "htc.data.synthetic", "--out", dir, "--seed", "991", "--train", "0", "--val", "2")
+	cmd := exec.Command(pyenv.Interpreter, "-m", "htc.data.synthetic", "--out", dir, "--seed", "991", "--train", "0", "--val", "2")
 	cmd.Dir = "../training"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("synthetic data: %v\n%s", err, out)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 const validManifest = `contract: htcstream-bundle/1
@@ -141,7 +143,7 @@ g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
 onnx.save(m, sys.argv[1])
 `
-	if out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(dir, "backbone.onnx")).CombinedOutput(); err != nil {
+	if out, err := exec.Command(pyenv.Interpreter, "-c", script, filepath.Join(dir, "backbone.onnx")).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	_, err := LoadBundle(dir, SessionOptions{})

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // onnxGraph writes the graph a Python snippet builds with the onnx package
@@ -15,7 +17,7 @@ func onnxGraph(t *testing.T, name, script string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	prelude := "import sys, onnx\nfrom onnx import helper, TensorProto\n"
-	if out, err := exec.Command("/usr/bin/python3", "-c", prelude+script, path).CombinedOutput(); err != nil {
+	if out, err := exec.Command(pyenv.Interpreter, "-c", prelude+script, path).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	return path

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 func TestMain(m *testing.M) {
@@ -96,7 +98,7 @@ m.ir_version = 8
 onnx.checker.check_model(m)
 onnx.save(m, sys.argv[1])
 `
-	if out, err := exec.Command("/usr/bin/python3", "-c", script, path).CombinedOutput(); err != nil {
+	if out, err := exec.Command(pyenv.Interpreter, "-c", script, path).CombinedOutput(); err != nil {
 		t.Fatalf("building the graph with python3-onnx: %v\n%s", err, out)
 	}
 	s, err := OpenSession(path, SessionOptions{IntraOpThreads: 1})

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // cocoStuffSection is a manifest semantic section in the COCO-stuff layout
@@ -179,7 +181,7 @@ cfg.data.test_scale = [128, 128]
 export.export_bundle(build_model(cfg).eval(), cfg, __import__("pathlib").Path(sys.argv[1]), name="cocostuff",
                      things=["a", "b", "c"], stuff=[], fixture_image=None, tta_scales=None)
 `
-	cmd := exec.Command("/usr/bin/python3", "-W", "ignore", "-c", script, dir)
+	cmd := exec.Command(pyenv.Interpreter, "-W", "ignore", "-c", script, dir)
 	cmd.Dir = "../training"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("exporting with the training module: %v\n%s", err, out)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // TestTorchRoIAlignExportMatchesPyTorch exports torchvision's aligned RoIAlign
@@ -33,7 +35,7 @@ torch.onnx.export(M(), (feat, rois), os.path.join(d, "roi.onnx"), opset_version=
 for name, t in (("feat", feat), ("rois", rois), ("out", out)):
     t.detach().numpy().astype("<f4").tofile(os.path.join(d, name + ".f32"))
 `
-	cmd := exec.Command("/usr/bin/python3", "-W", "ignore", "-c", script, dir)
+	cmd := exec.Command(pyenv.Interpreter, "-W", "ignore", "-c", script, dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("exporting with PyTorch: %v\n%s", err, out)
 	}

@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // The training module's evaluator (training/htc/evaluation) re-implements
 // pycocotools in numpy; this one in Go. Neither can run pycocotools itself
 // here, so each is checked against the other on the same seeded files.
-const python = "/usr/bin/python3"
+const python = pyenv.Interpreter
 
 func TestCrossCheckPythonEvaluator(t *testing.T) {
 	training, err := filepath.Abs(filepath.Join("..", "..", "training"))

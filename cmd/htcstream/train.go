@@ -16,11 +16,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
-// python is Debian's interpreter: a python3 earlier on PATH (pyenv, venv)
-// usually lacks Debian's PyTorch.
-const python = "/usr/bin/python3"
+const python = pyenv.Interpreter
 
 func trainCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("train", "train --config CONFIG [flags] [-- trainer flags]", stderr)
@@ -144,7 +144,7 @@ func runPython(dir string, args []string, stdout, stderr io.Writer, relay func(i
 		return fmt.Errorf("%s is missing: run scripts/setup", python)
 	}
 	cmd := exec.Command(python, args...)
-	cmd.Env = pythonEnv(os.Environ(), dir)
+	cmd.Env = pyenv.Env(os.Environ(), dir)
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	var relayErr chan error
@@ -215,26 +215,6 @@ func forwardSignals(p *os.Process, sig <-chan os.Signal, done <-chan struct{}, i
 			}
 		}
 	}
-}
-
-// pythonEnv is env with dir first on PYTHONPATH and PYTHONSAFEPATH set, so a
-// folder named htc in the user's directory cannot shadow the training module.
-func pythonEnv(env []string, dir string) []string {
-	out := make([]string, 0, len(env)+2)
-	path := dir
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "PYTHONPATH":
-			if v != "" {
-				path = dir + string(os.PathListSeparator) + v
-			}
-		case "PYTHONSAFEPATH":
-		default:
-			out = append(out, kv)
-		}
-	}
-	return append(out, "PYTHONPATH="+path, "PYTHONSAFEPATH=1")
 }
 
 // freePort is a TCP port on 127.0.0.1 that nothing listens on now.

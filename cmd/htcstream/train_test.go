@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
 // TestMain lets a test run this package's binary as htcstream itself
@@ -40,7 +42,7 @@ func TestTrainSummaryIsTheTrainersStatusLine(t *testing.T) {
 		` "loss_semantic_seg": 1.5, "s0.loss_cls": 0.8, "s0.loss_bbox": 0.25, "s0.loss_mask": 0.61234, "s1.loss_cls": 0.4},` +
 		` "loss_total": 4.31359, "lr": 0.00002, "s_per_iter": 0.9, "eta_s": 1380.0}`
 	py := exec.Command(python, "-c", "import json, sys\nfrom htc.train import status_line\nprint(status_line(json.loads(sys.argv[1])))", rec)
-	py.Env = pythonEnv(os.Environ(), trainingAbs(t))
+	py.Env = pyenv.Env(os.Environ(), trainingAbs(t))
 	out, err := py.CombinedOutput()
 	if err != nil {
 		t.Fatalf("python: %v\n%s", err, out)
@@ -77,14 +79,6 @@ func TestTrainDefaultsToOneProcessPerCore(t *testing.T) {
 	_, out, _ := call("train", "-h") // help goes to stdout
 	if !strings.Contains(out, fmt.Sprintf("(default %d)", runtime.NumCPU())) || !strings.Contains(out, "CPU cores") {
 		t.Fatalf("train -h:\n%s", out)
-	}
-}
-
-func TestPythonEnvPutsTheTrainingModuleFirst(t *testing.T) {
-	env := pythonEnv([]string{"HOME=/h", "PYTHONPATH=/a:/b", "PYTHONSAFEPATH="}, "/t")
-	got := strings.Join(env, " ")
-	if got != "HOME=/h PYTHONPATH=/t:/a:/b PYTHONSAFEPATH=1" {
-		t.Fatalf("env %s", got)
 	}
 }
 
