@@ -5,15 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"regexp"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
+	"github.com/htcstream/htcstream/internal/redact"
 )
 
 // ErrInterrupted is wrapped by the error of an Open or Next that
@@ -112,7 +110,7 @@ func Open(url string, o Options) (*Decoder, error) {
 // wrapping ErrUnauthorized; one that says nothing until FFmpeg's socket
 // timeout, ErrTimeout.
 func OpenContext(ctx context.Context, url string, o Options) (*Decoder, error) {
-	d := &Decoder{url: url, name: Redact(url), id: o.StreamID}
+	d := &Decoder{url: url, name: redact.URL(url), id: o.StreamID}
 	if d.id == "" {
 		d.id = d.name
 	}
@@ -457,59 +455,4 @@ func (d *Decoder) Close() {
 	// FFmpeg no longer holds the flag's address; Interrupt may still write
 	// it, as ordinary Go memory.
 	d.pin.Unpin()
-}
-
-// Redact hides the credentials of a URL for messages, logs and stream
-// names: the password of its user info (rtsp://user:pass@host/…) and the
-// values of query parameters that carry secrets (?token=…, ?password=…,
-// ?key=…, ?access_token=…, ?signature=…; secretParam). Anything else
-// comes back unchanged.
-func Redact(raw string) string {
-	if !strings.Contains(raw, "://") {
-		return raw
-	}
-	return redactQuery(redactUser(raw))
-}
-
-func redactUser(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// An unparsable URL may still carry credentials, maybe with a '/'
-		// in the password: hide everything between the scheme and the
-		// last '@'.
-		return redactAuthority(raw)
-	}
-	if u.User == nil {
-		return raw
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
-// secretParam matches a URL query parameter whose name says it carries a
-// secret (token, access_token, password, passwd, pwd, pass, key, apikey,
-// api_key, secret, signature, sig, auth, credential, in any case, as a
-// whole name or its last _/- separated part) up to its value, which it
-// captures for replacement. It works on free text too (FFmpeg's messages),
-// where a URL ends at white space or a quote.
-var secretParam = regexp.MustCompile(`(?i)([?&;](?:[^=&;#\s'"]*[_-])?(?:access[_-]?token|token|password|passwd|pwd|pass|api[_-]?key|key|secret|signature|sig|auth|credentials?)=)[^&;#\s'"]*`)
-
-// redactQuery hides the values of a URL's secret query parameters.
-func redactQuery(s string) string {
-	if !strings.ContainsAny(s, "?&;") {
-		return s
-	}
-	return secretParam.ReplaceAllString(s, "${1}xxxxx")
-}
-
-func redactAuthority(raw string) string {
-	i := strings.Index(raw, "://")
-	rest := raw[i+3:]
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	return raw[:i+3] + "xxxxx" + rest[at:]
 }

@@ -2,10 +2,11 @@ package decode
 
 import (
 	"log/slog"
-	"regexp"
 	"strings"
 
 	"github.com/asticode/go-astiav"
+
+	"github.com/htcstream/htcstream/internal/redact"
 )
 
 // FFmpeg prints its warnings to stderr by default, one per damaged packet;
@@ -18,15 +19,6 @@ func init() {
 		if msg == "" {
 			return
 		}
-		slog.Debug("ffmpeg", "level", int(l), "msg", redactLog(msg), "component", parent)
+		slog.Debug("ffmpeg", "level", int(l), "msg", redact.Text(msg), "component", parent)
 	})
-}
-
-// userinfo matches the credentials part of a URL inside free text.
-var userinfo = regexp.MustCompile(`://[^/\s@]*@`)
-
-// redactLog hides URL credentials in FFmpeg's messages: some protocols print
-// the URL they open, password and query included.
-func redactLog(msg string) string {
-	return redactQuery(userinfo.ReplaceAllString(msg, "://xxxxx@"))
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/internal/redact"
 )
 
 // Runner turns a Source into a stream of frames. For live kinds (RTSP,
@@ -36,7 +37,7 @@ type Runner struct {
 
 // NewRunner checks cfg and prepares a runner for src.
 func NewRunner(src Source, cfg Config) (*Runner, error) {
-	name := redact(src.Location)
+	name := redact.URL(src.Location)
 	if src.Location == "" {
 		return nil, fmt.Errorf("%w: runner for a %s source without a location", ErrBadURL, src.Kind)
 	}

@@ -8,7 +8,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/internal/redact"
 )
 
 // Kind is the kind of a source.
@@ -56,19 +56,19 @@ func Parse(raw string) (Source, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Source{}, fmt.Errorf("%w: %q: %v", ErrBadURL, redact(raw), err)
+		return Source{}, fmt.Errorf("%w: %q: %v", ErrBadURL, redact.URL(raw), err)
 	}
 	switch u.Scheme {
 	case "file":
 		return local(raw, u.Path)
 	case "rtsp", "rtsps":
 		if u.Host == "" {
-			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact(raw))
+			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact.URL(raw))
 		}
 		return Source{Kind: RTSP, Location: raw, Options: map[string]string{"rtsp_transport": "tcp"}}, nil
 	case "http", "https":
 		if u.Host == "" {
-			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact(raw))
+			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact.URL(raw))
 		}
 		if recordedExt[strings.ToLower(path.Ext(u.Path))] {
 			return Source{Kind: File, Location: raw}, nil
@@ -77,7 +77,7 @@ func Parse(raw string) (Source, error) {
 	case "v4l2":
 		return camera(u.Path)
 	default:
-		return Source{}, fmt.Errorf("%w: unknown scheme %q in %s (want a path, file, rtsp, rtsps, http, https or v4l2)", ErrBadURL, u.Scheme, redact(raw))
+		return Source{}, fmt.Errorf("%w: unknown scheme %q in %s (want a path, file, rtsp, rtsps, http, https or v4l2)", ErrBadURL, u.Scheme, redact.URL(raw))
 	}
 }
 
@@ -111,10 +111,9 @@ func camera(dev string) (Source, error) {
 // printing a Source (%v, %+v) never leaks its credentials.
 func (s Source) String() string {
 	if s.Format != "" {
-		return fmt.Sprintf("%s %s (%s)", s.Kind, redact(s.Location), s.Format)
+		return fmt.Sprintf("%s %s (%s)", s.Kind, redact.URL(s.Location), s.Format)
 	}
-	return fmt.Sprintf("%s %s", s.Kind, redact(s.Location))
+	return fmt.Sprintf("%s %s", s.Kind, redact.URL(s.Location))
 }
 
 // redact hides a password in a URL for messages and logs.
-func redact(raw string) string { return decode.Redact(raw) }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/htcstream/htcstream/internal/redact"
 )
 
 // WebhookConfig configures a WebhookSink. Every field but URL has a
@@ -88,19 +90,12 @@ func (c *WebhookConfig) Validate() error {
 		return fmt.Errorf("webhook: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("webhook %s: want an http:// or https:// URL", redactURL(u))
+		return fmt.Errorf("webhook %s: want an http:// or https:// URL", redact.URL(u.String()))
 	}
 	if c.MaxAttempts < 0 || c.Queue < 0 {
-		return fmt.Errorf("webhook %s: attempts %d, queue %d: want positive numbers", redactURL(u), c.MaxAttempts, c.Queue)
+		return fmt.Errorf("webhook %s: attempts %d, queue %d: want positive numbers", redact.URL(u.String()), c.MaxAttempts, c.Queue)
 	}
 	return nil
-}
-
-// redactURL is u without its password and query, which may hold secrets.
-func redactURL(u *url.URL) string {
-	v := *u
-	v.RawQuery, v.ForceQuery, v.Fragment = "", false, ""
-	return v.Redacted()
 }
 
 // WebhookStats are a WebhookSink's counters, for logs and /metrics.
@@ -152,7 +147,7 @@ func NewWebhookSink(cfg WebhookConfig) (*WebhookSink, error) {
 	u, _ := url.Parse(cfg.URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &WebhookSink{
-		cfg: cfg, name: redactURL(u),
+		cfg: cfg, name: redact.URL(u.String()),
 		queue: ring{buf: make([]Event, cfg.Queue)},
 		wake:  make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel,

@@ -1,8 +1,9 @@
 package stream
 
 import (
-	"github.com/htcstream/htcstream/internal/mqtttest"
 	"slices"
+
+	"github.com/htcstream/htcstream/internal/mqtttest"
 
 	"errors"
 	"io"
