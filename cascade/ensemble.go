@@ -17,6 +17,14 @@ const (
 	EnsembleProbs EnsembleMode = "probs"
 )
 
+// Validate accepts the two modes.
+func (m EnsembleMode) Validate() error {
+	if m != EnsembleLogits && m != EnsembleProbs {
+		return fmt.Errorf("ensemble mode %q: want %s or %s", m, EnsembleLogits, EnsembleProbs)
+	}
+	return nil
+}
+
 // Ensemble combines per-stage class logits into one probability row per RoI.
 type Ensemble struct {
 	Mode EnsembleMode
@@ -26,8 +34,8 @@ type Ensemble struct {
 
 // Validate checks the mode and that the weights fit t stages.
 func (e Ensemble) Validate(t int) error {
-	if e.Mode != EnsembleLogits && e.Mode != EnsembleProbs {
-		return fmt.Errorf("ensemble mode %q: want logits or probs", e.Mode)
+	if err := e.Mode.Validate(); err != nil {
+		return err
 	}
 	if e.Weights == nil {
 		return nil

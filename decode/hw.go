@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
@@ -38,6 +39,14 @@ import (
 
 // HWDecoders are the hardware decoders Options.HWDecode may ask for.
 var HWDecoders = []string{"cuda", "vaapi"}
+
+// CheckHWDecode accepts "" (software) and the names in HWDecoders.
+func CheckHWDecode(kind string) error {
+	if kind != "" && !slices.Contains(HWDecoders, kind) {
+		return fmt.Errorf("hardware decoder %q: want %s or empty (software)", kind, strings.Join(HWDecoders, ", "))
+	}
+	return nil
+}
 
 // rawCodecContext is the AVCodecContext behind cc; go-astiav v0.12.0 keeps
 // it as the struct's only field (as for FormatContext, see native.go).

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/htcstream/htcstream/decode"
@@ -64,12 +63,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The defaults of Config's durations and transport; the run's configuration
+// (pipeline.DefaultRunConfig) shows these same values.
 const (
-	defaultOpenTimeout = 10 * time.Second
-	defaultReadTimeout = 5 * time.Second
-	defaultMinBackoff  = 500 * time.Millisecond
-	defaultMaxBackoff  = 10 * time.Second
-	defaultImageRate   = 25
+	DefaultTransport   = "tcp"
+	DefaultOpenTimeout = 10 * time.Second
+	DefaultReadTimeout = 5 * time.Second
+	DefaultMaxBackoff  = 10 * time.Second
+
+	defaultMinBackoff = 500 * time.Millisecond
+	defaultImageRate  = 25
 	// defaultStep is the frame interval assumed before two frames showed
 	// the real one.
 	defaultStep = 40 * time.Millisecond
@@ -78,13 +81,13 @@ const (
 // Validate checks c and reports every bad field at once.
 func (c Config) Validate() error {
 	var errs []error
-	if c.HWDecode != "" && !slices.Contains(decode.HWDecoders, c.HWDecode) {
-		errs = append(errs, fmt.Errorf("hardware decoder %q: want one of %v", c.HWDecode, decode.HWDecoders))
+	if err := decode.CheckHWDecode(c.HWDecode); err != nil {
+		errs = append(errs, err)
 	}
-	switch c.Transport {
-	case "", "tcp", "udp":
-	default:
-		errs = append(errs, fmt.Errorf("transport %q: want tcp or udp", c.Transport))
+	if c.Transport != "" {
+		if err := CheckTransport(c.Transport); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -114,12 +117,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// CheckTransport accepts the RTSP transports: tcp and udp.
+func CheckTransport(t string) error {
+	switch t {
+	case "tcp", "udp":
+		return nil
+	}
+	return fmt.Errorf("transport %q: want tcp or udp", t)
+}
+
 func (c *Config) fillDefaults() {
 	if c.OpenTimeout == 0 {
-		c.OpenTimeout = defaultOpenTimeout
+		c.OpenTimeout = DefaultOpenTimeout
 	}
 	if c.ReadTimeout == 0 {
-		c.ReadTimeout = defaultReadTimeout
+		c.ReadTimeout = DefaultReadTimeout
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = defaultMinBackoff
@@ -128,7 +140,7 @@ func (c *Config) fillDefaults() {
 		}
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(defaultMaxBackoff, c.MinBackoff)
+		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

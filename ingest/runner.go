@@ -209,7 +209,7 @@ func (r *Runner) inputOptions() map[string]string {
 			o["rtsp_transport"] = r.cfg.Transport
 		}
 		if o["rtsp_transport"] == "" {
-			o["rtsp_transport"] = "tcp"
+			o["rtsp_transport"] = DefaultTransport
 		}
 		// FFmpeg 5.1's rtsp "timeout" is the socket I/O timeout in µs (the
 		// old "stimeout"); without it a silent TCP peer blocks forever.

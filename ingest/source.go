@@ -65,7 +65,7 @@ func Parse(raw string) (Source, error) {
 		if u.Host == "" {
 			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact.URL(raw))
 		}
-		return Source{Kind: RTSP, Location: raw, Options: map[string]string{"rtsp_transport": "tcp"}}, nil
+		return Source{Kind: RTSP, Location: raw, Options: map[string]string{"rtsp_transport": DefaultTransport}}, nil
 	case "http", "https":
 		if u.Host == "" {
 			return Source{}, fmt.Errorf("%w: %s has no host", ErrBadURL, redact.URL(raw))

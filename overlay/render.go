@@ -34,6 +34,14 @@ const (
 	ByInstance ColorBy = "instance" // each instance of a frame its own
 )
 
+// Validate accepts the two ways of colouring.
+func (c ColorBy) Validate() error {
+	if c != ByClass && c != ByInstance {
+		return fmt.Errorf("color_by %q: want %s or %s", c, ByClass, ByInstance)
+	}
+	return nil
+}
+
 // Style says what to draw. The zero value draws nothing but masks at alpha
 // 0; use DefaultStyle.
 type Style struct {
@@ -44,6 +52,14 @@ type Style struct {
 	Boxes   bool
 	Labels  bool
 	HUD     bool
+}
+
+// Validate checks the opacity and the colouring.
+func (s Style) Validate() error {
+	if !(s.Alpha >= 0 && s.Alpha <= 1) {
+		return fmt.Errorf("alpha %v: want 0..1", s.Alpha)
+	}
+	return s.ColorBy.Validate()
 }
 
 // DefaultStyle draws everything, masks at half opacity, coloured by class.

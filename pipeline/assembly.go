@@ -171,13 +171,11 @@ func Execute(cfg RunConfig, opt Options) error {
 	drawers := perStreamDrawer{}
 	for i, cam := range cams {
 		live := cam.Live
-		icfg := ingest.Config{HWDecode: live.HWDecode, Transport: live.Transport, OpenTimeout: live.OpenTimeout,
-			ReadTimeout: live.ReadTimeout, MaxBackoff: live.MaxBackoff, Loop: cam.Loop && !parsed[i].Kind.Live()}
+		icfg := live.ingestConfig()
+		icfg.Loop = cam.Loop && !parsed[i].Kind.Live()
 		sources[i] = Limited(&IngestSource{ID: cam.Name, Source: parsed[i], Config: icfg, Metrics: metrics}, opt.MaxFrames)
 		o := cam.Overlay
-		style := overlay.Style{Alpha: o.Alpha, ColorBy: overlay.ColorBy(o.ColorBy), Contour: o.Contour, Boxes: o.Boxes,
-			Labels: o.Labels, HUD: o.HUD}
-		drawers[cam.Name] = &OverlayDrawer{Renderer: overlay.NewRenderer(style, classes), HUD: o.HUD,
+		drawers[cam.Name] = &OverlayDrawer{Renderer: overlay.NewRenderer(o.style(), classes), HUD: o.HUD,
 			StuffTint: o.StuffTint, Stuff: b.Manifest.StuffChannels()}
 	}
 

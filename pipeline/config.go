@@ -14,7 +14,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
+	"github.com/htcstream/htcstream/ingest"
+	"github.com/htcstream/htcstream/overlay"
 	"github.com/htcstream/htcstream/stream"
 )
 
@@ -140,6 +144,18 @@ type OverlayConfig struct {
 	StuffTint float32 `yaml:"stuff_tint"`
 }
 
+// style is the overlay package's form of o.
+func (o OverlayConfig) style() overlay.Style {
+	return overlay.Style{Alpha: o.Alpha, ColorBy: overlay.ColorBy(o.ColorBy), Contour: o.Contour, Boxes: o.Boxes,
+		Labels: o.Labels, HUD: o.HUD}
+}
+
+// overlayConfig is the YAML form of an overlay style (no stuff tint).
+func overlayConfig(s overlay.Style) OverlayConfig {
+	return OverlayConfig{Alpha: s.Alpha, ColorBy: string(s.ColorBy), Contour: s.Contour, Boxes: s.Boxes,
+		Labels: s.Labels, HUD: s.HUD}
+}
+
 // LiveConfig is how live sources connect.
 type LiveConfig struct {
 	// HWDecode: "", "cuda" or "vaapi" (falls back to software).
@@ -148,6 +164,12 @@ type LiveConfig struct {
 	OpenTimeout time.Duration `yaml:"open_timeout"`
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	MaxBackoff  time.Duration `yaml:"max_backoff"`
+}
+
+// ingestConfig is the ingest package's form of l.
+func (l LiveConfig) ingestConfig() ingest.Config {
+	return ingest.Config{HWDecode: l.HWDecode, Transport: l.Transport, OpenTimeout: l.OpenTimeout,
+		ReadTimeout: l.ReadTimeout, MaxBackoff: l.MaxBackoff}
 }
 
 // CameraConfig is one named camera. Every key it leaves out takes the
@@ -196,9 +218,10 @@ func DefaultRunConfig() RunConfig {
 	c.Model.ScoreThreshold = 0.3
 	c.Batch.Size = 1
 	c.Batch.Deadline = 20 * time.Millisecond
-	c.Overlay = OverlayConfig{Alpha: 0.5, ColorBy: "class", Contour: true, Boxes: true, Labels: true, HUD: true}
-	c.WebRTC.Codec = "h264"
-	c.Live = LiveConfig{Transport: "tcp", OpenTimeout: 10 * time.Second, ReadTimeout: 5 * time.Second, MaxBackoff: 10 * time.Second}
+	c.Overlay = overlayConfig(overlay.DefaultStyle())
+	c.WebRTC.Codec = string(stream.H264)
+	c.Live = LiveConfig{Transport: ingest.DefaultTransport, OpenTimeout: ingest.DefaultOpenTimeout,
+		ReadTimeout: ingest.DefaultReadTimeout, MaxBackoff: ingest.DefaultMaxBackoff}
 	c.Events = defaultEvents()
 	c.MQTT = defaultMQTT()
 	return c
@@ -483,10 +506,8 @@ func (c RunConfig) Validate() error {
 	if _, _, err := infer.ParseProvider(c.Model.Provider); err != nil {
 		bad("model.provider %q: want cpu, cuda[:N] or tensorrt[:N] (N: the GPU's index)", c.Model.Provider)
 	}
-	switch c.Model.Ensemble {
-	case "logits", "probs":
-	default:
-		bad("model.ensemble %q: want logits or probs", c.Model.Ensemble)
+	if err := cascade.EnsembleMode(c.Model.Ensemble).Validate(); err != nil {
+		bad("model.%v", err)
 	}
 	for _, st := range c.Model.Stages {
 		if st < 1 {
@@ -519,37 +540,26 @@ func (c RunConfig) Validate() error {
 	}
 	checkFilter("filter.", c.Filter)
 	checkOverlay := func(prefix string, o OverlayConfig) {
-		if o.Alpha < 0 || o.Alpha > 1 {
-			bad("%salpha %v: want 0..1", prefix, o.Alpha)
+		if err := o.style().Validate(); err != nil {
+			bad("%s%v", prefix, err)
 		}
-		if o.StuffTint < 0 || o.StuffTint > 1 {
+		if !(o.StuffTint >= 0 && o.StuffTint <= 1) {
 			bad("%sstuff_tint %v: want 0..1", prefix, o.StuffTint)
-		}
-		switch o.ColorBy {
-		case "class", "instance":
-		default:
-			bad("%scolor_by %q: want class or instance", prefix, o.ColorBy)
 		}
 	}
 	checkOverlay("overlay.", c.Overlay)
-	switch c.WebRTC.Codec {
-	case "h264", "vp8":
-	default:
-		bad("webrtc.codec %q: want h264 or vp8", c.WebRTC.Codec)
+	if err := stream.Codec(c.WebRTC.Codec).Validate(); err != nil {
+		bad("webrtc.%v", err)
 	}
 	if c.WebRTC.UDPPortMax < c.WebRTC.UDPPortMin {
 		bad("webrtc.udp_port_max %d is below udp_port_min %d", c.WebRTC.UDPPortMax, c.WebRTC.UDPPortMin)
 	}
 	checkLive := func(prefix string, l LiveConfig) {
-		switch l.HWDecode {
-		case "", "cuda", "vaapi":
-		default:
-			bad("%shw_decode %q: want cuda, vaapi or empty (software)", prefix, l.HWDecode)
+		if err := decode.CheckHWDecode(l.HWDecode); err != nil {
+			bad("%shw_decode: %v", prefix, err)
 		}
-		switch l.Transport {
-		case "tcp", "udp":
-		default:
-			bad("%stransport %q: want tcp or udp", prefix, l.Transport)
+		if err := ingest.CheckTransport(l.Transport); err != nil {
+			bad("%s%v", prefix, err)
 		}
 		for _, d := range []struct {
 			name string

@@ -19,6 +19,14 @@ const (
 	VP8  Codec = "vp8"
 )
 
+// Validate accepts the codecs htcstream encodes.
+func (c Codec) Validate() error {
+	if c != H264 && c != VP8 {
+		return fmt.Errorf("codec %q: want %s or %s", c, H264, VP8)
+	}
+	return nil
+}
+
 // WebRTCConfig configures the WebRTC side. The zero value works on loopback
 // and on a LAN.
 type WebRTCConfig struct {
