@@ -109,13 +109,15 @@ type trk struct {
 	mask     Mask       // last matched detection's mask
 	maskArea int        // set pixels of mask; -1 until counted
 	maskBox  [4]float32 // box of the detection the mask came from
+	key      uint64     // Predicted.Key
 }
 
 // Tracker follows the instances of one stream. Create it with NewTracker.
 type Tracker struct {
-	s      Settings
-	tracks []*trk // tentative and confirmed, in creation order
-	nextID uint64
+	s       Settings
+	tracks  []*trk // tentative and confirmed, in creation order
+	nextID  uint64
+	nextKey uint64
 
 	// Frame timing: prediction steps are measured in nominal frame
 	// intervals, so a source that drops frames predicts across the gap.
@@ -235,7 +237,8 @@ func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result 
 		if d.Score < t.s.NewTrackScore {
 			continue
 		}
-		tr := &trk{state: tentative, kf: newKalman(d.Box)}
+		t.nextKey++
+		tr := &trk{state: tentative, kf: newKalman(d.Box), key: t.nextKey}
 		tr.ClassID, tr.Label = d.ClassID, d.Label
 		tr.FirstSeq, tr.FirstSeen = seq, pts
 		tr.Det = i
@@ -401,8 +404,9 @@ func (t *Tracker) hit(tr *trk, seq int64, pts time.Duration, d *Detection) {
 	tr.Misses = 0
 	tr.LastSeq, tr.LastSeen = seq, pts
 	tr.Box, tr.Score = d.Box, d.Score
-	if t.s.MaskTieBreak > 0 && d.Mask.ok() {
-		// The area is counted only if the mask is ever needed.
+	if d.Mask.ok() {
+		// Kept for the mask tie-break and for Predict; the area is counted
+		// only if the tie-break ever needs it.
 		tr.mask, tr.maskArea, tr.maskBox = d.Mask, -1, d.Box
 	} else {
 		tr.mask = Mask{}
