@@ -43,6 +43,26 @@ type Options struct {
 // sources ended; every output was still closed properly.
 var ErrInterrupted = errors.New("interrupted")
 
+// InterruptedError is ErrInterrupted with the signal that stopped the run,
+// for the exit status (128 + its number).
+type InterruptedError struct{ Signal os.Signal }
+
+func (e *InterruptedError) Error() string {
+	switch e.Signal {
+	case syscall.SIGINT:
+		return "interrupted (SIGINT)"
+	case syscall.SIGTERM:
+		return "interrupted (SIGTERM)"
+	case syscall.SIGHUP:
+		return "interrupted (SIGHUP: the terminal closed)"
+	case nil:
+		return ErrInterrupted.Error()
+	}
+	return fmt.Sprintf("interrupted (%v)", e.Signal)
+}
+
+func (e *InterruptedError) Unwrap() error { return ErrInterrupted }
+
 // Execute assembles and runs `htcstream run`: the cameras' sources, the
 // model (one per distinct set of test-time views, on one bundle), the
 // sinks, the web server and signal handling; it returns when every source
@@ -115,22 +135,25 @@ func Execute(cfg RunConfig, opt Options) error {
 	defer stopDrain()
 	hard, stopHard := context.WithCancel(context.Background())
 	defer stopHard()
-	var interrupted atomic.Bool
+	var interrupted atomic.Pointer[InterruptedError]
 	sig := opt.Interrupt
 	if sig == nil {
 		c := make(chan os.Signal, 2)
-		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+		// SIGHUP too: closing the terminal must finish the mp4 (its moov
+		// is written last), not kill the run and leave a .partial.
+		signal.Notify(c, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 		defer signal.Stop(c)
 		sig = c
 	}
 	go func() {
 		for n := 0; ; n++ {
+			var got os.Signal
 			select {
-			case <-sig:
+			case got = <-sig:
 			case <-hard.Done():
 				return
 			}
-			interrupted.Store(true)
+			interrupted.CompareAndSwap(nil, &InterruptedError{Signal: got})
 			if n == 0 {
 				fmt.Fprintln(opt.Stderr, "htcstream: stopping: finishing the frames in flight and closing outputs (interrupt again to stop now)")
 				stopDrain()
@@ -205,10 +228,10 @@ func Execute(cfg RunConfig, opt Options) error {
 		in, n, dropped := metrics.Snapshot(s.Name())
 		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped, %.1f fps\n", s.Name(), in, n, dropped, float64(n)/elapsed.Seconds())
 	}
-	out.report(opt.Stdout, interrupted.Load())
+	out.report(opt.Stdout, interrupted.Load() != nil)
 	events.report(opt.Stdout)
-	if err == nil && interrupted.Load() {
-		return ErrInterrupted
+	if ie := interrupted.Load(); err == nil && ie != nil {
+		return ie
 	}
 	return err
 }

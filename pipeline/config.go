@@ -515,11 +515,11 @@ func (c RunConfig) Validate() error {
 			break
 		}
 	}
-	if c.Model.Threads < 0 {
-		bad("model.threads %d is negative", c.Model.Threads)
+	if err := CheckThreads(c.Model.Threads); err != nil {
+		bad("model.%v", err)
 	}
 	checkThreshold := func(key string, v float64) {
-		if v < 0 || v >= 1 {
+		if !(v >= 0 && v < 1) { // NaN too: it compares false to everything
 			bad("%s %v: want 0 <= t < 1", key, v)
 		}
 	}
@@ -534,7 +534,7 @@ func (c RunConfig) Validate() error {
 		for label, v := range f.Thresholds {
 			checkThreshold(fmt.Sprintf("%sthresholds.%s", prefix, label), v)
 		}
-		if f.MinArea < 0 {
+		if !(f.MinArea >= 0) {
 			bad("%smin_area %v is negative", prefix, f.MinArea)
 		}
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/infer"
@@ -44,9 +45,27 @@ func (s ModelSpec) Views(def infer.Scale) []infer.View {
 	return views
 }
 
+// CheckThreads refuses an intra-op thread count no machine profits from:
+// ONNX Runtime starts that many threads for each of the bundle's graphs
+// before it answers, so --threads 100000 once sat silent for two minutes
+// growing to 5.6 GB. Beyond MaxThreads() (four per core) threads only
+// take turns on the same cores.
+func CheckThreads(n int) error {
+	if n < 0 || n > MaxThreads() {
+		return fmt.Errorf("threads %d: want 0 (one per core) to %d (four per core of this machine's %d)", n, MaxThreads(), runtime.NumCPU())
+	}
+	return nil
+}
+
+// MaxThreads is the most intra-op threads CheckThreads allows.
+func MaxThreads() int { return 4 * runtime.NumCPU() }
+
 // OpenBundle initialises ONNX Runtime and loads the bundle's graphs. The
 // caller closes the bundle.
 func (s ModelSpec) OpenBundle() (*infer.Bundle, error) {
+	if err := CheckThreads(s.Threads); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	lib, err := infer.FindLibrary(s.ORTLib)
 	if err != nil {
 		return nil, err

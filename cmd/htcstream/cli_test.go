@@ -58,6 +58,17 @@ func TestCLIBehavesAsUsersExpect(t *testing.T) {
 	if b, err := asMain(dir, "run", "-h").Output(); err != nil || !strings.Contains(string(b), "--detections") {
 		t.Errorf("run -h on stdout: %v %q", err, b)
 	}
+	// help COMMAND prints that command's flags, for every command (issue 21, 5)
+	for _, c := range commands() {
+		b, err := asMain(dir, "help", c.name).Output()
+		want, _ := asMain(dir, c.name, "-h").Output()
+		if err != nil || len(b) == 0 || !bytes.Equal(b, want) || strings.Contains(string(b), "Commands:") {
+			t.Errorf("help %s: %v %q; want %s -h's %q", c.name, err, b, c.name, want)
+		}
+	}
+	if b, err := asMain(dir, "help", "nosuch").CombinedOutput(); err == nil || !strings.Contains(string(b), `unknown command "nosuch"`) {
+		t.Errorf("help nosuch: %v %q", err, b)
+	}
 	if b, err := asMain(dir, "--version").Output(); err != nil || !strings.HasPrefix(string(b), "htcstream   "+version) {
 		t.Errorf("--version: %v %q", err, b)
 	}
@@ -83,8 +94,19 @@ func TestCLIBehavesAsUsersExpect(t *testing.T) {
 
 // TestInterruptedRunExits130WithCompleteOutputs: Ctrl-C on a file run
 // finishes the frames in flight, leaves a playable mp4 and whole JSON
-// lines, says the outputs end early, and exits 130.
+// lines, says the outputs end early, and exits 128 + the signal's number.
+// SIGTERM (143) and SIGHUP (129, the terminal closed; issue 21 D5) do the
+// same, never leaving a .partial without its moov.
 func TestInterruptedRunExits130WithCompleteOutputs(t *testing.T) {
+	for _, c := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}, {syscall.SIGHUP, 129}} {
+		t.Run(c.sig.String(), func(t *testing.T) { interruptRun(t, c.sig, c.code) })
+	}
+}
+
+func interruptRun(t *testing.T, sig syscall.Signal, code int) {
 	model, _ := filepath.Abs(bundle)
 	sample, _ := filepath.Abs("../../examples/sample.mp4")
 	dir := t.TempDir()
@@ -102,14 +124,17 @@ func TestInterruptedRunExits130WithCompleteOutputs(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Process.Signal(sig)
 	err := cmd.Wait()
 	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v\n%s", err, errb.String())
+	if !ok || ee.ExitCode() != code {
+		t.Fatalf("exit: %v, want %d\n%s", err, code, errb.String())
 	}
 	if !strings.Contains(out.String(), "o.mp4 (interrupted: ends early)") || !strings.Contains(out.String(), "d.jsonl (interrupted: ends early)") {
 		t.Errorf("summary:\n%s", out.String())
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*.partial")); len(m) > 0 {
+		t.Errorf("left behind: %v", m)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "d.jsonl"))
 	n := bytes.Count(b, []byte("\n"))

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -54,9 +56,20 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "-h", "--help":
 		usage(stdout)
 		return 0
+	case "help":
+		// help COMMAND is COMMAND -h, as in go and git
+		if len(args) < 2 {
+			usage(stdout)
+			return 0
+		}
+		if !slices.ContainsFunc(commands(), func(c command) bool { return c.name == args[1] }) {
+			fmt.Fprintf(stderr, "htcstream help: unknown command %q (run 'htcstream help')\n", args[1])
+			return 2
+		}
+		args = []string{args[1], "-h"}
 	case "--version", "-version":
 		args = []string{"version"}
 	}
@@ -78,7 +91,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 2
 		case errors.Is(err, errInterrupted), errors.Is(err, pipeline.ErrInterrupted):
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
-			return 130
+			return interruptedStatus(err)
 		default:
 			fmt.Fprintf(stderr, "htcstream %s: %v\n", c.name, err)
 			return 1
@@ -86,6 +99,19 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "htcstream: unknown command %q (run 'htcstream help')\n", args[0])
 	return 2
+}
+
+// interruptedStatus is the shell's convention for a command a signal
+// stopped, 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM,
+// 129 for SIGHUP; 130 when the signal is not known.
+func interruptedStatus(err error) int {
+	var ie *pipeline.InterruptedError
+	if errors.As(err, &ie) {
+		if s, ok := ie.Signal.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+	}
+	return 130
 }
 
 // helpOut is where -h/--help prints a command's flags: standard output,
@@ -98,7 +124,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'htcstream <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'htcstream help <command>' or 'htcstream <command> -h' for a command's flags.")
 }
 
 // newFlags makes a flag set whose errors come back as values, never exits.

@@ -51,6 +51,11 @@ func TestBadInputGetsOneLineAndNonZeroExit(t *testing.T) {
 		{[]string{"run", clip}, 2, "nothing to produce"},
 		{[]string{"run", "--tta", "big", "--out", "o.mp4", clip}, 2, "--tta"},
 		{[]string{"run", "--no-such-flag", "x.mp4"}, 2, "no-such-flag"},
+		// issue 21 D6, D3: NaN passed 't < 0 || t >= 1'; 100000 threads sat silent growing to GBs
+		{[]string{"run", "--score-threshold", "NaN", "--out", "o.mp4", clip}, 2, "score_threshold NaN"},
+		{[]string{"bench", "--score-threshold", "NaN", "--model", bundle, clip}, 2, "--score-threshold NaN"},
+		{[]string{"run", "--threads", "100000", "--out", "o.mp4", clip}, 2, "threads 100000"},
+		{[]string{"bench", "--threads", "100000", "--model", bundle, clip}, 2, "--threads 100000"},
 		{[]string{"run", "--out", "o.mp4", missing}, 1, missing},
 		{[]string{"run", "--out", "o.mp4", "gopher://x/y"}, 1, `unknown scheme "gopher"`},
 		{[]string{"run", "--config", badConfig, "--out", "o.mp4", clip}, 2, `line 2: unknown key "model.bundel"`},
