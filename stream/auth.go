@@ -46,7 +46,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 				http.Error(w, fmt.Sprintf("origin %s may not call this API (it is not among the allowed origins)", origin), http.StatusForbidden)
 				return
 			}
-			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS, PATCH")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
 			h.Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)

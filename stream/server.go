@@ -28,7 +28,9 @@ type ServerConfig struct {
 	Addr string
 	// Token is the bearer token ("Authorization: Bearer TOKEN") that opens
 	// WHEP, /streams, /metrics, /healthz's details and the snapshots.
-	// Default "": no token.
+	// Default "": no token. A blank token, or one with spaces or control
+	// characters, is refused; one shorter than MinTokenLen on an address
+	// beyond this machine is served with a warning.
 	Token string
 	// Users are basic-auth accounts, user name to password; either they or
 	// Token open the protected routes. Default none.
@@ -71,6 +73,10 @@ type ServerConfig struct {
 	Logger *slog.Logger
 }
 
+// MinTokenLen is the shortest token served beyond this machine without a
+// warning: 16 random characters are out of reach of guessing over HTTP.
+const MinTokenLen = 16
+
 // ErrNeedsAuth is returned by NewServer for a non-loopback address
 // without Token, Users or Insecure.
 var ErrNeedsAuth = errors.New("serving beyond this machine needs a bearer token or basic-auth users (or insecure, to serve anyone who can reach it)")
@@ -102,6 +108,13 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("server: TLS needs both a certificate and a key (got cert %q, key %q)", c.TLSCert, c.TLSKey)
+	}
+	if c.Token != "" && strings.TrimSpace(c.Token) == "" {
+		// incoming tokens are trimmed: no request could ever match it
+		return c, errors.New("server: the token is blank (only spaces): no request could match it; set a real token")
+	}
+	if strings.ContainsFunc(c.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return c, errors.New("server: the token holds spaces or control characters, which an Authorization header cannot carry intact; use letters, digits and punctuation")
 	}
 	for u, p := range c.Users {
 		if u == "" || strings.Contains(u, ":") || p == "" {
@@ -378,6 +391,10 @@ func (s *Server) startOn(l net.Listener) {
 			"addr", addr)
 	case !isLoopbackAddr(addr) && s.tls == nil:
 		s.log.Warn("serving beyond this machine without TLS: the token or password crosses the network in clear text; set a TLS certificate and key or put a TLS proxy in front", "addr", addr)
+	}
+	if n := len(s.cfg.Token); n > 0 && n < MinTokenLen && !isLoopbackAddr(addr) {
+		s.log.Warn(fmt.Sprintf("WEAK TOKEN: %d characters guard a port open beyond this machine; use %d or more (e.g. openssl rand -hex 16)", n, MinTokenLen),
+			"addr", addr)
 	}
 	s.log.Info("web API listening", "url", s.url(addr), "auth", s.cfg.hasAuth(), "tls", s.tls != nil)
 	srv, done := s.srv, s.done

@@ -325,7 +325,9 @@ func TestServerCORSOnlyForAllowedOrigins(t *testing.T) {
 	}
 	code, hd, _ := do(t, "OPTIONS", base+"/whep/cam", "", "Origin", ok, "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type")
 	if code != http.StatusNoContent || hd.Get("Access-Control-Allow-Origin") != ok ||
-		!strings.Contains(hd.Get("Access-Control-Allow-Methods"), "DELETE") || !strings.Contains(hd.Get("Access-Control-Allow-Headers"), "Authorization") {
+		!strings.Contains(hd.Get("Access-Control-Allow-Methods"), "DELETE") || !strings.Contains(hd.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		strings.Contains(hd.Get("Access-Control-Allow-Methods"), "PATCH") { // issue 21: every PATCH answers 405
+
 		t.Errorf("preflight from the allowed origin: %d %v", code, hd)
 	}
 
@@ -534,5 +536,37 @@ func TestServerServesEventSnapshots(t *testing.T) {
 		if code, _, body := do(t, "GET", base+p, "", "Authorization", "Bearer tok"); code == http.StatusOK || strings.Contains(body, "no") && len(body) == 2 {
 			t.Errorf("%s: %d %q", p, code, body)
 		}
+	}
+}
+
+// Issue 21 D9: a blank token started a server no request could open
+// (incoming tokens are trimmed), and a one-letter token served 0.0.0.0
+// without a word.
+func TestServerRefusesBlankTokensAndWarnsOfWeakOnes(t *testing.T) {
+	for _, tok := range []string{" ", "\t", "two words", "tab\tin"} {
+		if _, err := NewServer(ServerConfig{Addr: "127.0.0.1:0", Token: tok}, Routes{}); err == nil || !strings.Contains(err.Error(), "token") {
+			t.Errorf("token %q: %v, want a refusal", tok, err)
+		}
+	}
+	logged := func(addr, tok string) string {
+		var buf bytes.Buffer
+		srv, err := NewServer(ServerConfig{Addr: addr, Token: tok, Logger: slog.New(slog.NewTextHandler(&buf, nil))}, Routes{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		srv.Close()
+		return buf.String()
+	}
+	if out := logged("0.0.0.0:0", "a"); !strings.Contains(out, "WEAK TOKEN: 1 characters") {
+		t.Errorf("token \"a\" on 0.0.0.0: no warning in\n%s", out)
+	}
+	if out := logged("0.0.0.0:0", "0123456789abcdef"); strings.Contains(out, "WEAK TOKEN") {
+		t.Errorf("a 16-character token was called weak:\n%s", out)
+	}
+	if out := logged("127.0.0.1:0", "a"); strings.Contains(out, "WEAK TOKEN") {
+		t.Errorf("a short token on loopback was warned of:\n%s", out)
 	}
 }

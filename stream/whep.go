@@ -82,7 +82,7 @@ func cors(w http.ResponseWriter) {
 }
 
 func preflight(w http.ResponseWriter) {
-	w.Header().Set("Access-Control-Allow-Methods", "POST, DELETE, OPTIONS, PATCH")
+	w.Header().Set("Access-Control-Allow-Methods", "POST, DELETE, OPTIONS")
 	w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Authorization")
 	w.Header().Set("Access-Control-Max-Age", "86400")
 	w.Header().Set("Accept-Post", "application/sdp")
