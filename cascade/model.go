@@ -63,6 +63,30 @@ type Timings struct {
 	Preprocess, Backbone, Proposals, RoIAlign, BBoxHeads, Merge, MaskHeads, Paste time.Duration
 }
 
+// TimingStep is one step of Timings under its one name.
+type TimingStep struct {
+	// Name is the step's label in /metrics (htcstream_stage_seconds).
+	Name string
+	// Title says what runs the step, for tables: "backbone graph",
+	// "proposals (Go)".
+	Title string
+	D     time.Duration
+}
+
+// Steps lists t's steps in the order a frame goes through them.
+func (t Timings) Steps() []TimingStep {
+	return []TimingStep{
+		{"preprocess", "preprocess (Go+OpenCV)", t.Preprocess},
+		{"backbone", "backbone graph", t.Backbone},
+		{"proposals", "proposals (Go)", t.Proposals},
+		{"roi_align", "roi align (Go)", t.RoIAlign},
+		{"bbox_heads", "box head graphs", t.BBoxHeads},
+		{"merge", "ensemble+merge (Go)", t.Merge},
+		{"mask_heads", "mask_heads graph", t.MaskHeads},
+		{"paste", "mask paste (Go)", t.Paste},
+	}
+}
+
 // Add sums another call's timings into t.
 func (t *Timings) Add(o Timings) {
 	t.Preprocess += o.Preprocess

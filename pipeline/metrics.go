@@ -386,11 +386,8 @@ func (m *Metrics) batch(size int, _ time.Duration, t cascade.Timings) {
 		return
 	}
 	m.batches.Observe(float64(size))
-	for name, d := range map[string]time.Duration{
-		"preprocess": t.Preprocess, "backbone": t.Backbone, "proposals": t.Proposals, "roi_align": t.RoIAlign,
-		"bbox_heads": t.BBoxHeads, "merge": t.Merge, "mask_heads": t.MaskHeads, "paste": t.Paste,
-	} {
-		m.stage(name, d)
+	for _, s := range t.Steps() {
+		m.stage(s.Name, s.D)
 	}
 }
 
