@@ -181,8 +181,7 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	}
 	views := o.Views
 	if len(views) == 0 {
-		s := m.Input.TestScales[0]
-		views = []infer.View{{Scale: infer.Scale{Long: max(s[0], s[1]), Short: min(s[0], s[1])}}}
+		views = []infer.View{{Scale: m.DefaultScale()}}
 	}
 	for _, v := range views {
 		if v.Scale.Long <= 0 || v.Scale.Short <= 0 {

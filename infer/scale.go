@@ -83,3 +83,11 @@ func (s *Scale) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes LONGxSHORT.
 func (s Scale) MarshalYAML() (any, error) { return s.String(), nil }
+
+// DefaultScale is the bundle's own test scale, its first test_scales entry
+// as a Scale: the one view a frame gets when no test-time views are asked
+// for.
+func (m *Manifest) DefaultScale() Scale {
+	s := m.Input.TestScales[0]
+	return Scale{Long: max(s[0], s[1]), Short: min(s[0], s[1])}
+}

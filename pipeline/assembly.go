@@ -322,7 +322,7 @@ func camerasModels(spec ModelSpec, b *infer.Bundle, cams []Camera) ([]Detector, 
 	for _, g := range groups {
 		md, err := g.spec.NewModel(b)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, nil, err
 		}
 		g.md = md
 	}

@@ -82,13 +82,15 @@ func (s ModelSpec) OpenBundle() (*infer.Bundle, error) {
 }
 
 // NewModel prepares the test procedure on an open bundle and warms it up;
-// several models (cameras with their own views) may share one bundle.
+// several models (cameras with their own views) may share one bundle. Options
+// the bundle cannot take are ErrConfig errors.
 func (s ModelSpec) NewModel(b *infer.Bundle) (*cascade.Model, error) {
-	ts := b.Manifest.Input.TestScales[0]
-	views := s.Views(infer.Scale{Long: max(ts[0], ts[1]), Short: min(ts[0], ts[1])})
+	views := s.Views(b.Manifest.DefaultScale())
 	md, err := cascade.NewModel(b, cascade.Options{Views: views, Ensemble: s.Ensemble, Stages: s.Stages, ScoreThreshold: s.Threshold, Semantic: s.Semantic})
 	if err != nil {
-		return nil, err
+		// what was asked of the model (views, stages, weights) does not
+		// fit this bundle: the user's to change
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := md.WarmUp(); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Bundle, err)

@@ -122,14 +122,5 @@ func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
 		return nil, nil, err
 	}
 	m.bundle = s.Bundle // the default, found: reports name it
-	b, err := s.OpenBundle()
-	if err != nil {
-		return nil, nil, err
-	}
-	md, err := s.NewModel(b)
-	if err != nil {
-		b.Close()
-		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return b, md, nil
+	return s.Load()
 }
