@@ -14,12 +14,15 @@ directory (the user's: ``htcstream train`` runs Python where it was started).
 empty; the paths must then name that layout (``annotations/instances_train.json``,
 ``images/train``, ``stuffthingmaps/train``, as configs/model/htc_tiny.yaml
 does). A set already there from another seed or size is an error rather than
-silently reused.
+silently reused. Under a multi-node run each machine that lacks the set
+generates its own copy (same seed, same images).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -28,11 +31,13 @@ import yaml
 from .config import Config, config_from_dict, read_config_file
 from .data import CocoDataset, build_transforms
 from .data import synthetic as synthetic_mod
-from .dist import DistEnv, barrier, broadcast_object
+from .dist import DistEnv, all_gather_objects, barrier, broadcast_object
+from .progress import Progress, bar, format_duration
 
 SPLITS = ("train", "val")
 # The generator's default image size; data.img_scales resizes from there.
 SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT = 320, 240
+SYNTHETIC_LOG_EVERY = 100  # images between progress lines when stderr is not a terminal
 
 
 # --------------------------------------------------------------------------- config
@@ -165,9 +170,14 @@ def _check_synthetic(ann: Path, seed: int, count: int) -> None:
             f"{count} with seed {seed}; delete {ann.parent.parent} or point data.root elsewhere")
 
 
-def prepare_synthetic(cfg: Config, root: Path, splits: Sequence[str]) -> None:
-    """Generate (or check) the synthetic splits this run needs. Single process."""
+def prepare_synthetic(cfg: Config, root: Path, splits: Sequence[str], progress: Optional[Progress] = None) -> None:
+    """Generate (or check) the synthetic splits this run needs. Single process.
+
+    Generating the default 500 images takes most of a minute: it is announced
+    and shown as it goes (``progress``: a bar on a terminal, else a line every
+    100 images)."""
     seed = cfg.train.seed
+    todo = []
     for split in splits:
         count = _split_count(cfg, split)
         if count <= 0:
@@ -175,13 +185,34 @@ def prepare_synthetic(cfg: Config, root: Path, splits: Sequence[str]) -> None:
         ann = root / "annotations" / f"instances_{split}.json"
         if ann.exists():
             _check_synthetic(ann, seed, count)
-            continue
-        # the JSON is written after every image, so its presence means the split is complete
-        synthetic_mod.generate_split(root, split, count, seed, SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT)
+        else:
+            todo.append((split, count))
+    if not todo:
+        return
+    show = progress if progress is not None else Progress(sys.stderr)
+    total = sum(n for _, n in todo)
+    what = " + ".join(f"{n} {split}" for split, n in todo)
+    show.log(f"htc.data.synthetic: generating the synthetic set ({what} images, seed {seed}) in {root} ...")
+    t0 = time.monotonic()
+    done = 0
+    for split, count in todo:
+        def on_image(n: int, split: str = split, count: int = count) -> None:
+            nonlocal done
+            done += 1
+            line = f"  generating {split} {bar(n, count)} {n}/{count}  ({done}/{total} images)"
+            show.show([line], force=n == count)
+            if not show.tty and (done % SYNTHETIC_LOG_EVERY == 0 and done < total):
+                show.log(line)
+        synthetic_mod.generate_split(root, split, count, seed, SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT, on_image=on_image)
+    show.close()
+    show.log(f"htc.data.synthetic: {total} images generated in {format_duration(time.monotonic() - t0)}")
 
 
-def prepare_data(cfg: Config, work_dir: Path, env: DistEnv, splits: Sequence[str] = SPLITS) -> Path:
-    """Make sure the data exists (rank 0 generates synthetic sets; the others wait)."""
+def prepare_data(cfg: Config, work_dir: Path, env: DistEnv, splits: Sequence[str] = SPLITS,
+                 progress: Optional[Progress] = None) -> Path:
+    """Make sure the data exists: rank 0 generates synthetic sets while the others
+    wait; then the first process of every other machine checks its own copy and
+    generates it if it has none (nodes that share no file system)."""
     root = data_root(cfg, work_dir)
     if cfg.data.dataset != "synthetic":
         return root
@@ -190,12 +221,21 @@ def prepare_data(cfg: Config, work_dir: Path, env: DistEnv, splits: Sequence[str
     error: Optional[str] = None
     if env.is_main:
         try:
-            prepare_synthetic(cfg, root, splits)
+            prepare_synthetic(cfg, root, splits, progress)
         except (OSError, ValueError) as e:
             error = str(e)
     # Every rank must learn of a failure, or the others would wait for data forever.
     error = broadcast_object(error, env)
     barrier(env)
+    if error is None and env.distributed:
+        # On a shared file system this finds rank 0's set and only checks it; the same
+        # seed makes another machine's copy the same images.
+        if env.local_rank == 0 and not env.is_main:
+            try:
+                prepare_synthetic(cfg, root, splits, Progress(sys.stderr))
+            except (OSError, ValueError) as e:
+                error = f"rank {env.rank}: {e}"
+        error = next((e for e in all_gather_objects(error, env) if e is not None), None)
     if error is not None:
         raise ValueError(error)
     return root

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from .builders import data_root
+from .checkpoint_file import epoch_label
 from .config import Config
 from .evaluate_model import load_checkpoint_config, load_model_from_checkpoint
 from .evaluation import rle as rle_mod
@@ -931,7 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.test.max_per_img=50")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--name", help="manifest name (default: <checkpoint folder>_epoch<N>)")
+    p.add_argument("--name", help="manifest name (default: <checkpoint folder>_epoch<N>, _epoch<N>_step<S> within an epoch)")
     p.add_argument("--fixture-image", help="fixture input image (default: the first image of the val split)")
     p.add_argument("--tta-scales", help="the fixture's TTA plan scales, LONGxSHORT,LONGxSHORT "
                                         "(default: the test scale and 1.3x it, e.g. 320x320,416x416)")
@@ -968,8 +969,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model, cfg, ckpt = load_checkpoint(ckpt_path, args.config, overrides)
         work_dir = Path(args.work_dir) if args.work_dir else ckpt_path.parent
         things, stuff = _class_names(cfg, ckpt, work_dir)
-        name = args.name or (f"{ckpt_path.resolve().parent.name}_epoch{ckpt['epoch']}" if "epoch" in ckpt
-                             else ckpt_path.stem)
+        label = epoch_label(ckpt)
+        name = args.name or (f"{ckpt_path.resolve().parent.name}_{label}" if label else ckpt_path.stem)
         tta = parse_scales(args.tta_scales) if args.tta_scales else None
         image = None
         imported = str((ckpt.get("meta") or {}).get("source", "")).startswith("mmdetection")

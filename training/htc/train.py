@@ -155,7 +155,8 @@ class StopRequest:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m htc.train", description="Train the HTC model.")
     p.add_argument("--config", required=True, help="YAML config (configs/model/*.yaml)")
-    p.add_argument("--work-dir", help="checkpoints, logs and generated data (default: work_dirs/<config name>)")
+    p.add_argument("--work-dir", help="checkpoints, config.yaml and the training log (default: work_dirs/<config name>); "
+                                      "a synthetic set is generated under it only when data.root is empty")
     p.add_argument("--resume", nargs="?", const=AUTO_RESUME, metavar="CKPT",
                    help="continue from CKPT, or from <work dir>/latest.pth when no path is given")
     p.add_argument("--load-from", metavar="CKPT",
@@ -410,8 +411,10 @@ class _Reporter:
     def log(self, text: str) -> None:
         self.progress.log(text)
 
-    def step(self, names: List[str], values: List[float], lr: float, epoch: int, it: int, dt: float) -> None:
-        """After iteration ``it`` (1-based) of 1-based ``epoch``."""
+    def step(self, names: List[str], values: List[float], lr: float, epoch: int, it: int, dt: float,
+             last: bool = False) -> None:
+        """After iteration ``it`` (1-based) of 1-based ``epoch``; ``last``: the run stops after it, so
+        its record is written even between log intervals (a summary names the step it stopped at)."""
         self.times.append(dt)
         self.recent.append(values)
         self.window.append(values)
@@ -426,7 +429,7 @@ class _Reporter:
                     f"loss {sum(smooth):.4f}  lr {lr:.3g}  {s_iter:.2f} s/it  ETA {format_duration(eta)}")
             fields = [f"{short_name(n)} {v:.4f}" for n, v in zip(names, smooth)]
             self.progress.show([head] + wrap_fields(fields, self.progress.width()), force=it == self.iters)
-        if it % self.interval == 0 or it == self.iters:
+        if it % self.interval == 0 or it == self.iters or last:
             mean = [sum(col) / len(self.window) for col in zip(*self.window)]
             self.window = []
             record = {
@@ -634,7 +637,7 @@ def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = 
             optimizer.step()
             iteration += 1
             now = time.monotonic()
-            reporter.step(names, values, lr, epoch, it, now - tick)
+            reporter.step(names, values, lr, epoch, it, now - tick, last=stopping)
             tick = now
             if stopping:
                 break

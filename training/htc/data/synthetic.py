@@ -45,7 +45,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image
@@ -432,8 +432,13 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _SPLIT_CODE[split], int(index)])
 
 
-def generate_split(out: Path, split: str, count: int, seed: int, width: int, height: int) -> dict:
-    """Write one split's images and label maps; returns its COCO dict."""
+def generate_split(out: Path, split: str, count: int, seed: int, width: int, height: int,
+                   on_image: Optional[Callable[[int], None]] = None) -> dict:
+    """Write one split's images and label maps; returns its COCO dict. ``on_image(n)`` is
+    called after the n-th image (1-based), for a progress display.
+
+    The annotation file comes last and appears whole (a rename), so its presence
+    means the split is complete."""
     img_dir = out / "images" / split
     seg_dir = out / "stuffthingmaps" / split
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -454,10 +459,15 @@ def generate_split(out: Path, split: str, count: int, seed: int, width: int, hei
         for label, vis, iscrowd in instances:
             coco["annotations"].append(_annotation(ann_id, image_id, label, vis, iscrowd))
             ann_id += 1
+        if on_image is not None:
+            on_image(i + 1)
     ann_dir = out / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
-    with open(ann_dir / f"instances_{split}.json", "w", encoding="utf-8") as f:
+    ann = ann_dir / f"instances_{split}.json"
+    tmp = ann.with_name(ann.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(coco, f)
+    os.replace(tmp, ann)
     return coco
 
 
