@@ -13,9 +13,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/spf13/pflag"
 
 	"github.com/htcstream/htcstream/internal/pyenv"
 )
@@ -23,21 +26,47 @@ import (
 const python = pyenv.Interpreter
 
 func trainCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("train", "train --config CONFIG [flags] [-- trainer flags]", stderr)
+	fs := newFlags("train", "train --config CONFIG [flags] [-- other trainer flags]", stderr)
 	config := fs.String("config", "", "model/data/train YAML (configs/model/*.yaml)")
 	workDir := fs.String("work-dir", "", "checkpoints and logs (default: the trainer's, work_dirs/<config name>)")
-	resume := fs.Bool("resume", false, "continue from the work dir's latest.pth")
+	resume := fs.String("resume", "", "continue from the work dir's latest.pth, or from CKPT with --resume=CKPT")
+	fs.Lookup("resume").NoOptDefVal = "latest"
 	loadFrom := fs.String("load-from", "", "fine-tune from this whole model: an htc.train checkpoint or a released mmdetection HTC .pth\n"+
 		"(class-count layers that differ from the config are re-initialised; not with --resume)")
-	nproc := fs.Int("nproc", runtime.NumCPU(), "training processes, DDP through torchrun when > 1 (gloo on CPU, nccl on GPU);\n"+
+	sets := fs.StringArray("set", nil, "override a config value, KEY=VALUE (repeatable): --set train.lr=0.02 --set data.root=data/mine")
+	epochs := fs.Int("epochs", 0, "override train.epochs")
+	logInterval := fs.Int("log-interval", 20, "steps between progress lines when stderr is not a terminal")
+	device := fs.String("device", "auto", "auto (CUDA if available), cpu or cuda")
+	nproc := fs.Int("nproc", runtime.NumCPU(), "training processes on this machine, DDP through torchrun when > 1 (gloo on CPU, nccl on GPU);\n"+
 		"the default is this machine's CPU cores: one PyTorch process keeps about one core busy. With CUDA\n"+
-		"give the number of GPUs. train.batch_size must be divisible by it")
+		"give the number of GPUs. train.batch_size must be divisible by all processes of all nodes")
+	nnodes := fs.Int("nnodes", 1, "machines taking part; run the same command on each with its own --node-rank\n"+
+		"(default: WORLD_SIZE / --nproc when WORLD_SIZE and MASTER_ADDR are set)")
+	nodeRank := fs.Int("node-rank", 0, "this machine's number, 0..nnodes-1; node 0 writes the checkpoints (default: NODE_RANK)")
+	master := fs.String("master", "", "ADDR:PORT of node 0, reachable from every node, PORT free there\n"+
+		"(default: MASTER_ADDR:MASTER_PORT; with one node a free port on 127.0.0.1)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *config == "" || *nproc < 1 {
 		fs.Usage()
 		return fmt.Errorf("%w: want --config and --nproc >= 1", errUsage)
+	}
+	// Words before "--" are not the trainer's: they are a mistake such as
+	// "--set a=1 b=2" (each value needs its own --set) or "--resume CKPT".
+	rest := fs.Args()
+	before := len(rest)
+	if dash := fs.ArgsLenAtDash(); dash >= 0 {
+		before = dash
+	}
+	if before > 0 {
+		return fmt.Errorf("%w: unexpected argument %q (give each value its own --set, a checkpoint as --resume=CKPT; "+
+			"other trainer flags go after --)", errUsage, rest[0])
+	}
+	rest = rest[before:]
+	nodes, err := resolveNodes(fs, *nnodes, *nodeRank, *master, *nproc, os.Getenv)
+	if err != nil {
+		return err
 	}
 	root, err := trainingDir()
 	if err != nil {
@@ -51,14 +80,23 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--config: %w", err)
 	}
 	targs := []string{"-m", "htc.train", "--config", cfg, "--progress-json"}
-	if *nproc > 1 {
-		// a free port, not torchrun's fixed default, so two trainings on one machine do not collide
-		port, err := freePort()
-		if err != nil {
-			return err
+	if *nproc > 1 || nodes.count > 1 {
+		addr, port := nodes.addr, nodes.port
+		if addr == "" {
+			// a free port, not torchrun's fixed default, so two trainings on one machine do not collide
+			p, err := freePort()
+			if err != nil {
+				return err
+			}
+			addr, port = "127.0.0.1", strconv.Itoa(p)
 		}
-		targs = append([]string{"-m", "htc.torchrun", "--nnodes=1", fmt.Sprintf("--nproc_per_node=%d", *nproc),
-			"--master_addr=127.0.0.1", fmt.Sprintf("--master_port=%d", port)}, targs...)
+		targs = append([]string{"-m", "htc.torchrun", fmt.Sprintf("--nnodes=%d", nodes.count),
+			fmt.Sprintf("--node_rank=%d", nodes.rank), fmt.Sprintf("--nproc_per_node=%d", *nproc),
+			"--master_addr=" + addr, "--master_port=" + port}, targs...)
+		if nodes.count > 1 {
+			fmt.Fprintf(stderr, "htcstream train: node %d of %d, %d process(es) here, %d in all; master %s\n",
+				nodes.rank, nodes.count, *nproc, nodes.count**nproc, net.JoinHostPort(addr, port))
+		}
 	}
 	if *workDir != "" {
 		wd, err := filepath.Abs(*workDir)
@@ -67,11 +105,19 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		targs = append(targs, "--work-dir", wd)
 	}
-	if *resume {
-		targs = append(targs, "--resume")
+	if *resume != "" {
+		if *resume == "latest" {
+			targs = append(targs, "--resume")
+		} else {
+			ck, err := filepath.Abs(*resume)
+			if err != nil {
+				return err
+			}
+			targs = append(targs, "--resume", ck)
+		}
 	}
 	if *loadFrom != "" {
-		if *resume {
+		if *resume != "" {
 			return fmt.Errorf("%w: --load-from starts a new run, --resume continues one: give one of them", errUsage)
 		}
 		lf, err := filepath.Abs(*loadFrom)
@@ -83,8 +129,94 @@ func trainCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		targs = append(targs, "--load-from", lf)
 	}
-	targs = append(targs, fs.Args()...)
+	for _, s := range *sets {
+		targs = append(targs, "--set", s)
+	}
+	if fs.Changed("epochs") {
+		targs = append(targs, "--epochs", strconv.Itoa(*epochs))
+	}
+	if fs.Changed("log-interval") {
+		targs = append(targs, "--log-interval", strconv.Itoa(*logInterval))
+	}
+	if fs.Changed("device") {
+		targs = append(targs, "--device", *device)
+	}
+	targs = append(targs, rest...)
 	return runPython(root, targs, stdout, stderr, relayTrainProgress)
+}
+
+// trainNodes is where this machine stands in a (multi-node) training run.
+type trainNodes struct {
+	count, rank int
+	addr, port  string // node 0's rendezvous; empty: pick one on loopback
+}
+
+// resolveNodes reads --nnodes, --node-rank and --master, each falling back
+// to the variables a cluster's launcher (or torchrun's users) set:
+// MASTER_ADDR, MASTER_PORT, NODE_RANK, and WORLD_SIZE, which counts
+// processes (torch's meaning), so the node count is WORLD_SIZE / nproc.
+func resolveNodes(fs *pflag.FlagSet, nnodes, rank int, master string, nproc int, getenv func(string) string) (trainNodes, error) {
+	envInt := func(name string) (int, bool, error) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, false, fmt.Errorf("%w: %s=%q is not a number", errUsage, name, v)
+		}
+		return n, true, nil
+	}
+	n := trainNodes{count: nnodes, rank: rank}
+	if !fs.Changed("master") {
+		if a, p := getenv("MASTER_ADDR"), getenv("MASTER_PORT"); a != "" || p != "" {
+			if a == "" || p == "" {
+				return n, fmt.Errorf("%w: MASTER_ADDR=%q and MASTER_PORT=%q: set both, or give --master ADDR:PORT", errUsage, a, p)
+			}
+			master = net.JoinHostPort(a, p)
+		}
+	}
+	if !fs.Changed("nnodes") && master != "" {
+		ws, ok, err := envInt("WORLD_SIZE")
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			if ws < 1 || ws%nproc != 0 {
+				return n, fmt.Errorf("%w: WORLD_SIZE=%d (processes on all nodes) is not a multiple of --nproc %d", errUsage, ws, nproc)
+			}
+			n.count = ws / nproc
+		}
+	}
+	if !fs.Changed("node-rank") {
+		r, ok, err := envInt("NODE_RANK")
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n.rank = r
+		}
+	}
+	if n.count < 1 {
+		return n, fmt.Errorf("%w: --nnodes %d: want 1 or more", errUsage, n.count)
+	}
+	if n.rank < 0 || n.rank >= n.count {
+		return n, fmt.Errorf("%w: --node-rank %d: want 0..%d for %d node(s)", errUsage, n.rank, n.count-1, n.count)
+	}
+	if master != "" {
+		host, port, err := net.SplitHostPort(master)
+		if err != nil || host == "" {
+			return n, fmt.Errorf("%w: --master %q: want ADDR:PORT, e.g. 10.0.0.1:29500", errUsage, master)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return n, fmt.Errorf("%w: --master %q: the port must be a number in 1..65535", errUsage, master)
+		}
+		n.addr, n.port = host, port
+	} else if n.count > 1 {
+		return n, fmt.Errorf("%w: --nnodes %d needs --master ADDR:PORT (node 0's address and a free port there) "+
+			"or MASTER_ADDR and MASTER_PORT", errUsage, n.count)
+	}
+	return n, nil
 }
 
 // trainingDir finds the project's training/ folder: $HTCSTREAM_TRAINING when
@@ -229,10 +361,11 @@ func freePort() (int, error) {
 
 // relayTrainProgress reads the trainer's --progress-json records. The
 // trainer draws its own progress (a status block on a terminal, a line every
-// --log-interval steps elsewhere) on the stderr it shares with us, so the
-// per-step records are not drawn again; checkpoints, evaluations and a stop
-// on a signal become lines of their own on stdout, and the last step's losses
-// a summary.
+// --log-interval steps elsewhere) on the stderr it shares with us, and says
+// there, once, each checkpoint it writes, each evaluation and a stop on a
+// signal; so those records are not drawn again here. What the relay adds is
+// the closing summary of the last step (the trainer writes a record for the
+// step it stopped at, so that is the true last step).
 func relayTrainProgress(r io.Reader, stdout, _ io.Writer) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -245,16 +378,7 @@ func relayTrainProgress(r io.Reader, stdout, _ io.Writer) error {
 			continue
 		}
 		switch {
-		case rec["interrupted"] != nil:
-			fmt.Fprintf(stdout, "%v: stopped after epoch %v step %v/%v; checkpoint %v (htcstream train --resume continues from the next step)\n",
-				rec["interrupted"], rec["epoch"], rec["epoch_iter"], rec["iters"], rec["checkpoint"])
-		case rec["checkpoint"] != nil && rec["epoch_iter"] != nil:
-			fmt.Fprintf(stdout, "epoch %v step %v/%v: checkpoint %v\n", rec["epoch"], rec["epoch_iter"], rec["iters"], rec["checkpoint"])
-		case rec["checkpoint"] != nil:
-			fmt.Fprintf(stdout, "epoch %v: checkpoint %v\n", rec["epoch"], rec["checkpoint"])
-		case rec["eval"] != nil:
-			b, _ := json.Marshal(rec["eval"])
-			fmt.Fprintf(stdout, "epoch %v: evaluation %s\n", rec["epoch"], b)
+		case rec["interrupted"] != nil, rec["checkpoint"] != nil, rec["eval"] != nil:
 		case rec["iter"] != nil:
 			last = append(last[:0], line...)
 		default:
