@@ -12,6 +12,16 @@
   dataset) they keep their fresh initialisation and the run says so.
 
 Unlike ``--resume`` neither restores the optimiser, the schedule or the epoch.
+
+A checkpoint read back from a bundle (``examples/models/htc_tiny_synthetic.pth``,
+:mod:`htc.bundle_weights`) has its BatchNorm folded into the convolutions: each
+norm is an identity (running mean 0, running variance 1 - eps) plus a bias.
+Trained with batch statistics, such a norm would normalise away the scale and
+shift the folding put into the conv, and the fine-tune would start from a
+different, worse network and spend its steps relearning it (mask AP on the
+sample video 0.516 -> 0.480 after 45 steps). :func:`freeze_folded_norms` keeps
+those norms in eval mode instead: a fixed affine whose weight and bias still
+train, so the first step starts from the exported model's exact function.
 """
 
 from __future__ import annotations
@@ -99,3 +109,39 @@ def load_from(model: nn.Module, path: Path) -> List[str]:
         layers = sorted({k.rsplit(".", 1)[0] for k in reinit})
         lines.append(f"class counts differ from {path.name}: {', '.join(layers)} keep their fresh initialisation")
     return lines
+
+
+class FoldedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that stays in eval mode: its statistics are a folded norm's
+    identity and are never replaced by batch statistics; weight and bias train.
+    Same parameters, buffers and state-dict names as nn.BatchNorm2d, so its
+    checkpoints load, export and resume as the configured model's."""
+
+    def train(self, mode: bool = True) -> "FoldedBatchNorm2d":
+        return super().train(False)
+
+
+def is_folded(norm: nn.Module) -> bool:
+    """Whether a BatchNorm holds a folded norm: mean 0 and var + eps exactly 1 in float32 on
+    every channel (htc.bundle_weights writes that; training never does, a fresh norm has var 1)."""
+    if not isinstance(norm, nn.BatchNorm2d) or norm.running_mean is None or norm.running_var is None:
+        return False
+    return bool((norm.running_mean == 0).all()) and bool((norm.running_var + norm.eps == 1.0).all())
+
+
+def freeze_folded_norms(model: nn.Module) -> List[str]:
+    """Every folded BatchNorm of ``model`` becomes a :class:`FoldedBatchNorm2d` (eval mode
+    for good), keeping its Parameter objects, so an optimiser already built keeps working.
+    Returns the layers' names."""
+    names = []
+    for name, mod in list(model.named_modules()):
+        if type(mod) is not nn.BatchNorm2d or not is_folded(mod):
+            continue
+        frozen = FoldedBatchNorm2d(mod.num_features, eps=mod.eps, momentum=mod.momentum).to(mod.running_mean.device)
+        frozen.weight, frozen.bias = mod.weight, mod.bias
+        for buf in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(frozen, buf, getattr(mod, buf))
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, frozen.train(mod.training))
+        names.append(name)
+    return names

@@ -547,6 +547,11 @@ def train(args: argparse.Namespace, env: DistEnv, stop: Optional[StopRequest] = 
                       file=sys.stderr)
             seed_everything(t.seed + env.rank + 1_000 * start_epoch)
         del ckpt
+    folded = pretrained_mod.freeze_folded_norms(model)
+    if folded and env.is_main:
+        print(f"htc.train: {len(folded)} BatchNorm layers hold norms folded into their convolutions (a checkpoint "
+              f"read back from a bundle): they train in eval mode, as fixed affines with their weight and bias "
+              f"learning, so the first step starts from the exported model", file=sys.stderr)
 
     net: nn.Module = LossModule(model)
     if env.distributed:
