@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
+	"github.com/htcstream/htcstream/internal/install"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -25,7 +28,8 @@ var ErrLibraryNotFound = errors.New("onnxruntime library not found")
 // FindLibrary returns the path of the ONNX Runtime shared library: the flag
 // value when set, else $HTCSTREAM_ORT_LIB when set, else the project's own
 // install location (found next to the executable or above the working
-// directory). A flag or variable that names a missing file is an error of its
+// directory), else the data folder `htcstream setup` installs it into
+// (install.LibraryPath). A flag or variable that names a missing file is an error of its
 // own rather than a reason to look further, so a typo is never hidden by a
 // fallback.
 func FindLibrary(flagPath string) (string, error) {
@@ -36,17 +40,16 @@ func FindLibrary(flagPath string) (string, error) {
 		return existing(p, LibraryEnv)
 	}
 	candidates := projectLibraryCandidates()
+	if p, err := install.LibraryPath(); err == nil {
+		candidates = append(candidates, p)
+	}
 	for _, c := range candidates {
 		if fileExists(c) {
 			return c, nil
 		}
 	}
-	where := ProjectLibrary
-	if len(candidates) > 0 {
-		where = candidates[len(candidates)-1]
-	}
-	return "", fmt.Errorf("%w: --ort-lib not given, %s not set, %s missing; run scripts/setup (or make setup)",
-		ErrLibraryNotFound, LibraryEnv, where)
+	return "", fmt.Errorf("%w: --ort-lib not given, %s not set, none of %s; run 'htcstream setup' (or scripts/setup in a checkout)",
+		ErrLibraryNotFound, LibraryEnv, strings.Join(slices.Compact(candidates), ", "))
 }
 
 func existing(path, source string) (string, error) {

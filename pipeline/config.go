@@ -16,8 +16,10 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/examples/models"
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/ingest"
+	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/overlay"
 	"github.com/htcstream/htcstream/stream"
 )
@@ -463,13 +465,15 @@ func StreamName(raw string, taken map[string]bool) string {
 
 // DefaultBundleDir is the bundled default model's folder below the project
 // root (or an install prefix's share/htcstream).
-const DefaultBundleDir = "examples/models/htc_tiny_synthetic"
+const DefaultBundleDir = "examples/models/" + models.DefaultName
 
 // DefaultBundle finds the bundled default model: beside the executable
 // (bin/htcstream in the project, or an install prefix's
-// share/htcstream/models), then in the working directory or above it.
+// share/htcstream/models), then in the working directory or above it (a
+// checkout, where a retrained model replaces the shipped one), and else the
+// copy embedded in the binary, unpacked once into the data folder
+// (install.DataDir): a binary from `go install` or copied anywhere has it.
 func DefaultBundle() (string, error) {
-	var tried []string
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
@@ -477,7 +481,7 @@ func DefaultBundle() (string, error) {
 		}
 		prefix := filepath.Dir(filepath.Dir(exe))
 		dirs = append(dirs, filepath.Join(prefix, DefaultBundleDir),
-			filepath.Join(prefix, "share", "htcstream", "models", filepath.Base(DefaultBundleDir)))
+			filepath.Join(prefix, "share", "htcstream", "models", models.DefaultName))
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for dir := wd; ; dir = filepath.Dir(dir) {
@@ -491,12 +495,12 @@ func DefaultBundle() (string, error) {
 		if _, err := os.Stat(filepath.Join(d, "manifest.yaml")); err == nil {
 			return d, nil
 		}
-		tried = append(tried, d)
 	}
-	if len(tried) > 3 {
-		tried = append(tried[:3], "the working directory's parents")
+	d, err := install.UnpackBundle(models.Default(), models.DefaultName)
+	if err != nil {
+		return "", fmt.Errorf("%w: no --model given and the embedded default model could not be unpacked: %v", ErrConfig, err)
 	}
-	return "", fmt.Errorf("%w: no --model given and the default model is not in %s", ErrConfig, strings.Join(tried, ", "))
+	return d, nil
 }
 
 // Validate reports every bad value at once.

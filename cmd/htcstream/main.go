@@ -42,6 +42,7 @@ func commands() []command {
 		{"train", "train an HTC model with the training module (PyTorch), relaying its progress", trainCmd},
 		{"export", "export a training or mmdetection HTC checkpoint as a model bundle", exportCmd},
 		{"import", "convert a released mmdetection HTC checkpoint into a training checkpoint (to fine-tune)", importCmd},
+		{"setup", "install the ONNX Runtime library and the default model for this user (an installed binary)", setupCmd},
 		{"version", "print htcstream's version and the native libraries it loaded", versionCmd},
 	}
 }
