@@ -3,6 +3,8 @@ package cascade
 import (
 	"math"
 	"sync"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // AnchorConfig describes mmdetection's AnchorGenerator for the FPN levels.
@@ -25,18 +27,18 @@ func (c AnchorConfig) PerLocation() int { return len(c.Scales) * len(c.Ratios) }
 // base returns the anchors of one location at the origin, ratio-major
 // (for each ratio, each scale), as mmdetection's scale_major=True orders
 // them; computed in float32 as mmdetection does so anchors match bit for bit.
-func (c AnchorConfig) base(stride int) []Box {
+func (c AnchorConfig) base(stride int) []detection.Box {
 	size := float32(stride)
 	cx := float32(c.CenterOffset) * size
 	cy := cx
-	out := make([]Box, 0, c.PerLocation())
+	out := make([]detection.Box, 0, c.PerLocation())
 	for _, r := range c.Ratios {
 		hr := float32(math.Sqrt(r))
 		wr := 1 / hr
 		for _, s := range c.Scales {
 			w := size * wr * float32(s)
 			h := size * hr * float32(s)
-			out = append(out, Box{cx - 0.5*w, cy - 0.5*h, cx + 0.5*w, cy + 0.5*h})
+			out = append(out, detection.Box{X1: cx - 0.5*w, Y1: cy - 0.5*h, X2: cx + 0.5*w, Y2: cy + 0.5*h})
 		}
 	}
 	return out
@@ -47,18 +49,18 @@ func (c AnchorConfig) base(stride int) []Box {
 type AnchorGrids struct {
 	cfg   AnchorConfig
 	mu    sync.Mutex
-	grids map[[3]int][]Box
+	grids map[[3]int][]detection.Box
 }
 
 // NewAnchorGrids returns the grid maker for cfg.
 func NewAnchorGrids(cfg AnchorConfig) *AnchorGrids {
-	return &AnchorGrids{cfg: cfg, grids: map[[3]int][]Box{}}
+	return &AnchorGrids{cfg: cfg, grids: map[[3]int][]detection.Box{}}
 }
 
 // Level returns the anchors of level l for an h x w feature map, in the
 // order the RPN head's outputs are flattened: location-major (row, then
 // column), then anchor. The slice is shared: callers must not modify it.
-func (g *AnchorGrids) Level(l, h, w int) []Box {
+func (g *AnchorGrids) Level(l, h, w int) []detection.Box {
 	key := [3]int{l, h, w}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -67,13 +69,13 @@ func (g *AnchorGrids) Level(l, h, w int) []Box {
 	}
 	base := g.cfg.base(g.cfg.Strides[l])
 	stride := float32(g.cfg.Strides[l])
-	out := make([]Box, 0, h*w*len(base))
+	out := make([]detection.Box, 0, h*w*len(base))
 	for y := 0; y < h; y++ {
 		sy := float32(y) * stride
 		for x := 0; x < w; x++ {
 			sx := float32(x) * stride
 			for _, b := range base {
-				out = append(out, Box{b.X1 + sx, b.Y1 + sy, b.X2 + sx, b.Y2 + sy})
+				out = append(out, detection.Box{X1: b.X1 + sx, Y1: b.Y1 + sy, X2: b.X2 + sx, Y2: b.Y2 + sy})
 			}
 		}
 	}

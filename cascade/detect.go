@@ -1,22 +1,10 @@
 package cascade
 
-import "sort"
+import (
+	"sort"
 
-// Detection is one detected instance in frame pixels.
-type Detection struct {
-	Box   Box
-	Score float32
-	// Label is the thing class, 0..C-1.
-	Label int
-	// StageScores holds each stage's own softmax score for Label, kept
-	// for inspection of the cascade.
-	StageScores []float32
-	// Mask is the instance's binary mask; empty (W = 0) until masks are
-	// pasted.
-	Mask Mask
-	// roi is the index of the RoI this detection came from.
-	roi int
-}
+	"github.com/htcstream/htcstream/detection"
+)
 
 // DetectConfig is the R-CNN test configuration (mmdetection's test_cfg.rcnn).
 type DetectConfig struct {
@@ -29,11 +17,12 @@ type DetectConfig struct {
 // every (box, class) pair with a probability above the threshold (background,
 // the last column, excluded) is a candidate; NMS runs per class; the best
 // MaxPerImage of all classes are returned, best first. probs is laid out
-// [R][C+1].
-func SelectDetections(boxes []Box, probs []float32, c1 int, cfg DetectConfig) []Detection {
+// [R][C+1]. rois[k] is the index in boxes of dets[k]'s box, for the caller
+// to look up what else it knows of that RoI (its stage scores).
+func SelectDetections(boxes []detection.Box, probs []float32, c1 int, cfg DetectConfig) (dets []detection.Detection, rois []int) {
 	c := c1 - 1
 	var (
-		cb     []Box
+		cb     []detection.Box
 		cs     []float32
 		cl     []int
 		origin []int
@@ -56,10 +45,12 @@ func SelectDetections(boxes []Box, probs []float32, c1 int, cfg DetectConfig) []
 	if cfg.MaxPerImage > 0 && len(keep) > cfg.MaxPerImage {
 		keep = keep[:cfg.MaxPerImage]
 	}
-	out := make([]Detection, len(keep))
+	sort.SliceStable(keep, func(a, b int) bool { return cs[keep[a]] > cs[keep[b]] })
+	dets = make([]detection.Detection, len(keep))
+	rois = make([]int, len(keep))
 	for n, i := range keep {
-		out[n] = Detection{Box: cb[i], Score: cs[i], Label: cl[i], roi: origin[i]}
+		dets[n] = detection.Detection{Box: cb[i], Score: cs[i], Label: cl[i]}
+		rois[n] = origin[i]
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].Score > out[b].Score })
-	return out
+	return dets, rois
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand"
 	"sort"
 	"testing"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 func TestEnsembleModes(t *testing.T) {
@@ -57,7 +59,7 @@ func TestEnsembleValidate(t *testing.T) {
 }
 
 func TestSelectDetections(t *testing.T) {
-	boxes := []Box{{0, 0, 10, 10}, {1, 1, 11, 11}, {50, 50, 60, 60}, {0, 0, float32(math.NaN()), 5}}
+	boxes := []detection.Box{{X1: 0, Y1: 0, X2: 10, Y2: 10}, {X1: 1, Y1: 1, X2: 11, Y2: 11}, {X1: 50, Y1: 50, X2: 60, Y2: 60}, {X1: 0, Y1: 0, X2: float32(math.NaN()), Y2: 5}}
 	// Columns: class 0, class 1, background.
 	probs := []float32{
 		0.8, 0.1, 0.1,
@@ -65,7 +67,7 @@ func TestSelectDetections(t *testing.T) {
 		0.0005, 0.9, 0.0995, // class 0 below threshold
 		0.99, 0, 0.01, // NaN box: never a detection
 	}
-	got := SelectDetections(boxes, probs, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 100})
+	got, rois := SelectDetections(boxes, probs, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 100})
 	type d struct {
 		roi, label int
 		score      float32
@@ -76,18 +78,18 @@ func TestSelectDetections(t *testing.T) {
 		t.Fatalf("got %d detections: %+v", len(got), got)
 	}
 	for i, w := range want {
-		if got[i].roi != w.roi || got[i].Label != w.label || got[i].Score != w.score {
+		if rois[i] != w.roi || got[i].Label != w.label || got[i].Score != w.score {
 			t.Errorf("detection %d: %+v, want %+v", i, got[i], w)
 		}
 	}
-	if got := SelectDetections(boxes, probs, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 2}); len(got) != 2 || got[0].Score != 0.9 {
+	if got, _ := SelectDetections(boxes, probs, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 2}); len(got) != 2 || got[0].Score != 0.9 {
 		t.Fatalf("max per image 2: %+v", got)
 	}
-	if got := SelectDetections(nil, nil, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 100}); len(got) != 0 {
+	if got, _ := SelectDetections(nil, nil, 3, DetectConfig{ScoreThreshold: 0.001, NMSIoU: 0.5, MaxPerImage: 100}); len(got) != 0 {
 		t.Fatalf("no boxes: %+v", got)
 	}
-	same := []Box{{5, 5, 20, 20}, {5, 5, 20, 20}, {5, 5, 20, 20}}
-	if got := SelectDetections(same, []float32{0.5, 0, 0.5, 0.6, 0, 0.4, 0.7, 0, 0.3}, 3, DetectConfig{NMSIoU: 0.5, MaxPerImage: 100}); len(got) != 1 || got[0].roi != 2 {
+	same := []detection.Box{{X1: 5, Y1: 5, X2: 20, Y2: 20}, {X1: 5, Y1: 5, X2: 20, Y2: 20}, {X1: 5, Y1: 5, X2: 20, Y2: 20}}
+	if got, rois := SelectDetections(same, []float32{0.5, 0, 0.5, 0.6, 0, 0.4, 0.7, 0, 0.3}, 3, DetectConfig{NMSIoU: 0.5, MaxPerImage: 100}); len(got) != 1 || rois[0] != 2 {
 		t.Fatalf("identical boxes: %+v", got)
 	}
 }
@@ -114,7 +116,7 @@ func TestProposalsDecodeSortAndSuppress(t *testing.T) {
 	}
 	// Location 1 duplicates location 0's box and is suppressed; location 3
 	// has a NaN score; location 0's anchor (-16..16) is clipped to 0..16.
-	if len(got) != 2 || got[0].Box != (Box{0, 0, 16, 16}) || got[1].Box != (Box{0, 0, 16, 32}) {
+	if len(got) != 2 || got[0].Box != (detection.Box{X1: 0, Y1: 0, X2: 16, Y2: 16}) || got[1].Box != (detection.Box{X1: 0, Y1: 0, X2: 16, Y2: 32}) {
 		t.Fatalf("proposals %+v", got)
 	}
 	if math.Abs(float64(got[0].Score)-1/(1+math.Exp(-3))) > 1e-6 {

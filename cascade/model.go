@@ -11,6 +11,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 	"gocv.io/x/gocv"
 
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
 )
 
@@ -24,7 +25,7 @@ type Image struct {
 // Result is what the model found in one frame.
 type Result struct {
 	Width, Height int
-	Detections    []Detection
+	Detections    []detection.Detection
 	// Semantic, when asked for (Options.Semantic), labels every frame pixel
 	// (row-major) with the semantic branch's channel: the bundle's
 	// Manifest.SemanticClasses()[l] names label l and StuffChannels()[l]
@@ -139,8 +140,9 @@ type Model struct {
 // detectTrace holds a Detect call's intermediates, laid out as the graphs'
 // inputs and outputs (all frames' rows together).
 type detectTrace struct {
-	shared [][]Box // per frame, the proposals every view scores (frame pixels)
+	shared [][]detection.Box // per frame, the proposals every view scores (frame pixels)
 	views  []viewTrace
+	rois   [][]int // per frame, the index in shared of each detection's RoI
 }
 
 // viewTrace is one view's head graph inputs and outputs.
@@ -322,7 +324,7 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 		tm.Proposals += time.Since(t0)
 	}
 	t0 := time.Now()
-	shared := make([][]Box, len(frames))
+	shared := make([][]detection.Box, len(frames))
 	for i := range frames {
 		shared[i] = mergeProposals(props[i], md.rpn)
 	}
@@ -481,7 +483,7 @@ func (md *Model) proposals(run *viewRun, i int) ([]Proposal, error) {
 }
 
 // toFrame maps a box from a view's network input back to frame pixels.
-func toFrame(b Box, p infer.Prepared) Box {
+func toFrame(b detection.Box, p infer.Prepared) detection.Box {
 	if p.Flip {
 		b = b.FlipX(float32(p.Width))
 	}
@@ -489,7 +491,7 @@ func toFrame(b Box, p infer.Prepared) Box {
 }
 
 // toView maps a box in frame pixels into a view's network input.
-func toView(b Box, p infer.Prepared) Box {
+func toView(b detection.Box, p infer.Prepared) detection.Box {
 	b = b.Scale(float32(p.ScaleX), float32(p.ScaleY))
 	if p.Flip {
 		b = b.FlipX(float32(p.Width))
@@ -501,15 +503,15 @@ func toView(b Box, p infer.Prepared) Box {
 // one set every view scores: with a single view, its proposals as they are;
 // with several, mmdetection's merge_aug_proposals — all concatenated, NMS at
 // the RPN's threshold, the best MaxProposals.
-func mergeProposals(views [][]Proposal, cfg RPNConfig) []Box {
+func mergeProposals(views [][]Proposal, cfg RPNConfig) []detection.Box {
 	if len(views) == 1 {
-		out := make([]Box, len(views[0]))
+		out := make([]detection.Box, len(views[0]))
 		for i, p := range views[0] {
 			out[i] = p.Box
 		}
 		return out
 	}
-	var boxes []Box
+	var boxes []detection.Box
 	var scores []float32
 	for _, v := range views {
 		for _, p := range v {
@@ -518,7 +520,7 @@ func mergeProposals(views [][]Proposal, cfg RPNConfig) []Box {
 		}
 	}
 	keep := NMSLimit(boxes, scores, cfg.NMSIoU, max(cfg.MaxProposals, 0))
-	out := make([]Box, len(keep))
+	out := make([]detection.Box, len(keep))
 	for i, k := range keep {
 		out[i] = boxes[k]
 	}
@@ -527,19 +529,19 @@ func mergeProposals(views [][]Proposal, cfg RPNConfig) []Box {
 
 // detectBoxes scores the shared proposals in every view, merges the views
 // and selects detections per frame (frame pixels).
-func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timings) ([][]Detection, error) {
+func (md *Model) detectBoxes(runs []*viewRun, shared [][]detection.Box, w, h int, tm *Timings) ([][]detection.Detection, error) {
 	t := md.m.NumStages
 	c1 := len(md.m.Things) + 1
 	total := 0
 	for _, s := range shared {
 		total += len(s)
 	}
-	dets := make([][]Detection, len(shared))
+	dets := make([][]detection.Detection, len(shared))
 	if total == 0 {
 		return dets, nil
 	}
 	probs := make([]float32, total*c1)     // summed over views
-	boxes := make([]Box, total)            // summed over views, frame pixels
+	boxes := make([]detection.Box, total)  // summed over views, frame pixels
 	stage := make([]float32, total*t*c1)   // per-stage softmax, summed over views
 	viewProbs := make([]float32, total*c1) // one view's ensemble
 	tmp := make([]float32, c1)
@@ -579,7 +581,7 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 		for i, s := range shared {
 			for range s {
 				last := vboxes[(r*t+t-1)*4:]
-				b := Box{last[0], last[1], last[2], last[3]}
+				b := detection.Box{X1: last[0], Y1: last[1], X2: last[2], Y2: last[3]}
 				fb := toFrame(b, run.prep[i])
 				boxes[r].X1 += fb.X1
 				boxes[r].Y1 += fb.Y1
@@ -599,7 +601,7 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 	t0 := time.Now()
 	nv := float32(len(runs))
 	for r := range boxes {
-		boxes[r] = Box{boxes[r].X1 / nv, boxes[r].Y1 / nv, boxes[r].X2 / nv, boxes[r].Y2 / nv}
+		boxes[r] = detection.Box{X1: boxes[r].X1 / nv, Y1: boxes[r].Y1 / nv, X2: boxes[r].X2 / nv, Y2: boxes[r].Y2 / nv}
 	}
 	for k := range probs {
 		probs[k] /= nv
@@ -607,15 +609,19 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]Box, w, h int, tm *Timi
 	r0 := 0
 	for i, s := range shared {
 		n := len(s)
-		d := SelectDetections(boxes[r0:r0+n], probs[r0*c1:(r0+n)*c1], c1, md.det)
+		d, rois := SelectDetections(boxes[r0:r0+n], probs[r0*c1:(r0+n)*c1], c1, md.det)
 		for k := range d {
-			roi := r0 + d[k].roi
+			roi := r0 + rois[k]
+			d[k].Class = detection.ClassName(d[k].Label, md.m.Things)
 			d[k].StageScores = make([]float32, t)
 			for st := 0; st < t; st++ {
 				d[k].StageScores[st] = stage[(roi*t+st)*c1+d[k].Label] / nv
 			}
 		}
 		dets[i] = d
+		if md.trace != nil {
+			md.trace.rois = append(md.trace.rois, rois)
+		}
 		r0 += n
 	}
 	tm.Merge += time.Since(t0)
@@ -660,7 +666,7 @@ func (md *Model) features(run *viewRun, extra ...ort.Value) []ort.Value {
 
 // segment runs the mask heads of every view on the detections, averages
 // stages and views, and pastes each mask into its frame.
-func (md *Model) segment(runs []*viewRun, dets [][]Detection, w, h int, tm *Timings) error {
+func (md *Model) segment(runs []*viewRun, dets [][]detection.Detection, w, h int, tm *Timings) error {
 	total := 0
 	for _, d := range dets {
 		total += len(d)

@@ -1,20 +1,24 @@
 package cascade
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/htcstream/htcstream/detection"
+)
 
 // NMS returns the indices of boxes kept by greedy non-maximum suppression,
 // best score first: a box is dropped when its IoU with a kept box is above
 // iou (torchvision and mmcv's rule). Ties in score keep the input order, so
 // the result is deterministic. Boxes with a NaN score or coordinate are
 // dropped.
-func NMS(boxes []Box, scores []float32, iou float32) []int {
+func NMS(boxes []detection.Box, scores []float32, iou float32) []int {
 	return NMSLimit(boxes, scores, iou, 0)
 }
 
 // NMSLimit is NMS that stops once limit boxes are kept (0: no limit): the
 // greedy pass keeps boxes best first, so its first limit boxes are the same
 // whether it goes on or not, and the rest of the pairs need no comparing.
-func NMSLimit(boxes []Box, scores []float32, iou float32, limit int) []int {
+func NMSLimit(boxes []detection.Box, scores []float32, iou float32, limit int) []int {
 	order := make([]int, 0, len(boxes))
 	for i := range boxes {
 		if scores[i] == scores[i] && boxes[i].Finite() {
@@ -65,14 +69,14 @@ func NMSLimit(boxes []Box, scores []float32, iou float32, limit int) []int {
 // BatchedNMS runs NMS separately within each group (class or level) and
 // returns the kept indices of all groups merged, best score first — the
 // result of mmcv's batched_nms.
-func BatchedNMS(boxes []Box, scores []float32, groups []int, iou float32) []int {
+func BatchedNMS(boxes []detection.Box, scores []float32, groups []int, iou float32) []int {
 	byGroup := map[int][]int{}
 	for i, g := range groups {
 		byGroup[g] = append(byGroup[g], i)
 	}
 	var keep []int
 	for _, idx := range byGroup {
-		b := make([]Box, len(idx))
+		b := make([]detection.Box, len(idx))
 		s := make([]float32, len(idx))
 		for k, i := range idx {
 			b[k], s[k] = boxes[i], scores[i]

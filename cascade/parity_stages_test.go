@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // Tolerances of the stage-wise parity check: Go's graph inputs and outputs
@@ -142,7 +144,7 @@ func (w *worst) check(t *testing.T) string {
 // detection of each PyTorch one, -1 when not compared) and their
 // stage_scores. Proposal rows are paired by position, and by box where
 // float rounding swapped two nearly equal RPN scores.
-func checkStages(t *testing.T, dir string, plan *tensorPlan, tr *detectTrace, want *fixtureDetections, got []Detection, pair []int) {
+func checkStages(t *testing.T, dir string, plan *tensorPlan, tr *detectTrace, want *fixtureDetections, got []detection.Detection, pair []int) {
 	t.Helper()
 	if plan == nil {
 		t.Fatal("tensors.yaml has no entry for this plan")

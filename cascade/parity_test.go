@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
 
 	"github.com/htcstream/htcstream/internal/pyenv"
@@ -259,13 +260,13 @@ func checkParity(t *testing.T, dir string, minScore float32) {
 	}
 }
 
-func boxDist(a Box, b [4]float32) float64 {
+func boxDist(a detection.Box, b [4]float32) float64 {
 	return math.Max(math.Max(math.Abs(float64(a.X1-b[0])), math.Abs(float64(a.Y1-b[1]))),
 		math.Max(math.Abs(float64(a.X2-b[2])), math.Abs(float64(a.Y2-b[3]))))
 }
 
 // maskIoU compares a pasted mask with a full-frame COCO RLE.
-func maskIoU(m Mask, r coco.RLE) (float64, error) {
+func maskIoU(m detection.Mask, r coco.RLE) (float64, error) {
 	full, err := r.Decode()
 	if err != nil {
 		return 0, err
@@ -315,7 +316,7 @@ func TestParityResized(t *testing.T) {
 
 // detectTraced runs a model with options o on img and returns its
 // detections and the graphs' intermediates (detectTrace).
-func detectTraced(t *testing.T, b *infer.Bundle, o Options, img Image) ([]Detection, *detectTrace) {
+func detectTraced(t *testing.T, b *infer.Bundle, o Options, img Image) ([]detection.Detection, *detectTrace) {
 	t.Helper()
 	md, err := NewModel(b, o)
 	if err != nil {

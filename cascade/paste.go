@@ -1,34 +1,10 @@
 package cascade
 
-import "math"
+import (
+	"math"
 
-// Mask is an instance's binary mask, stored for the frame region it can
-// cover (its box plus a one-pixel margin, clipped to the frame): a full-frame
-// bitmap per instance would cost 2 MB at 1080p, 200 MB for 100 instances.
-type Mask struct {
-	// X, Y, W, H: the region in frame pixels.
-	X, Y, W, H int
-	// Bits holds W*H values, row-major, 1 = inside the instance.
-	Bits []byte
-}
-
-// At reports whether frame pixel (x, y) is inside the instance.
-func (m *Mask) At(x, y int) bool {
-	x -= m.X
-	y -= m.Y
-	return x >= 0 && y >= 0 && x < m.W && y < m.H && m.Bits[y*m.W+x] != 0
-}
-
-// Area counts the instance's pixels.
-func (m *Mask) Area() int {
-	n := 0
-	for _, b := range m.Bits {
-		if b != 0 {
-			n++
-		}
-	}
-	return n
-}
+	"github.com/htcstream/htcstream/detection"
+)
 
 // PasteMask returns the binary mask of one instance from prob, its size x
 // size probability map over box (frame pixels). It samples prob bilinearly
@@ -36,10 +12,10 @@ func (m *Mask) Area() int {
 // mmdetection's _do_paste_mask does through grid_sample(align_corners=False),
 // and sets pixels whose probability is at least thr. Like mmdetection on CPU
 // it only visits the box's pixels plus a one-pixel margin: the region the
-// returned Mask covers.
-func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float32) Mask {
+// returned detection.Mask covers.
+func PasteMask(prob []float32, size int, box detection.Box, frameW, frameH int, thr float32) detection.Mask {
 	if !box.Finite() || size <= 0 || len(prob) < size*size {
-		return Mask{}
+		return detection.Mask{}
 	}
 	x0 := max(0, int(math.Floor(float64(box.X1)))-1)
 	y0 := max(0, int(math.Floor(float64(box.Y1)))-1)
@@ -48,9 +24,9 @@ func PasteMask(prob []float32, size int, box Box, frameW, frameH int, thr float3
 	bw := box.X2 - box.X1
 	bh := box.Y2 - box.Y1
 	if x1 <= x0 || y1 <= y0 || bw <= 0 || bh <= 0 {
-		return Mask{}
+		return detection.Mask{}
 	}
-	out := Mask{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Bits: make([]byte, (x1-x0)*(y1-y0))}
+	out := detection.Mask{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Bits: make([]byte, (x1-x0)*(y1-y0))}
 	fs := float32(size)
 	// Separable: each map row is first interpolated at every column of the
 	// region (size rows x region width), then each region row blends two

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // RPNConfig is the RPN's test configuration (mmdetection's test_cfg.rpn).
@@ -33,7 +35,7 @@ type RPNLevel struct {
 
 // Proposal is a scored RPN proposal in network-input pixels.
 type Proposal struct {
-	Box   Box
+	Box   detection.Box
 	Score float32
 }
 
@@ -49,7 +51,7 @@ func Proposals(grids *AnchorGrids, levels []RPNLevel, cfg RPNConfig, imgW, imgH 
 	a := grids.cfg.PerLocation()
 	coder := DeltaCoder{Stds: [4]float32{1, 1, 1, 1}, Clip: cfg.DeltaClip}
 	var (
-		boxes  []Box
+		boxes  []detection.Box
 		scores []float32
 	)
 	for l, lv := range levels {
@@ -74,7 +76,7 @@ func Proposals(grids *AnchorGrids, levels []RPNLevel, cfg RPNConfig, imgW, imgH 
 			idx[n] = c.i
 		}
 		obj := func(i int) float32 { loc, k := i/a, i%a; return lv.Objectness[k*hw+loc] }
-		lb := make([]Box, 0, len(idx))
+		lb := make([]detection.Box, 0, len(idx))
 		ls := make([]float32, 0, len(idx))
 		for _, i := range idx {
 			loc, k := i/a, i%a

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
@@ -26,10 +27,10 @@ func torchReference(t *testing.T, script string, out any) {
 	}
 }
 
-func boxesFrom(v [][4]float32) []Box {
-	out := make([]Box, len(v))
+func boxesFrom(v [][4]float32) []detection.Box {
+	out := make([]detection.Box, len(v))
 	for i, b := range v {
-		out[i] = Box{b[0], b[1], b[2], b[3]}
+		out[i] = detection.Box{X1: b[0], Y1: b[1], X2: b[2], Y2: b[3]}
 	}
 	return out
 }
@@ -125,12 +126,12 @@ print(json.dumps({"probs": [p.flatten().tolist() for p in probs], "boxes": boxes
 
 func TestDecodeMatchesMMDetectionFormula(t *testing.T) {
 	c := DeltaCoder{Stds: [4]float32{0.1, 0.1, 0.2, 0.2}, Clip: DefaultDeltaClip}
-	b := Box{10, 20, 50, 100} // centre (30, 60), size 40 x 80
+	b := detection.Box{X1: 10, Y1: 20, X2: 50, Y2: 100} // centre (30, 60), size 40 x 80
 	got := c.Decode(b, [4]float32{1, -0.5, 0.5, 100})
 	// dx = 0.1 -> cx 34; dy = -0.05 -> cy 56; dw = 0.1 -> w 40e^0.1;
 	// dh = 20 clamped to 4.135 -> h 80*1000/16 = 5000.
 	w := 40 * math.Exp(0.1)
-	want := Box{float32(34 - w/2), 56 - 2500, float32(34 + w/2), 56 + 2500}
+	want := detection.Box{X1: float32(34 - w/2), Y1: 56 - 2500, X2: float32(34 + w/2), Y2: 56 + 2500}
 	for k, v := range [4]float32{got.X1 - want.X1, got.Y1 - want.Y1, got.X2 - want.X2, got.Y2 - want.Y2} {
 		if math.Abs(float64(v)) > 1e-3 {
 			t.Fatalf("coordinate %d: got %+v, want %+v", k, got, want)
@@ -147,15 +148,15 @@ func TestAnchorsFollowMMDetection(t *testing.T) {
 	}
 	// Ratio 0.5 at the origin: h = 32*sqrt(.5) = 22.627, w = 32/sqrt(.5) = 45.255.
 	r := float32(math.Sqrt(0.5))
-	want0 := Box{-16 / r, -16 * r, 16 / r, 16 * r}
+	want0 := detection.Box{X1: -16 / r, Y1: -16 * r, X2: 16 / r, Y2: 16 * r}
 	if d := math.Abs(float64(a[0].X1 - want0.X1)); d > 1e-4 || math.Abs(float64(a[0].Y1-want0.Y1)) > 1e-4 {
 		t.Fatalf("first anchor %+v, want %+v", a[0], want0)
 	}
 	// Ratio 1 at row 1, column 2: shifted by (8, 4), size 32.
-	if got := a[(1*3+2)*3+1]; got != (Box{8 - 16, 4 - 16, 8 + 16, 4 + 16}) {
+	if got := a[(1*3+2)*3+1]; got != (detection.Box{X1: 8 - 16, Y1: 4 - 16, X2: 8 + 16, Y2: 4 + 16}) {
 		t.Fatalf("anchor at (1,2) ratio 1: %+v", got)
 	}
-	if b := g.Level(1, 1, 1)[1]; b != (Box{-32, -32, 32, 32}) {
+	if b := g.Level(1, 1, 1)[1]; b != (detection.Box{X1: -32, Y1: -32, X2: 32, Y2: 32}) {
 		t.Fatalf("stride 8 square anchor %+v", b)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
 )
 
@@ -19,7 +20,7 @@ func TestStageWise(t *testing.T) {
 	}
 	defer b.Close()
 	img := loadPNG(t, filepath.Join(DefaultBundle, "fixture", "image.png"))
-	run := func(o Options) ([]Detection, *detectTrace) { return detectTraced(t, b, o, img) }
+	run := func(o Options) ([]detection.Detection, *detectTrace) { return detectTraced(t, b, o, img) }
 	all, _ := run(Options{})
 	same, _ := run(Options{Stages: []int{3, 1, 2}})
 	if !reflect.DeepEqual(all, same) {
@@ -34,7 +35,8 @@ func TestStageWise(t *testing.T) {
 	area := size * size
 	p := make([]float32, c1)
 	for k, d := range last {
-		softmax(v.logits[(d.roi*tt+2)*c1:(d.roi*tt+3)*c1], p)
+		roi := tr.rois[0][k]
+		softmax(v.logits[(roi*tt+2)*c1:(roi*tt+3)*c1], p)
 		if math.Abs(float64(p[d.Label]-d.Score)) > 1e-6 {
 			t.Errorf("detection %d: score %v, stage 3's softmax %v", k, d.Score, p[d.Label])
 		}

@@ -6,14 +6,16 @@ import (
 	"image"
 	"math/rand"
 	"testing"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // refBlendMask is the straightforward per-pixel blend that blendMask must
 // match byte for byte: a lookup table per channel and a 4-neighbour test for
 // every set pixel.
-func refBlendMask(frame []byte, w, top, bottom int, in *Instance, c [3]uint8, a uint32, contour bool) {
-	x0, y0 := max(in.MaskX, 0), max(in.MaskY, top)
-	x1, y1 := min(in.MaskX+in.MaskW, w), min(in.MaskY+in.MaskH, bottom)
+func refBlendMask(frame []byte, w, top, bottom int, in *detection.Detection, c [3]uint8, a uint32, contour bool) {
+	x0, y0 := max(in.Mask.X, 0), max(in.Mask.Y, top)
+	x1, y1 := min(in.Mask.X+in.Mask.W, w), min(in.Mask.Y+in.Mask.H, bottom)
 	if x1 <= x0 || y1 <= y0 {
 		return
 	}
@@ -23,18 +25,18 @@ func refBlendMask(frame []byte, w, top, bottom int, in *Instance, c [3]uint8, a 
 			lut[ch][v] = byte((uint32(v)*(256-a) + uint32(c[ch])*a) >> 8)
 		}
 	}
-	mw, mh := in.MaskW, in.MaskH
+	mw, mh := in.Mask.W, in.Mask.H
 	edge := func(x, y int) bool {
 		if x == 0 || y == 0 || x == mw-1 || y == mh-1 {
 			return true
 		}
 		i := y*mw + x
-		return in.Mask[i-1] == 0 || in.Mask[i+1] == 0 || in.Mask[i-mw] == 0 || in.Mask[i+mw] == 0
+		return in.Mask.Bits[i-1] == 0 || in.Mask.Bits[i+1] == 0 || in.Mask.Bits[i-mw] == 0 || in.Mask.Bits[i+mw] == 0
 	}
 	for y := y0; y < y1; y++ {
 		for x := x0; x < x1; x++ {
-			mx, my := x-in.MaskX, y-in.MaskY
-			if in.Mask[my*mw+mx] == 0 {
+			mx, my := x-in.Mask.X, y-in.Mask.Y
+			if in.Mask.Bits[my*mw+mx] == 0 {
 				continue
 			}
 			p := frame[(y*w+x)*3 : (y*w+x)*3+3]
@@ -100,11 +102,11 @@ func TestBlendMaskMatchesReference(t *testing.T) {
 	for iter := 0; iter < 3000; iter++ {
 		w, h := 1+rng.Intn(70), 1+rng.Intn(50)
 		mw, mh := 1+rng.Intn(80), 1+rng.Intn(60)
-		in := Instance{MaskX: rng.Intn(w+mw) - mw, MaskY: rng.Intn(h+mh) - mh, MaskW: mw, MaskH: mh}
+		in := detection.Detection{Mask: detection.Mask{X: rng.Intn(w+mw) - mw, Y: rng.Intn(h+mh) - mh, W: mw, H: mh}}
 		if rng.Intn(4) == 0 { // flush with the frame's top-left corner
-			in.MaskX, in.MaskY = 0, 0
+			in.Mask.X, in.Mask.Y = 0, 0
 		}
-		in.Mask = randomMask(rng, mw, mh)
+		in.Mask.Bits = randomMask(rng, mw, mh)
 		c := [3]uint8{uint8(rng.Intn(256)), uint8(rng.Intn(256)), uint8(rng.Intn(256))}
 		a := []uint32{0, 1, 128, 255, 256, uint32(rng.Intn(257))}[rng.Intn(6)]
 		contour := rng.Intn(4) != 0
@@ -117,7 +119,7 @@ func TestBlendMaskMatchesReference(t *testing.T) {
 		blendMask(got, w, split, h, &in, c, a, contour)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("iteration %d: %dx%d frame, %dx%d mask at (%d,%d), alpha %d, contour %v, split at %d: %s",
-				iter, w, h, mw, mh, in.MaskX, in.MaskY, a, contour, split, firstDiff(got, want, w))
+				iter, w, h, mw, mh, in.Mask.X, in.Mask.Y, a, contour, split, firstDiff(got, want, w))
 		}
 	}
 }
@@ -131,9 +133,9 @@ func TestDrawMasksMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	for i := range ins[:30] { // some noisier masks, some hanging off the frame
 		in := &ins[i]
-		in.Mask = randomMask(rng, in.MaskW, in.MaskH)
+		in.Mask.Bits = randomMask(rng, in.Mask.W, in.Mask.H)
 		if i%3 == 0 {
-			in.MaskX -= in.MaskX + in.MaskW/2
+			in.Mask.X -= in.Mask.X + in.Mask.W/2
 		}
 	}
 	for _, style := range []Style{

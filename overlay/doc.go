@@ -1,6 +1,6 @@
 // Package overlay owns drawing results onto frames: instance masks (alpha
 // blend and contour), boxes, class labels with scores and a HUD. It knows
-// nothing of models: it draws Instances, whatever produced them.
+// nothing of models: it draws detections, whatever produced them.
 //
 // Masks are blended in Go over each instance's own region only, because mask
 // drawing is where peers' pipelines lose their time. Boxes and labels are

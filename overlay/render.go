@@ -7,24 +7,9 @@ import (
 	"slices"
 	"sync"
 	"time"
-)
 
-// Instance is one thing to draw. Coordinates are frame pixels.
-type Instance struct {
-	X1, Y1, X2, Y2 float32
-	// Class indexes the renderer's class names; it also picks the colour
-	// when colouring by class.
-	Class int
-	Score float32
-	// TrackID is the instance's track (0: none); the label then reads
-	// "person #12 0.93", and colouring by instance follows the track, so
-	// an object keeps its colour from frame to frame.
-	TrackID uint64
-	// Mask covers the frame region (MaskX, MaskY, MaskW, MaskH) with
-	// MaskW*MaskH values, row-major, non-zero = inside. Empty: no mask.
-	MaskX, MaskY, MaskW, MaskH int
-	Mask                       []byte
-}
+	"github.com/htcstream/htcstream/detection"
+)
 
 // ColorBy chooses what an instance's colour follows.
 type ColorBy string
@@ -92,16 +77,20 @@ func NewRenderer(style Style, classes []string) *Renderer {
 // Draw draws instances (and hud, when the style asks and hud is not nil)
 // onto an RGB24 frame of w x h pixels, in place. Instances partly or wholly
 // outside the frame are clipped; a mask whose size does not match its
-// region is an error, reported after the rest is drawn.
-func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) error {
+// region is an error, reported after the rest is drawn. An instance's Label
+// indexes the renderer's class names and, colouring by class, picks its
+// colour; with a TrackID its label reads "person #12 0.93", and colouring
+// by instance follows the track, so an object keeps its colour from frame
+// to frame.
+func (r *Renderer) Draw(frame []byte, w, h int, instances []detection.Detection, hud *HUD) error {
 	if w <= 0 || h <= 0 || len(frame) < w*h*3 {
 		return fmt.Errorf("overlay: frame of %d bytes is not %dx%d RGB", len(frame), w, h)
 	}
 	var bad error
 	for i := range instances {
 		in := &instances[i]
-		if len(in.Mask) != 0 && (in.MaskW <= 0 || in.MaskH <= 0 || len(in.Mask) != in.MaskW*in.MaskH) {
-			bad = fmt.Errorf("overlay: instance %d has a %d-byte mask for a %dx%d region", i, len(in.Mask), in.MaskW, in.MaskH)
+		if len(in.Mask.Bits) != 0 && (in.Mask.W <= 0 || in.Mask.H <= 0 || len(in.Mask.Bits) != in.Mask.W*in.Mask.H) {
+			bad = fmt.Errorf("overlay: instance %d has a %d-byte mask for a %dx%d region", i, len(in.Mask.Bits), in.Mask.W, in.Mask.H)
 		}
 	}
 	r.drawMasks(frame, w, h, instances)
@@ -122,14 +111,14 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 	for i := range instances {
 		in := &instances[i]
 		c := r.color(in, i)
-		box := image.Rect(int(in.X1), int(in.Y1), int(in.X2+0.5), int(in.Y2+0.5))
+		box := image.Rect(int(in.Box.X1), int(in.Box.Y1), int(in.Box.X2+0.5), int(in.Box.Y2+0.5))
 		if r.style.Boxes {
 			strokeRect(frame, w, h, box, 2, c)
 		}
 		if r.style.Labels {
-			text := fmt.Sprintf("%s %.2f", r.className(in.Class), in.Score)
+			text := fmt.Sprintf("%s %.2f", r.className(in.Label), in.Score)
 			if in.TrackID != 0 {
-				text = fmt.Sprintf("%s #%d %.2f", r.className(in.Class), in.TrackID, in.Score)
+				text = fmt.Sprintf("%s #%d %.2f", r.className(in.Label), in.TrackID, in.Score)
 			}
 			label(frame, w, h, placed.place(text, box, w, h), text, c)
 		}
@@ -143,17 +132,17 @@ func (r *Renderer) Draw(frame []byte, w, h int, instances []Instance, hud *HUD) 
 // drawMasks blends every instance's mask in order. Frames are split into
 // horizontal bands drawn concurrently: each band still sees the instances in
 // order, so overlaps come out exactly as a sequential draw.
-func (r *Renderer) drawMasks(frame []byte, w, h int, instances []Instance) {
+func (r *Renderer) drawMasks(frame []byte, w, h int, instances []detection.Detection) {
 	var pixels int
 	for i := range instances {
-		pixels += len(instances[i].Mask)
+		pixels += len(instances[i].Mask.Bits)
 	}
 	bands := min(runtime.GOMAXPROCS(0), 4, max(1, pixels/(64*1024)))
 	a := uint32(clamp01(r.style.Alpha)*256 + 0.5)
 	draw := func(top, bottom int) {
 		for i := range instances {
 			in := &instances[i]
-			if len(in.Mask) == 0 || len(in.Mask) != in.MaskW*in.MaskH {
+			if len(in.Mask.Bits) == 0 || len(in.Mask.Bits) != in.Mask.W*in.Mask.H {
 				continue
 			}
 			blendMask(frame, w, top, bottom, in, r.color(in, i), a, r.style.Contour)
@@ -227,21 +216,16 @@ func label(frame []byte, w, h int, r image.Rectangle, text string, bg [3]uint8) 
 	f.draw(frame, w, h, image.Pt(r.Min.X+2, r.Min.Y+f.height+1), cText(text), fg)
 }
 
-func (r *Renderer) className(c int) string {
-	if c >= 0 && c < len(r.classes) {
-		return r.classes[c]
-	}
-	return fmt.Sprintf("class %d", c)
-}
+func (r *Renderer) className(c int) string { return detection.ClassName(c, r.classes) }
 
-func (r *Renderer) color(in *Instance, i int) [3]uint8 {
+func (r *Renderer) color(in *detection.Detection, i int) [3]uint8 {
 	if r.style.ColorBy == ByInstance {
 		if in.TrackID != 0 {
 			return palette[in.TrackID%uint64(len(palette))]
 		}
 		return palette[i%len(palette)]
 	}
-	return palette[((in.Class%len(palette))+len(palette))%len(palette)]
+	return palette[((in.Label%len(palette))+len(palette))%len(palette)]
 }
 
 // fillRect paints r (clipped to the frame) with c. Plain Go: OpenCV's
@@ -301,18 +285,18 @@ var palette = [][3]uint8{
 // blended together (tint.blend). With contour, a run's interior pixels are
 // boundary only where the row above or below has a zero, which IndexByte
 // finds too; for the typical blob that is a few pixels at the run's ends.
-func blendMask(frame []byte, w, top, bottom int, in *Instance, c [3]uint8, a uint32, contour bool) {
-	x0, y0 := max(in.MaskX, 0), max(in.MaskY, top)
-	x1, y1 := min(in.MaskX+in.MaskW, w), min(in.MaskY+in.MaskH, bottom)
+func blendMask(frame []byte, w, top, bottom int, in *detection.Detection, c [3]uint8, a uint32, contour bool) {
+	x0, y0 := max(in.Mask.X, 0), max(in.Mask.Y, top)
+	x1, y1 := min(in.Mask.X+in.Mask.W, w), min(in.Mask.Y+in.Mask.H, bottom)
 	if x1 <= x0 || y1 <= y0 {
 		return
 	}
 	t := newTint(c, a)
-	mw, mh := in.MaskW, in.MaskH
-	mx0, mx1 := x0-in.MaskX, x1-in.MaskX // the visible columns, in mask coordinates
+	mw, mh := in.Mask.W, in.Mask.H
+	mx0, mx1 := x0-in.Mask.X, x1-in.Mask.X // the visible columns, in mask coordinates
 	for y := y0; y < y1; y++ {
-		my := y - in.MaskY
-		row := in.Mask[my*mw : (my+1)*mw]
+		my := y - in.Mask.Y
+		row := in.Mask.Bits[my*mw : (my+1)*mw]
 		// px[3*(mx-mx0):] is the frame pixel under mask column mx.
 		px := frame[(y*w+x0)*3 : (y*w+x1)*3]
 		for x := mx0; x < mx1; {
@@ -329,7 +313,7 @@ func blendMask(frame []byte, w, top, bottom int, in *Instance, c [3]uint8, a uin
 			case my == 0 || my == mh-1:
 				t.fill(run) // the region's top or bottom row: all boundary
 			default:
-				contourRun(&t, run, row, in.Mask[(my-1)*mw:my*mw], in.Mask[(my+1)*mw:(my+2)*mw], start, end)
+				contourRun(&t, run, row, in.Mask.Bits[(my-1)*mw:my*mw], in.Mask.Bits[(my+1)*mw:(my+2)*mw], start, end)
 			}
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"image"
 	"math/rand"
 	"testing"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 func gray(w, h int, v byte) []byte {
@@ -21,13 +23,13 @@ func px(f []byte, w, x, y int) [3]byte {
 
 // square returns an instance whose mask is a filled s x s square at (x, y),
 // inside a region with a one-pixel margin, as cascade pastes them.
-func square(x, y, s, class int) Instance {
-	in := Instance{X1: float32(x), Y1: float32(y), X2: float32(x + s), Y2: float32(y + s), Class: class, Score: 0.9,
-		MaskX: x - 1, MaskY: y - 1, MaskW: s + 2, MaskH: s + 2}
-	in.Mask = make([]byte, in.MaskW*in.MaskH)
+func square(x, y, s, class int) detection.Detection {
+	in := detection.Detection{Box: detection.Box{X1: float32(x), Y1: float32(y), X2: float32(x + s), Y2: float32(y + s)}, Label: class, Score: 0.9,
+		Mask: detection.Mask{X: x - 1, Y: y - 1, W: s + 2, H: s + 2}}
+	in.Mask.Bits = make([]byte, in.Mask.W*in.Mask.H)
 	for my := 1; my <= s; my++ {
 		for mx := 1; mx <= s; mx++ {
-			in.Mask[my*in.MaskW+mx] = 1
+			in.Mask.Bits[my*in.Mask.W+mx] = 1
 		}
 	}
 	return in
@@ -38,7 +40,7 @@ func TestMaskBlendAndContour(t *testing.T) {
 	f := gray(w, h, 100)
 	r := NewRenderer(Style{Alpha: 0.5, ColorBy: ByClass, Contour: true}, []string{"a", "b", "c", "d"})
 	in := square(10, 10, 20, 3) // palette[3] = (214, 39, 40)
-	if err := r.Draw(f, w, h, []Instance{in}, nil); err != nil {
+	if err := r.Draw(f, w, h, []detection.Detection{in}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Inside: half way between grey 100 and the class colour.
@@ -62,7 +64,7 @@ func TestBoxesLabelsAndHUDDraw(t *testing.T) {
 	f := gray(w, h, 0)
 	r := NewRenderer(DefaultStyle(), []string{"circle"})
 	in := square(60, 50, 40, 0)
-	if err := r.Draw(f, w, h, []Instance{in}, &HUD{Stream: "cam0", FPS: 12.5}); err != nil {
+	if err := r.Draw(f, w, h, []detection.Detection{in}, &HUD{Stream: "cam0", FPS: 12.5}); err != nil {
 		t.Fatal(err)
 	}
 	// The box's left edge at x=60 carries the class colour (31, 119, 180).
@@ -93,8 +95,8 @@ func TestClippingAndBadMasks(t *testing.T) {
 	r := NewRenderer(DefaultStyle(), nil)
 	edge := square(-5, 20, 30, 7) // hangs off the left and bottom
 	bad := square(5, 5, 4, 1)
-	bad.Mask = bad.Mask[:3]
-	err := r.Draw(f, w, h, []Instance{edge, bad, {X1: -1e6, Y1: -1e6, X2: 1e6, Y2: 1e6, Class: -3}}, nil)
+	bad.Mask.Bits = bad.Mask.Bits[:3]
+	err := r.Draw(f, w, h, []detection.Detection{edge, bad, {Box: detection.Box{X1: -1e6, Y1: -1e6, X2: 1e6, Y2: 1e6}, Label: -3}}, nil)
 	if err == nil {
 		t.Fatal("a mask that does not fit its region must be reported")
 	}
@@ -108,27 +110,27 @@ func TestClippingAndBadMasks(t *testing.T) {
 
 // instances100 makes 100 instances of realistic sizes (20-300 px) spread
 // over a 1080p frame, masks as ellipses in their boxes.
-func instances100(w, h int) []Instance {
+func instances100(w, h int) []detection.Detection {
 	rng := rand.New(rand.NewSource(1))
-	out := make([]Instance, 100)
+	out := make([]detection.Detection, 100)
 	for i := range out {
 		s := 20 + rng.Intn(280)
 		x, y := rng.Intn(w-s), rng.Intn(h-s)
-		in := Instance{X1: float32(x), Y1: float32(y), X2: float32(x + s), Y2: float32(y + s), Class: i % 80, Score: rng.Float32(),
-			MaskX: x - 1, MaskY: y - 1, MaskW: s + 2, MaskH: s + 2}
-		if in.MaskX < 0 {
-			in.MaskX, in.MaskW = 0, s+1
+		in := detection.Detection{Box: detection.Box{X1: float32(x), Y1: float32(y), X2: float32(x + s), Y2: float32(y + s)}, Label: i % 80, Score: rng.Float32(),
+			Mask: detection.Mask{X: x - 1, Y: y - 1, W: s + 2, H: s + 2}}
+		if in.Mask.X < 0 {
+			in.Mask.X, in.Mask.W = 0, s+1
 		}
-		if in.MaskY < 0 {
-			in.MaskY, in.MaskH = 0, s+1
+		if in.Mask.Y < 0 {
+			in.Mask.Y, in.Mask.H = 0, s+1
 		}
-		in.Mask = make([]byte, in.MaskW*in.MaskH)
+		in.Mask.Bits = make([]byte, in.Mask.W*in.Mask.H)
 		cx, cy, rr := float32(x+s/2), float32(y+s/2), float32(s/2)
-		for my := 0; my < in.MaskH; my++ {
-			for mx := 0; mx < in.MaskW; mx++ {
-				dx, dy := float32(in.MaskX+mx)-cx, float32(in.MaskY+my)-cy
+		for my := 0; my < in.Mask.H; my++ {
+			for mx := 0; mx < in.Mask.W; mx++ {
+				dx, dy := float32(in.Mask.X+mx)-cx, float32(in.Mask.Y+my)-cy
 				if dx*dx+dy*dy <= rr*rr {
-					in.Mask[my*in.MaskW+mx] = 1
+					in.Mask.Bits[my*in.Mask.W+mx] = 1
 				}
 			}
 		}

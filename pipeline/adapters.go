@@ -3,12 +3,10 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/overlay"
@@ -39,15 +37,6 @@ type hudState struct {
 // Draw implements Drawer.
 func (d *OverlayDrawer) Draw(o *Output) error {
 	f := o.Frame
-	ins := make([]overlay.Instance, len(o.Result.Detections))
-	for i, det := range o.Result.Detections {
-		ins[i] = overlay.Instance{
-			X1: det.Box.X1, Y1: det.Box.Y1, X2: det.Box.X2, Y2: det.Box.Y2,
-			Class: det.Label, Score: det.Score,
-			MaskX: det.Mask.X, MaskY: det.Mask.Y, MaskW: det.Mask.W, MaskH: det.Mask.H, Mask: det.Mask.Bits,
-			TrackID: o.trackID(i),
-		}
-	}
 	if d.StuffTint > 0 && o.Result.Semantic != nil {
 		if err := overlay.TintStuff(f.RGB, f.Width, f.Height, o.Result.Semantic, d.Stuff, d.StuffTint); err != nil {
 			return err
@@ -57,7 +46,7 @@ func (d *OverlayDrawer) Draw(o *Output) error {
 	if d.HUD {
 		hud = &overlay.HUD{Stream: o.Stream, FPS: d.rate(o.Stream), Latency: time.Since(f.Captured)}
 	}
-	return d.Renderer.Draw(f.RGB, f.Width, f.Height, ins, hud)
+	return d.Renderer.Draw(f.RGB, f.Width, f.Height, o.Result.Detections, hud)
 }
 
 // rate is an exponentially smoothed frames-per-second of a stream's outputs.
@@ -108,8 +97,7 @@ func (s FileSink) Close() error {
 // DetectionsSink writes every stream's detections to one JSON-lines file.
 // Close closes the file once all streams sharing it have closed.
 type DetectionsSink struct {
-	S       *stream.JSONSink
-	Classes []string
+	S *stream.JSONSink
 	// SemanticClasses and Stuff name each semantic channel and say whether
 	// it is stuff (infer.Manifest.SemanticClasses / StuffChannels): with
 	// them, a result's semantic map becomes the line's stuff regions.
@@ -133,12 +121,8 @@ type detectionsUser struct{ s *DetectionsSink }
 func (detectionsUser) SinkName() string { return "detections" }
 
 func (u detectionsUser) Write(o *Output) error {
-	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name, Width: o.Frame.Width, Height: o.Frame.Height}
-	for i, d := range o.Result.Detections {
-		sd := toStreamDetection(d, u.s.Classes)
-		sd.TrackID = o.trackID(i)
-		fd.Detections = append(fd.Detections, sd)
-	}
+	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name,
+		Width: o.Frame.Width, Height: o.Frame.Height, Detections: o.Result.Detections}
 	if o.Result.Semantic != nil && u.s.Stuff != nil {
 		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
 	}
@@ -185,21 +169,11 @@ func (u detectionsUser) Close() error {
 	return nil
 }
 
-func toStreamDetection(d cascade.Detection, classes []string) stream.Detection {
-	name := className(d.Label, classes)
-	return stream.Detection{
-		Box: [4]float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2}, Score: d.Score,
-		Label: name, ClassID: d.Label, StageScores: d.StageScores,
-		Mask: stream.MaskRegion{X: d.Mask.X, Y: d.Mask.Y, W: d.Mask.W, H: d.Mask.H, Bits: d.Mask.Bits},
-	}
-}
-
 // HubSink publishes one stream's annotated frames and detection summaries
 // to the WebRTC hub (browsers watching through WHEP).
 type HubSink struct {
-	Hub     *stream.Hub
-	ID      string
-	Classes []string
+	Hub *stream.Hub
+	ID  string
 }
 
 // Write implements Sink.
@@ -207,12 +181,8 @@ type HubSink struct {
 func (HubSink) SinkName() string { return "webrtc" }
 
 func (s HubSink) Write(o *Output) error {
-	dets := make([]stream.Detection, len(o.Result.Detections))
-	for i, d := range o.Result.Detections {
-		dets[i] = stream.Detection{Label: className(d.Label, s.Classes), Score: d.Score, TrackID: o.trackID(i)}
-	}
 	f := o.Frame
-	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, stream.Summarize(dets))
+	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, stream.Summarize(o.Result.Detections))
 }
 
 // Close implements Sink: the stream leaves the hub; the hub itself is closed
@@ -220,21 +190,6 @@ func (s HubSink) Write(o *Output) error {
 func (s HubSink) Close() error {
 	s.Hub.RemoveStream(s.ID)
 	return nil
-}
-
-// trackID is detection i's track id, 0 when untracked.
-func (o *Output) trackID(i int) uint64 {
-	if i < len(o.TrackIDs) {
-		return o.TrackIDs[i]
-	}
-	return 0
-}
-
-func className(label int, classes []string) string {
-	if label >= 0 && label < len(classes) {
-		return classes[label]
-	}
-	return fmt.Sprintf("class %d", label)
 }
 
 // IngestSource runs an ingest.Runner as a pipeline Source. The runner owns

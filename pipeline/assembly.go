@@ -369,7 +369,6 @@ func (p perStreamDrawer) Draw(o *Output) error {
 type outputs struct {
 	cfg     RunConfig
 	cams    []Camera
-	classes []string
 	sem     []string
 	stuff   []bool
 	hub     *stream.Hub
@@ -378,7 +377,7 @@ type outputs struct {
 }
 
 func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub) (*outputs, error) {
-	o := &outputs{cfg: cfg, cams: cams, classes: m.Things, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub}
+	o := &outputs{cfg: cfg, cams: cams, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub}
 	if cfg.Outputs.Detections != "" {
 		js, err := stream.NewJSONSink(cfg.Outputs.Detections)
 		if err != nil {
@@ -391,7 +390,7 @@ func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub
 }
 
 func (o *outputs) detectionsSink(js *stream.JSONSink) *DetectionsSink {
-	return &DetectionsSink{S: js, Classes: o.classes, SemanticClasses: o.sem, Stuff: o.stuff}
+	return &DetectionsSink{S: js, SemanticClasses: o.sem, Stuff: o.stuff}
 }
 
 // sinksFor is Config.Sinks: a camera's video, detections and preview.
@@ -423,7 +422,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		ss = append(ss, o.detectionsSink(js).For())
 	}
 	if o.hub != nil && cam.Outputs.Serve {
-		ss = append(ss, HubSink{Hub: o.hub, ID: name, Classes: o.classes})
+		ss = append(ss, HubSink{Hub: o.hub, ID: name})
 	}
 	return ss, nil
 }

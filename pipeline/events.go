@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/stream"
 	"github.com/htcstream/htcstream/track"
 )
@@ -27,7 +27,7 @@ type EventStageConfig struct {
 	Zones map[string]Zone
 	// Keep is the camera's own filter (classes, thresholds, area), applied
 	// after tracking to what is drawn and written; nil keeps everything.
-	Keep func(d *cascade.Detection) bool
+	Keep func(d *detection.Detection) bool
 	// Store keeps snapshots (nil: none); Clean snapshots the frame as
 	// decoded instead of as drawn.
 	Store *stream.SnapshotStore
@@ -83,7 +83,7 @@ type trackState struct {
 	sent      bool     // new was sent
 	sentAt    time.Duration
 	sentBest  float32
-	mask      stream.MaskRegion // best frame's
+	mask      detection.Mask // best frame's
 	stages    []float32
 	w, h      int
 }
@@ -100,7 +100,7 @@ type eventJob struct {
 
 type jobEvent struct {
 	ev   stream.Event
-	mask stream.MaskRegion
+	mask detection.Mask
 }
 
 // NewEventStage makes a camera's stage and starts its worker; End stops it.
@@ -131,12 +131,7 @@ func NewEventStage(cfg EventStageConfig) (*EventStage, error) {
 func (s *EventStage) Track(o *Output) {
 	f := o.Frame
 	s.clock[uint64(f.Seq)%uint64(len(s.clock))] = frameTime{f.Seq, f.Captured}
-	dets := make([]track.Detection, len(o.Result.Detections))
-	for i, d := range o.Result.Detections {
-		dets[i] = track.Detection{Box: [4]float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2}, Score: d.Score,
-			ClassID: d.Label, Label: className(d.Label, s.cfg.Classes), Mask: track.Mask(d.Mask)}
-	}
-	res := s.tr.Update(f.Seq, f.PTS, dets)
+	res := s.tr.Update(f.Seq, f.PTS, o.Result.Detections)
 	job := &eventJob{w: f.Width, h: f.Height}
 	for _, t := range res.New {
 		first := s.wall(o, t.FirstSeq, t.FirstSeen)
@@ -150,18 +145,15 @@ func (s *EventStage) Track(o *Output) {
 		s.end(o, t, job)
 	}
 
-	ids := res.TrackIDs
 	if s.cfg.Keep != nil {
-		kept, keptIDs := o.Result.Detections[:0], ids[:0]
+		kept := o.Result.Detections[:0]
 		for i := range o.Result.Detections {
 			if s.cfg.Keep(&o.Result.Detections[i]) {
 				kept = append(kept, o.Result.Detections[i])
-				keptIDs = append(keptIDs, ids[i])
 			}
 		}
-		o.Result.Detections, ids = kept, keptIDs
+		o.Result.Detections = kept
 	}
-	o.TrackIDs = ids
 	if len(job.snaps) > 0 && s.cfg.Clean {
 		job.rgb = slices.Clone(f.RGB) // drawing happens in place
 	}
@@ -236,7 +228,7 @@ func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
 	}
 	if t.Improved && t.Det >= 0 && t.Det < len(o.Result.Detections) {
 		d := &o.Result.Detections[t.Det]
-		st.mask = stream.MaskRegion{X: d.Mask.X, Y: d.Mask.Y, W: d.Mask.W, H: d.Mask.H, Bits: d.Mask.Bits}
+		st.mask = d.Mask
 		st.stages, st.w, st.h = d.StageScores, o.Frame.Width, o.Frame.Height
 		if s.snap && s.wanted(t, st, false) {
 			job.snaps = append(job.snaps, st.id)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/stream"
 )
 
@@ -30,12 +31,12 @@ func BenchmarkEventStage(b *testing.B) {
 			rng := rand.New(rand.NewSource(9))
 			type obj struct{ x, y, vx, vy, w, h float32 }
 			objs := make([]obj, n)
-			masks := make([]cascade.Mask, n)
+			masks := make([]detection.Mask, n)
 			for i := range objs {
 				o := obj{w: 20 + rng.Float32()*60, h: 20 + rng.Float32()*80, vx: rng.Float32()*10 - 5, vy: rng.Float32()*10 - 5}
 				o.x, o.y = rng.Float32()*(w-o.w), rng.Float32()*(h-o.h)
 				objs[i] = o
-				m := cascade.Mask{W: int(o.w), H: int(o.h), Bits: make([]byte, int(o.w)*int(o.h))}
+				m := detection.Mask{W: int(o.w), H: int(o.h), Bits: make([]byte, int(o.w)*int(o.h))}
 				for k := range m.Bits {
 					m.Bits[k] = byte(rng.Intn(2))
 				}
@@ -44,7 +45,7 @@ func BenchmarkEventStage(b *testing.B) {
 			rules := defaultEvents().EventRules
 			rules.Enabled = true
 			cfg := EventStageConfig{Camera: "cam", Classes: []string{"a", "b", "c", "d", "e"}, Rules: rules,
-				Keep: func(d *cascade.Detection) bool { return d.Score >= 0.3 }, Publishers: []EventPublisher{&nopPublisher{}}}
+				Keep: func(d *detection.Detection) bool { return d.Score >= 0.3 }, Publishers: []EventPublisher{&nopPublisher{}}}
 			if c.zones {
 				cfg.Zones = map[string]Zone{"left": {{0, 0}, {0.5, 0}, {0.5, 1}, {0, 1}}, "band": {{0, 0.4}, {1, 0.4}, {1, 0.6}, {0, 0.6}}}
 			}
@@ -61,7 +62,7 @@ func BenchmarkEventStage(b *testing.B) {
 			}
 			rgb := make([]byte, w*h*3)
 			frame := func(seq int) *Output {
-				dets := make([]cascade.Detection, n)
+				dets := make([]detection.Detection, n)
 				for i := range objs {
 					o := &objs[i]
 					o.x += o.vx
@@ -78,7 +79,7 @@ func BenchmarkEventStage(b *testing.B) {
 					}
 					m := masks[i]
 					m.X, m.Y = int(o.x), int(o.y)
-					dets[i] = cascade.Detection{Box: cascade.Box{X1: o.x, Y1: o.y, X2: o.x + o.w, Y2: o.y + o.h}, Score: score,
+					dets[i] = detection.Detection{Box: detection.Box{X1: o.x, Y1: o.y, X2: o.x + o.w, Y2: o.y + o.h}, Score: score,
 						Label: i % 5, StageScores: []float32{score, score, score}, Mask: m}
 				}
 				return &Output{Stream: "cam", Frame: &decode.Frame{Seq: int64(seq), PTS: time.Duration(seq) * 66 * time.Millisecond,

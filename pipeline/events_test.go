@@ -10,6 +10,7 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/stream"
 	"github.com/htcstream/htcstream/track"
 )
@@ -38,7 +39,7 @@ func (l *eventLog) all() []stream.Event {
 
 // stageFrame is frame seq of a 100x100 stream at 10 fps with the given
 // detections, through the stage as the pipeline calls it.
-func stageFrame(s *EventStage, seq int64, dets ...cascade.Detection) *Output {
+func stageFrame(s *EventStage, seq int64, dets ...detection.Detection) *Output {
 	o := &Output{Stream: "cam", Frame: &decode.Frame{Seq: seq, PTS: time.Duration(seq) * 100 * time.Millisecond,
 		Captured: time.Unix(1000, 0).Add(time.Duration(seq) * 100 * time.Millisecond), Width: 100, Height: 100,
 		RGB: make([]byte, 100*100*3)}, Result: cascade.Result{Width: 100, Height: 100, Detections: dets}}
@@ -47,10 +48,13 @@ func stageFrame(s *EventStage, seq int64, dets ...cascade.Detection) *Output {
 	return o
 }
 
-func box(x, y, w, h float32, score float32, label int) cascade.Detection {
-	return cascade.Detection{Box: cascade.Box{X1: x, Y1: y, X2: x + w, Y2: y + h}, Score: score, Label: label,
+// box is a detection of class label of the stage tests' classes, named as
+// the model names them.
+func box(x, y, w, h float32, score float32, label int) detection.Detection {
+	return detection.Detection{Box: detection.Box{X1: x, Y1: y, X2: x + w, Y2: y + h}, Score: score,
+		Label: label, Class: []string{"circle", "square", "star"}[label],
 		StageScores: []float32{score, score, score},
-		Mask:        cascade.Mask{X: int(x), Y: int(y), W: 2, H: 2, Bits: []byte{1, 1, 1, 0}}}
+		Mask:        detection.Mask{X: int(x), Y: int(y), W: 2, H: 2, Bits: []byte{1, 1, 1, 0}}}
 }
 
 // A circle walks from the left half into the right half (a zone) and
@@ -67,7 +71,7 @@ func TestEventStageNewUpdateEnd(t *testing.T) {
 	rules.UpdateInterval = 500 * time.Millisecond
 	rules.Labels = []string{"circle", "square"}
 	log := &eventLog{}
-	keepAbove := func(d *cascade.Detection) bool { return d.Score >= 0.3 }
+	keepAbove := func(d *detection.Detection) bool { return d.Score >= 0.3 }
 	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle", "square", "star"}, Rules: rules,
 		Zones: map[string]Zone{"right": {{0.5, 0}, {1, 0}, {1, 1}, {0.5, 1}}}, Keep: keepAbove, Publishers: []EventPublisher{log}})
 	if err != nil {
@@ -75,7 +79,7 @@ func TestEventStageNewUpdateEnd(t *testing.T) {
 	}
 	var ids []uint64
 	for seq := int64(0); seq < 20; seq++ {
-		var dets []cascade.Detection
+		var dets []detection.Detection
 		if seq < 16 {
 			score := float32(0.7)
 			switch {
@@ -91,14 +95,11 @@ func TestEventStageNewUpdateEnd(t *testing.T) {
 		}
 		dets = append(dets, box(10, 10, 8, 8, 0.8, 2))
 		o := stageFrame(s, seq, dets...)
-		if len(o.TrackIDs) != len(o.Result.Detections) {
-			t.Fatalf("frame %d: %d ids for %d detections", seq, len(o.TrackIDs), len(o.Result.Detections))
-		}
 		if seq == 5 && len(o.Result.Detections) != 1 {
 			t.Errorf("frame 5: the 0.2 circle is drawn: %+v", o.Result.Detections)
 		}
 		if seq < 16 && seq != 5 {
-			ids = append(ids, o.TrackIDs[0])
+			ids = append(ids, o.Result.Detections[0].TrackID)
 		}
 	}
 	s.End()
@@ -155,7 +156,7 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	for seq := int64(0); seq < 30; seq++ {
-		var dets []cascade.Detection
+		var dets []detection.Detection
 		if seq < 20 {
 			dets = append(dets, box(10, float32(2*seq), 10, 10, 0.9, 0))  // bottom edge crosses y=50 at seq 20: never
 			dets = append(dets, box(60, 30+float32(seq), 10, 10, 0.9, 0)) // in the zone from seq 10
@@ -197,7 +198,7 @@ func TestEventStageSnapshots(t *testing.T) {
 		for seq := int64(0); seq < 4; seq++ {
 			o := &Output{Stream: "cam", Frame: &decode.Frame{Seq: seq, PTS: time.Duration(seq) * 100 * time.Millisecond,
 				Captured: time.Now(), Width: 16, Height: 16, RGB: bytes.Repeat([]byte{0, 0, 200}, 16*16)},
-				Result: cascade.Result{Width: 16, Height: 16, Detections: []cascade.Detection{box(4, 4, 6, 6, 0.9, 0)}}}
+				Result: cascade.Result{Width: 16, Height: 16, Detections: []detection.Detection{box(4, 4, 6, 6, 0.9, 0)}}}
 			s.Track(o)
 			for i := 0; i < len(o.Frame.RGB); i += 3 { // the drawer paints the frame red
 				o.Frame.RGB[i], o.Frame.RGB[i+2] = 200, 0

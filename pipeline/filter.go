@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/detection"
 )
 
 // NewFilter is a camera's detection filter: its score threshold, its class
@@ -45,7 +46,7 @@ func checkLabels(labels, classes []string) error {
 
 // newKeeper says which detections a camera keeps: of its classes, scoring
 // at least its (or the label's) threshold, of at least its minimum area.
-func newKeeper(cam CameraConfig, classes []string) (func(d *cascade.Detection) bool, error) {
+func newKeeper(cam CameraConfig, classes []string) (func(d *detection.Detection) bool, error) {
 	if err := checkLabels(cam.Classes, classes); err != nil {
 		return nil, err
 	}
@@ -65,7 +66,7 @@ func newKeeper(cam CameraConfig, classes []string) (func(d *cascade.Detection) b
 		minOf[slices.Index(classes, label)] = float32(t)
 	}
 	minArea := float32(cam.MinArea)
-	return func(d *cascade.Detection) bool {
+	return func(d *detection.Detection) bool {
 		if d.Label < 0 || d.Label >= len(classes) || !keep[d.Label] || d.Score < minOf[d.Label] {
 			return false
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/stream"
 )
@@ -275,12 +276,12 @@ func (m *Metrics) Health() []stream.SourceHealth {
 }
 
 // detected counts a frame's detections by class name.
-func (m *Metrics) detected(name string, dets []cascade.Detection) {
+func (m *Metrics) detected(name string, dets []detection.Detection) {
 	if m == nil {
 		return
 	}
 	for _, d := range dets {
-		m.detections.WithLabelValues(name, className(d.Label, m.classes)).Inc()
+		m.detections.WithLabelValues(name, detection.ClassName(d.Label, m.classes)).Inc()
 	}
 }
 

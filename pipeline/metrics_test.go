@@ -15,6 +15,7 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/stream"
 )
@@ -25,7 +26,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.frameOut("cam 1", 30*time.Millisecond)
 	m.SourceState("cam 1", "live")
 	m.batch(2, time.Millisecond, cascade.Timings{Backbone: 10 * time.Millisecond})
-	m.detected("cam 1", []cascade.Detection{{Label: 1}, {Label: 1}, {Label: 0}, {Label: 7}})
+	m.detected("cam 1", []detection.Detection{{Label: 1}, {Label: 1}, {Label: 0}, {Label: 7}})
 	m.sinkDropped("cam 1", "video")
 	var b strings.Builder
 	if _, err := m.WriteTo(&b); err != nil {
@@ -60,7 +61,7 @@ func TestMetricsExposition(t *testing.T) {
 	}
 	var nilM *Metrics
 	nilM.frameIn("x") // stages call it unconditionally
-	nilM.detected("x", []cascade.Detection{{}})
+	nilM.detected("x", []detection.Detection{{}})
 	nilM.sinkDropped("x", "y")
 	if nilM.IngestHook("x", nil) != nil {
 		t.Error("a nil Metrics' hook should be the next one, nil")

@@ -32,9 +32,6 @@ type Output struct {
 	Stream string
 	Frame  *decode.Frame
 	Result cascade.Result
-	// TrackIDs, on a tracked stream, holds the track of each of
-	// Result.Detections (0: none yet); nil on an untracked stream.
-	TrackIDs []uint64
 	// Latency is capture-to-drawn time.
 	Latency time.Duration
 }
@@ -102,8 +99,8 @@ type ResultFilter func(r *cascade.Result)
 // are called from the stream's output goroutine only, in frame order.
 type Tracker interface {
 	// Track is called for every frame after the stream's filter and
-	// before drawing. It sets o.TrackIDs (one per detection) and may drop
-	// detections, dropping their ids alike.
+	// before drawing. It sets each detection's TrackID and may drop
+	// detections.
 	Track(o *Output)
 	// Drawn is called after drawing, before the sinks get o; it must not
 	// modify o.

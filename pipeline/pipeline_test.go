@@ -11,6 +11,7 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
 )
 
@@ -64,7 +65,7 @@ func (d *pixelDetector) Detect(frames []cascade.Image) ([]cascade.Result, cascad
 	out := make([]cascade.Result, len(frames))
 	for i, f := range frames {
 		out[i] = cascade.Result{Width: f.Width, Height: f.Height,
-			Detections: []cascade.Detection{{Score: float32(f.Pix[0]), Box: cascade.Box{X2: 1, Y2: 1}}}}
+			Detections: []detection.Detection{{Score: float32(f.Pix[0]), Box: detection.Box{X2: 1, Y2: 1}}}}
 	}
 	return out, cascade.Timings{}, nil
 }

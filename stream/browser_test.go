@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/overlay"
 )
 
@@ -21,7 +22,7 @@ const chromiumPath = "/usr/bin/chromium"
 // demoInstances are three things moving over the picture with their masks:
 // an ellipse, a rounded box and a disc that comes and goes, so the count
 // under the video changes.
-func demoInstances(w, h, i int) []overlay.Instance {
+func demoInstances(w, h, i int) []detection.Detection {
 	ellipse := func(cx, cy, rx, ry int) (x, y, mw, mh int, m []byte) {
 		x, y, mw, mh = cx-rx, cy-ry, 2*rx, 2*ry
 		m = make([]byte, mw*mh)
@@ -36,14 +37,14 @@ func demoInstances(w, h, i int) []overlay.Instance {
 		}
 		return
 	}
-	inst := func(class int, score float32, x, y, mw, mh int, m []byte) overlay.Instance {
-		return overlay.Instance{
-			X1: float32(x), Y1: float32(y), X2: float32(x + mw), Y2: float32(y + mh),
-			Class: class, Score: score, MaskX: x, MaskY: y, MaskW: mw, MaskH: mh, Mask: m,
+	inst := func(class int, score float32, x, y, mw, mh int, m []byte) detection.Detection {
+		return detection.Detection{
+			Box:   detection.Box{X1: float32(x), Y1: float32(y), X2: float32(x + mw), Y2: float32(y + mh)},
+			Label: class, Score: score, Mask: detection.Mask{X: x, Y: y, W: mw, H: mh, Bits: m},
 		}
 	}
 	t := i % 60
-	var out []overlay.Instance
+	var out []detection.Detection
 	x, y, mw, mh, m := ellipse(w/5+3*t, h/2, w/12, h/4)
 	out = append(out, inst(0, 0.93, x, y, mw, mh, m))
 	x, y, mw, mh, m = ellipse(w*3/4-2*t, h*2/3, w/8, h/9)
@@ -117,7 +118,7 @@ func TestBrowserViewer(t *testing.T) {
 			}
 			sum := Summary{Count: len(inst), Labels: []LabelScore{}}
 			for _, in := range inst {
-				sum.Labels = append(sum.Labels, LabelScore{Label: classes[in.Class], Score: in.Score})
+				sum.Labels = append(sum.Labels, LabelScore{Label: classes[in.Label], Score: in.Score})
 			}
 			if err := hub.Publish("demo", w, h, buf, time.Since(start), sum); err != nil {
 				pubErr = err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 )
 
 // EventType says what happened to a tracked instance.
@@ -66,7 +67,7 @@ type Event struct {
 	// Width and Height are the frame's size, the size of Mask's RLE.
 	Width, Height int
 	// Mask is the best frame's instance mask over the whole frame, or nil;
-	// SetMask makes it from a detection's MaskRegion.
+	// SetMask makes it from a detection's mask.
 	Mask *coco.RLE
 
 	// EnteredZones lists every zone the track has entered so far, in the
@@ -88,10 +89,10 @@ func EventID(camera string, firstSeen time.Time, trackID int64) string {
 }
 
 // SetMask sets e.Mask to the COCO RLE of m in a width x height frame and
-// records the frame size. A zero MaskRegion clears the mask.
-func (e *Event) SetMask(m MaskRegion, width, height int) error {
+// records the frame size. An empty mask clears it.
+func (e *Event) SetMask(m detection.Mask, width, height int) error {
 	e.Width, e.Height = width, height
-	if m.W == 0 && m.H == 0 && len(m.Bits) == 0 {
+	if m.Empty() {
 		e.Mask = nil
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 )
 
 // testEvent is a complete event with a 2x2 mask at (1,1) in a 4x3 frame.
@@ -26,7 +27,7 @@ func testEvent(t *testing.T, typ EventType, camera string, track int64, label st
 		EnteredZones: []string{"driveway"}, Zones: []string{"driveway"},
 		Snapshot: "/var/snap/" + camera + "/x.jpg",
 	}
-	if err := e.SetMask(MaskRegion{X: 1, Y: 1, W: 2, H: 2, Bits: []byte{1, 1, 0, 1}}, 4, 3); err != nil {
+	if err := e.SetMask(detection.Mask{X: 1, Y: 1, W: 2, H: 2, Bits: []byte{1, 1, 0, 1}}, 4, 3); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -114,7 +115,7 @@ func TestEventInvalid(t *testing.T) {
 		}
 	}
 	var e Event
-	if err := e.SetMask(MaskRegion{W: 2, H: 2, Bits: []byte{1}}, 4, 4); err == nil {
+	if err := e.SetMask(detection.Mask{W: 2, H: 2, Bits: []byte{1}}, 4, 4); err == nil {
 		t.Error("SetMask took a region with too few bits")
 	}
 }

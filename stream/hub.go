@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v3"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // Summary is what a viewer is told about one frame's detections. Labels
@@ -38,10 +40,10 @@ type LabelScore struct {
 const MaxSummaryLabels = 64
 
 // Summarize makes the Summary of a frame's detections.
-func Summarize(dets []Detection) Summary {
+func Summarize(dets []detection.Detection) Summary {
 	s := Summary{Count: len(dets), Labels: make([]LabelScore, 0, min(len(dets), MaxSummaryLabels))}
 	for i := 0; i < len(dets) && i < MaxSummaryLabels; i++ {
-		s.Labels = append(s.Labels, LabelScore{Label: dets[i].Label, Score: dets[i].Score, TrackID: dets[i].TrackID})
+		s.Labels = append(s.Labels, LabelScore{Label: dets[i].Class, Score: dets[i].Score, TrackID: dets[i].TrackID})
 	}
 	return s
 }

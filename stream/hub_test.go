@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // fakeViewer is a viewer without a peer connection: its queue is all the
@@ -240,9 +242,9 @@ func TestConcurrentPublishAndRemove(t *testing.T) {
 }
 
 func TestSummarize(t *testing.T) {
-	dets := make([]Detection, MaxSummaryLabels+5)
+	dets := make([]detection.Detection, MaxSummaryLabels+5)
 	for i := range dets {
-		dets[i] = Detection{Label: "person", Score: 0.5}
+		dets[i] = detection.Detection{Class: "person", Score: 0.5}
 	}
 	s := Summarize(dets)
 	if s.Count != len(dets) || len(s.Labels) != MaxSummaryLabels || s.Labels[0].Label != "person" {

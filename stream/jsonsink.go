@@ -14,34 +14,8 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 )
-
-// MaskRegion is an instance mask stored for a region of the frame: W*H
-// values row by row in Bits (Bits[y*W+x] for frame pixel (X+x, Y+y)),
-// non-zero = inside the instance. Pixels of the region outside the frame
-// are ignored.
-type MaskRegion struct {
-	X, Y, W, H int
-	Bits       []byte
-}
-
-// Detection is one instance found in a frame.
-type Detection struct {
-	// Box is x1, y1, x2, y2 in frame pixels.
-	Box   [4]float32
-	Score float32
-	// Label is the class name, ClassID its index in the model's classes.
-	Label   string
-	ClassID int
-	// StageScores holds each cascade stage's own score for the class.
-	StageScores []float32
-	// Mask is the instance's mask; a zero MaskRegion means none.
-	Mask MaskRegion
-	// TrackID is the instance's track on a tracked camera (the line's
-	// "track_id"); 0 = none (untracked camera, or not yet confirmed), and
-	// left out.
-	TrackID uint64
-}
 
 // Region is a stuff class of the semantic branch's map (sky, road, grass...)
 // and the share of the frame's pixels it labels.
@@ -66,7 +40,7 @@ type FrameDetections struct {
 	File string
 	// Width and Height are the frame's size, the size of every mask's RLE.
 	Width, Height int
-	Detections    []Detection
+	Detections    []detection.Detection
 	// Stuff lists the stuff regions of the frame's semantic map, largest
 	// first; nil when no map was made (the line then has no "stuff").
 	Stuff []Region
@@ -107,6 +81,9 @@ type jsonDetection struct {
 	Mask *coco.RLE `json:"mask,omitempty"`
 	// TrackID is the confirmed track's id; absent without one.
 	TrackID uint64 `json:"track_id,omitempty"`
+	// Propagated is present, true, only on an instance a tracker carried to
+	// a frame the model did not see.
+	Propagated bool `json:"propagated,omitempty"`
 }
 
 // JSONSink writes detections as JSON lines, one line a frame, each line
@@ -188,14 +165,15 @@ func (s *JSONSink) format(fd FrameDetections) error {
 	// pointers the detections take into it stay valid.
 	s.rles = slices.Grow(s.rles[:0], len(fd.Detections))
 	for i, d := range fd.Detections {
-		if err := checkFinite(d); err != nil {
+		if err := checkFinite(&d); err != nil {
 			return fmt.Errorf("detection %d: %w", i, err)
 		}
-		jd := jsonDetection{Box: d.Box, Score: d.Score, Label: d.Label, ClassID: d.ClassID, StageScores: d.StageScores, TrackID: d.TrackID}
+		jd := jsonDetection{Box: d.Box.XYXY(), Score: d.Score, Label: d.Class, ClassID: d.Label, StageScores: d.StageScores,
+			TrackID: d.TrackID, Propagated: d.Propagated}
 		if jd.StageScores == nil {
 			jd.StageScores = []float32{}
 		}
-		if m := d.Mask; m.W != 0 || m.H != 0 || len(m.Bits) != 0 {
+		if m := d.Mask; !m.Empty() {
 			r, err := coco.EncodeRegion(m.X, m.Y, m.W, m.H, m.Bits, fd.Width, fd.Height)
 			if err != nil {
 				return fmt.Errorf("detection %d: %w", i, err)
@@ -231,8 +209,8 @@ func (s *JSONSink) format(fd FrameDetections) error {
 
 // checkFinite rejects the NaN and infinite numbers JSON cannot carry,
 // with a message that says which.
-func checkFinite(d Detection) error {
-	for i, v := range d.Box {
+func checkFinite(d *detection.Detection) error {
+	for i, v := range d.Box.XYXY() {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("box[%d] is %v", i, v)
 		}

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 )
 
 // regionMask is a mask region of a w x h disc-ish blob that varies with
 // seed.
-func regionMask(x, y, w, h int, seed int64) MaskRegion {
-	m := MaskRegion{X: x, Y: y, W: w, H: h, Bits: make([]byte, w*h)}
+func regionMask(x, y, w, h int, seed int64) detection.Mask {
+	m := detection.Mask{X: x, Y: y, W: w, H: h, Bits: make([]byte, w*h)}
 	cx, cy := float64(w)/2, float64(h)/2
 	r := math.Min(cx, cy) + float64(seed%3)
 	for j := 0; j < h; j++ {
@@ -36,18 +37,18 @@ func regionMask(x, y, w, h int, seed int64) MaskRegion {
 func sampleFrame(seq int64) FrameDetections {
 	return FrameDetections{
 		Stream: "cam0", Seq: seq, PTS: time.Duration(seq) * 40 * time.Millisecond, Width: 40, Height: 30,
-		Detections: []Detection{
-			{Box: [4]float32{10, 5, 22.5, 14}, Score: 0.91, Label: "person", ClassID: 0,
+		Detections: []detection.Detection{
+			{Box: detection.Box{X1: 10, Y1: 5, X2: 22.5, Y2: 14}, Score: 0.91, Class: "person", Label: 0,
 				StageScores: []float32{0.8, 0.9, 0.95}, Mask: regionMask(9, 4, 15, 12, seq)},
-			{Box: [4]float32{0, 22, 6, 30}, Score: 0.5, Label: "dog", ClassID: 16,
+			{Box: detection.Box{X1: 0, Y1: 22, X2: 6, Y2: 30}, Score: 0.5, Class: "dog", Label: 16,
 				StageScores: []float32{0.4, 0.5, 0.6}, Mask: regionMask(-3, 20, 10, 15, seq+1)},
-			{Box: [4]float32{30, 1, 39, 9}, Score: 0.25, Label: "car", ClassID: 2},
+			{Box: detection.Box{X1: 30, Y1: 1, X2: 39, Y2: 9}, Score: 0.25, Class: "car", Label: 2},
 		},
 	}
 }
 
 // fullMask paints a region into a w x h frame, clipping it.
-func fullMask(m MaskRegion, w, h int) []byte {
+func fullMask(m detection.Mask, w, h int) []byte {
 	out := make([]byte, w*h)
 	for j := 0; j < m.H; j++ {
 		for i := 0; i < m.W; i++ {
@@ -128,8 +129,8 @@ func TestJSONSinkLines(t *testing.T) {
 		}
 		for i, d := range got.Detections {
 			wd := want.Detections[i]
-			if d.Label != wd.Label || d.ClassID != wd.ClassID || float32(d.Score) != wd.Score ||
-				float32(d.Box[2]) != wd.Box[2] || len(d.StageScores) != len(wd.StageScores) {
+			if d.Label != wd.Class || d.ClassID != wd.Label || float32(d.Score) != wd.Score ||
+				float32(d.Box[2]) != wd.Box.X2 || len(d.StageScores) != len(wd.StageScores) {
 				t.Errorf("line %d detection %d: %+v", k, i, d)
 			}
 			if wd.Mask.W == 0 {
@@ -159,7 +160,7 @@ func TestRegionRLEMatchesEncode(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for n := 0; n < 300; n++ {
 		fw, fh := 1+rng.Intn(20), 1+rng.Intn(20)
-		m := MaskRegion{X: rng.Intn(fw+8) - 6, Y: rng.Intn(fh+8) - 6, W: rng.Intn(12), H: rng.Intn(12)}
+		m := detection.Mask{X: rng.Intn(fw+8) - 6, Y: rng.Intn(fh+8) - 6, W: rng.Intn(12), H: rng.Intn(12)}
 		m.Bits = make([]byte, m.W*m.H)
 		dense := rng.Float64()
 		for i := range m.Bits {
@@ -181,13 +182,13 @@ func TestRegionRLEMatchesEncode(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		m      MaskRegion
+		m      detection.Mask
 		fw, fh int
 	}{
-		{MaskRegion{W: 2, H: 2, Bits: make([]byte, 3)}, 4, 4},
-		{MaskRegion{W: -1, H: 2}, 4, 4},
-		{MaskRegion{W: 1, H: 1, Bits: []byte{1}}, 0, 4},
-		{MaskRegion{W: 1, H: 1, Bits: []byte{1}}, 1 << 20, 1 << 20},
+		{detection.Mask{W: 2, H: 2, Bits: make([]byte, 3)}, 4, 4},
+		{detection.Mask{W: -1, H: 2}, 4, 4},
+		{detection.Mask{W: 1, H: 1, Bits: []byte{1}}, 0, 4},
+		{detection.Mask{W: 1, H: 1, Bits: []byte{1}}, 1 << 20, 1 << 20},
 	} {
 		if _, err := coco.EncodeRegion(c.m.X, c.m.Y, c.m.W, c.m.H, c.m.Bits, c.fw, c.fh); err == nil {
 			t.Errorf("region %+v in %dx%d: no error", c.m, c.fw, c.fh)

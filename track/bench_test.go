@@ -4,6 +4,8 @@ import (
 	"math/rand"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // benchScene is n objects bouncing around a 1920x1080 frame with jittered
@@ -11,7 +13,7 @@ import (
 type benchScene struct {
 	x, y, vx, vy, w, h []float32
 	class              []int
-	masks              []Mask
+	masks              []detection.Mask
 	rng                *rand.Rand
 }
 
@@ -27,7 +29,7 @@ func newBenchScene(n, classes int, withMasks bool) *benchScene {
 		s.w, s.h = append(s.w, w), append(s.h, h)
 		s.class = append(s.class, i%classes)
 		if withMasks {
-			m := Mask{W: int(w), H: int(h), Bits: make([]byte, int(w)*int(h))}
+			m := detection.Mask{W: int(w), H: int(h), Bits: make([]byte, int(w)*int(h))}
 			for k := range m.Bits {
 				m.Bits[k] = byte(rng.Intn(2))
 			}
@@ -38,7 +40,7 @@ func newBenchScene(n, classes int, withMasks bool) *benchScene {
 }
 
 // frame advances the scene one frame and fills dets.
-func (s *benchScene) frame(dets []Detection) []Detection {
+func (s *benchScene) frame(dets []detection.Detection) []detection.Detection {
 	dets = dets[:0]
 	for i := range s.x {
 		s.x[i] += s.vx[i]
@@ -50,17 +52,17 @@ func (s *benchScene) frame(dets []Detection) []Detection {
 			s.vy[i] = -s.vy[i]
 		}
 		j := func() float32 { return s.rng.Float32()*2 - 1 }
-		d := Detection{
-			Box:     [4]float32{s.x[i] + j(), s.y[i] + j(), s.x[i] + s.w[i] + j(), s.y[i] + s.h[i] + j()},
-			Score:   0.9,
-			ClassID: s.class[i],
+		d := detection.Detection{
+			Box:   detection.Box{X1: s.x[i] + j(), Y1: s.y[i] + j(), X2: s.x[i] + s.w[i] + j(), Y2: s.y[i] + s.h[i] + j()},
+			Score: 0.9,
+			Label: s.class[i],
 		}
 		if s.rng.Intn(10) == 0 {
 			d.Score = 0.3
 		}
 		if s.masks != nil {
 			d.Mask = s.masks[i]
-			d.Mask.X, d.Mask.Y = int(d.Box[0]), int(d.Box[1])
+			d.Mask.X, d.Mask.Y = int(d.Box.X1), int(d.Box.Y1)
 		}
 		dets = append(dets, d)
 	}
@@ -85,7 +87,7 @@ func BenchmarkUpdate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			dets := make([]Detection, 0, 100)
+			dets := make([]detection.Detection, 0, 100)
 			// Warm up until the tracks are confirmed, as in a running stream.
 			for f := 0; f < 10; f++ {
 				tr.Update(int64(f), time.Duration(f)*frameDur, s.frame(dets))

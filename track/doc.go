@@ -12,9 +12,9 @@
 // IoU breaking near-ties between crossing objects.
 //
 // The package is pure: no I/O, no clock reads, no cgo. The caller passes each
-// frame's sequence number and pts, and the detections in the package's own
-// Detection type (cascade.Detection converts field by field; cascade's Mask
-// converts with a type conversion), so track does not pull ONNX Runtime or
-// OpenCV into whoever imports it. One Tracker per stream; it is not safe for
+// frame's sequence number and pts, and the detections as the detection
+// package writes them (a leaf, so track does not pull ONNX Runtime or OpenCV
+// into whoever imports it); a track keeps the class of its first detection
+// and only ever matches detections of that class. One Tracker per stream; it is not safe for
 // concurrent use, which a stream's single result goroutine never needs.
 package track

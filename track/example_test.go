@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/track"
 )
 
@@ -16,10 +17,10 @@ func ExampleTracker() {
 		return
 	}
 	for seq := int64(0); seq < 40; seq++ {
-		var dets []track.Detection
+		var dets []detection.Detection
 		if seq < 5 { // a circle moving right for five frames, then gone
 			x := float32(10 + 4*seq)
-			dets = append(dets, track.Detection{Box: [4]float32{x, 20, x + 30, 50}, Score: 0.9, ClassID: 0, Label: "circle"})
+			dets = append(dets, detection.Detection{Box: detection.Box{X1: x, Y1: 20, X2: x + 30, Y2: 50}, Score: 0.9, Label: 0, Class: "circle"})
 		}
 		res := tr.Update(seq, time.Duration(seq)*66*time.Millisecond, dets)
 		for _, t := range res.New {

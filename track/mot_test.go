@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/detection"
 )
 
 // This file measures the tracker on the bundled sample video with the CLEAR
@@ -177,7 +178,7 @@ type sample struct {
 	gt   [][]object
 	pts  []time.Duration
 	seq  []int64
-	dets [][]Detection
+	dets [][]detection.Detection
 }
 
 func loadSample(t testing.TB) sample {
@@ -231,11 +232,11 @@ func loadSample(t testing.TB) sample {
 		t.Fatalf("%d frames of detections, %d of ground truth", len(detFile.Frames), len(s.gt))
 	}
 	for _, fr := range detFile.Frames {
-		var dets []Detection
+		var dets []detection.Detection
 		for _, row := range fr.Dets {
-			var d Detection
+			var d detection.Detection
 			var counts string
-			for i, dst := range []any{&d.Box[0], &d.Box[1], &d.Box[2], &d.Box[3], &d.Score, &d.ClassID, &d.Label, &counts} {
+			for i, dst := range []any{&d.Box.X1, &d.Box.Y1, &d.Box.X2, &d.Box.Y2, &d.Score, &d.Label, &d.Class, &counts} {
 				if err := json.Unmarshal(row[i], dst); err != nil {
 					t.Fatal(err)
 				}
@@ -249,7 +250,7 @@ func loadSample(t testing.TB) sample {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d.Mask = cropMask(full, detFile.Width, detFile.Height, d.Box)
+				d.Mask = cropMask(full, detFile.Width, detFile.Height, d.Box.XYXY())
 			}
 			dets = append(dets, d)
 		}
@@ -261,13 +262,13 @@ func loadSample(t testing.TB) sample {
 }
 
 // cropMask cuts a frame-sized mask to the box, as cascade pastes them.
-func cropMask(full []byte, w, h int, b [4]float32) Mask {
+func cropMask(full []byte, w, h int, b [4]float32) detection.Mask {
 	x0, y0 := max(0, int(b[0])), max(0, int(b[1]))
 	x1, y1 := min(w, int(math.Ceil(float64(b[2])))), min(h, int(math.Ceil(float64(b[3]))))
 	if x1 <= x0 || y1 <= y0 {
-		return Mask{}
+		return detection.Mask{}
 	}
-	m := Mask{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Bits: make([]byte, (x1-x0)*(y1-y0))}
+	m := detection.Mask{X: x0, Y: y0, W: x1 - x0, H: y1 - y0, Bits: make([]byte, (x1-x0)*(y1-y0))}
 	for y := y0; y < y1; y++ {
 		copy(m.Bits[(y-y0)*m.W:(y-y0+1)*m.W], full[y*w+x0:y*w+x1])
 	}
@@ -283,10 +284,10 @@ func (s sample) track(t testing.TB, set Settings) [][]object {
 	}
 	hyp := make([][]object, len(s.dets))
 	for f, dets := range s.dets {
-		res := tr.Update(s.seq[f], s.pts[f], dets)
-		for i, id := range res.TrackIDs {
-			if id != 0 {
-				hyp[f] = append(hyp[f], object{id, dets[i].ClassID, dets[i].Box})
+		tr.Update(s.seq[f], s.pts[f], dets)
+		for _, d := range dets {
+			if d.TrackID != 0 {
+				hyp[f] = append(hyp[f], object{d.TrackID, d.Label, d.Box.XYXY()})
 			}
 		}
 	}
@@ -328,7 +329,7 @@ func TestSampleVideo(t *testing.T) {
 		for _, d := range dets {
 			if d.Score >= def.HighScore {
 				next++
-				perFrame[f] = append(perFrame[f], object{next, d.ClassID, d.Box})
+				perFrame[f] = append(perFrame[f], object{next, d.Label, d.Box.XYXY()})
 			}
 		}
 	}

@@ -1,6 +1,10 @@
 package track
 
-import "math"
+import (
+	"math"
+
+	"github.com/htcstream/htcstream/detection"
+)
 
 // boxIoU is intersection over union of two x1 y1 x2 y2 boxes; 0 for
 // degenerate ones.
@@ -37,8 +41,8 @@ func validBox(b [4]float32) bool {
 
 // area counts the mask's set pixels; 0 for a mask whose Bits do not cover
 // W*H (treated as no mask rather than read out of range).
-func (m *Mask) area() int {
-	if !m.ok() {
+func maskArea(m *detection.Mask) int {
+	if !maskOK(m) {
 		return 0
 	}
 	n := 0
@@ -50,12 +54,13 @@ func (m *Mask) area() int {
 	return n
 }
 
-func (m *Mask) ok() bool { return m.W > 0 && m.H > 0 && len(m.Bits) >= m.W*m.H }
+// maskOK says whether m is a mask whose Bits cover its region.
+func maskOK(m *detection.Mask) bool { return m.W > 0 && m.H > 0 && len(m.Bits) >= m.W*m.H }
 
 // maskIoU is the IoU of a moved by (dx, dy) pixels and b, given their
 // areas. Moving a track's last mask by its predicted displacement compares
 // shapes where the object is expected now, not where it was.
-func maskIoU(a *Mask, areaA, dx, dy int, b *Mask, areaB int) float64 {
+func maskIoU(a *detection.Mask, areaA, dx, dy int, b *detection.Mask, areaB int) float64 {
 	if areaA == 0 || areaB == 0 {
 		return 0
 	}

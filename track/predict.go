@@ -3,6 +3,8 @@ package track
 import (
 	"math"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // Predicted is a track seen at the last Update, carried to a frame the
@@ -21,7 +23,7 @@ type Predicted struct {
 	// Seen is the last matched detection's box and Mask its mask (W = 0:
 	// none; Bits are the caller's, shared, not to be modified).
 	Seen [4]float32
-	Mask Mask
+	Mask detection.Mask
 	// Box is where the motion model puts the object at the pts asked for.
 	Box [4]float32
 	// Speed is how fast the box moves or resizes, in box sizes per
@@ -55,8 +57,8 @@ func (t *Tracker) Predict(pts time.Duration) []Predicted {
 		if tr.state == confirmed {
 			p.ID = tr.ID
 		}
-		if tr.mask.ok() && tr.maskBox != tr.Box {
-			p.Mask = Mask{} // not this detection's mask
+		if maskOK(&tr.mask) && tr.maskBox != tr.Box {
+			p.Mask = detection.Mask{} // not this detection's mask
 		}
 		if t.interval > 0 {
 			v := max(math.Abs(tr.kf.cx.v), math.Abs(tr.kf.cy.v), math.Abs(tr.kf.w.v), math.Abs(tr.kf.h.v))

@@ -4,10 +4,12 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
-func fullMask(b [4]float32) Mask {
-	m := Mask{X: int(b[0]), Y: int(b[1]), W: int(b[2] - b[0]), H: int(b[3] - b[1])}
+func fullMask(b [4]float32) detection.Mask {
+	m := detection.Mask{X: int(b[0]), Y: int(b[1]), W: int(b[2] - b[0]), H: int(b[3] - b[1])}
 	m.Bits = make([]byte, m.W*m.H)
 	for i := range m.Bits {
 		m.Bits[i] = 1
@@ -22,7 +24,7 @@ func TestPredictFollowsMotion(t *testing.T) {
 	m := mover{x: 10, y: 50, w: 40, h: 80, vx: 4}
 	const every = 5
 	for f := 0; f <= 80; f += every {
-		tr.Update(int64(f), time.Duration(f)*frameDur, []Detection{{Box: m.box(f), Score: 0.9, Mask: fullMask(m.box(f))}})
+		tr.Update(int64(f), time.Duration(f)*frameDur, []detection.Detection{{Box: xyxy(m.box(f)), Score: 0.9, Mask: fullMask(m.box(f))}})
 	}
 	before := tr.Predict(80 * frameDur)
 	for k := 1; k < every; k++ {
@@ -58,7 +60,7 @@ func TestPredictNeverShowsATrackThatIsGone(t *testing.T) {
 	tr, _ := NewTracker(s)
 	m := mover{x: 10, y: 50, w: 40, h: 80, vx: 4}
 	for f := 0; f < 4; f++ {
-		tr.Update(int64(f), time.Duration(f)*frameDur, []Detection{{Box: m.box(f), Score: 0.9}})
+		tr.Update(int64(f), time.Duration(f)*frameDur, []detection.Detection{{Box: xyxy(m.box(f)), Score: 0.9}})
 	}
 	if ps := tr.Predict(4 * frameDur); len(ps) != 1 {
 		t.Fatalf("the seen track: %+v", ps)
@@ -69,7 +71,7 @@ func TestPredictNeverShowsATrackThatIsGone(t *testing.T) {
 			t.Fatalf("frame %d (ended %v): a track not seen is propagated: %+v", f, res.Ended, ps)
 		}
 	}
-	tr.Update(8, 8*frameDur, []Detection{{Box: m.box(8), Score: 0.9}})
+	tr.Update(8, 8*frameDur, []detection.Detection{{Box: xyxy(m.box(8)), Score: 0.9}})
 	tr.EndAll()
 	if ps := tr.Predict(9 * frameDur); len(ps) != 0 {
 		t.Fatalf("after EndAll: %+v", ps)
@@ -86,8 +88,8 @@ func TestWarpMask(t *testing.T) {
 	if w.X != 40 || w.Y != 40 || w.W != 20 || w.H != 40 {
 		t.Fatalf("scaled region %d,%d %dx%d", w.X, w.Y, w.W, w.H)
 	}
-	if w.Bits[0] != 0 || w.Bits[1] != 0 || w.Bits[w.W] != 0 || w.Bits[2] != 1 || w.area() != 20*40-4 {
-		t.Fatalf("scaled mask: area %d, corner %v", w.area(), w.Bits[:3])
+	if w.Bits[0] != 0 || w.Bits[1] != 0 || w.Bits[w.W] != 0 || w.Bits[2] != 1 || maskArea(&w) != 20*40-4 {
+		t.Fatalf("scaled mask: area %d, corner %v", maskArea(&w), w.Bits[:3])
 	}
 
 	// same size: a move that shares the bits

@@ -5,35 +5,9 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
-
-// Detection is one instance of one frame, as the tracker needs it. The
-// pipeline fills it from cascade.Detection (Box, Score, Label as ClassID,
-// the class name as Label, cascade.Mask converted with track.Mask(m)).
-type Detection struct {
-	// Box is x1, y1, x2, y2 in frame pixels.
-	Box   [4]float32
-	Score float32
-	// ClassID is the model's class index; a track keeps the class of its
-	// first detection and only ever matches detections of that class.
-	ClassID int
-	// Label is the class name, carried into Track for events.
-	Label string
-	// Mask is optional (W = 0: none). The tracker keeps the mask of each
-	// track's last matched detection until the next Update, to break ties
-	// between crossing objects, so the caller must not modify Bits after
-	// passing it.
-	Mask Mask
-}
-
-// Mask is a binary instance mask over a region of the frame, laid out like
-// cascade.Mask so that one converts to the other.
-type Mask struct {
-	// X, Y, W, H: the region in frame pixels.
-	X, Y, W, H int
-	// Bits holds W*H values, row-major, non-zero = inside the instance.
-	Bits []byte
-}
 
 // Track is a confirmed track as of one Update: what an event needs to say
 // about it. It is a copy; the tracker does not change it later.
@@ -78,9 +52,6 @@ type Track struct {
 // Result is what one Update found. Slices are new for every call; the
 // caller may keep them.
 type Result struct {
-	// TrackIDs has one entry per input detection: the id of the confirmed
-	// track it belongs to, or 0 (ignored, or a tentative track's).
-	TrackIDs []uint64
 	// New are the tracks confirmed in this frame (events' "new").
 	New []Track
 	// Updated are the tracks confirmed before and matched in this frame;
@@ -105,11 +76,11 @@ type trk struct {
 	Track
 	state    state
 	kf       kalman
-	pred     [4]float32 // predicted box for this frame
-	mask     Mask       // last matched detection's mask
-	maskArea int        // set pixels of mask; -1 until counted
-	maskBox  [4]float32 // box of the detection the mask came from
-	key      uint64     // Predicted.Key
+	pred     [4]float32     // predicted box for this frame
+	mask     detection.Mask // last matched detection's mask
+	maskArea int            // set pixels of mask; -1 until counted
+	maskBox  [4]float32     // box of the detection the mask came from
+	key      uint64         // Predicted.Key
 }
 
 // Tracker follows the instances of one stream. Create it with NewTracker.
@@ -146,10 +117,17 @@ func (t *Tracker) Settings() Settings { return t.s }
 // counts as one frame), dets are its detections in any order. Detections
 // with a non-finite or empty box are ignored. Every frame of the stream
 // must be passed, also those without detections, since misses are counted
-// in frames.
-func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result {
+// in frames. Update sets each detection's TrackID: the confirmed track it
+// belongs to, or 0 (ignored, or a tentative track's). The tracker keeps the
+// mask of each track's last matched detection until the next Update, to
+// break ties between crossing objects, so the caller must not modify a
+// mask's Bits after passing it.
+func (t *Tracker) Update(seq int64, pts time.Duration, dets []detection.Detection) Result {
 	dt := t.step(pts)
-	res := Result{TrackIDs: make([]uint64, len(dets))}
+	var res Result
+	for i := range dets {
+		dets[i].TrackID = 0
+	}
 
 	for _, tr := range t.tracks {
 		tr.kf.predict(dt, tr.Misses > 0)
@@ -161,7 +139,7 @@ func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result 
 	var high, low []int
 	for i := range dets {
 		d := &dets[i]
-		if !validBox(d.Box) || !(d.Score >= t.s.LowScore) {
+		if !validBox(d.Box.XYXY()) || !(d.Score >= t.s.LowScore) {
 			continue
 		}
 		if d.Score >= t.s.HighScore {
@@ -210,7 +188,7 @@ func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result 
 				res.Updated = append(res.Updated, tr.Track)
 			}
 			if tr.state == confirmed {
-				res.TrackIDs[tr.Det] = tr.ID
+				dets[tr.Det].TrackID = tr.ID
 			}
 			kept = append(kept, tr)
 			continue
@@ -220,7 +198,7 @@ func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result 
 		}
 		tr.Misses++
 		if tr.Misses > t.s.MaxMisses {
-			tr.mask = Mask{}
+			tr.mask = detection.Mask{}
 			res.Ended = append(res.Ended, tr.Track)
 			continue
 		}
@@ -238,15 +216,15 @@ func (t *Tracker) Update(seq int64, pts time.Duration, dets []Detection) Result 
 			continue
 		}
 		t.nextKey++
-		tr := &trk{state: tentative, kf: newKalman(d.Box), key: t.nextKey}
-		tr.ClassID, tr.Label = d.ClassID, d.Label
+		tr := &trk{state: tentative, kf: newKalman(d.Box.XYXY()), key: t.nextKey}
+		tr.ClassID, tr.Label = d.Label, d.Class
 		tr.FirstSeq, tr.FirstSeen = seq, pts
 		tr.Det = i
 		t.hit(tr, seq, pts, d)
 		if tr.Hits >= t.s.MinHits {
 			t.confirm(tr, seq, pts)
 			res.New = append(res.New, tr.Track)
-			res.TrackIDs[i] = tr.ID
+			dets[i].TrackID = tr.ID
 		}
 		t.tracks = append(t.tracks, tr)
 	}
@@ -312,7 +290,7 @@ func (t *Tracker) step(pts time.Duration) float64 {
 // associate matches tracks to the detections at idx by box IoU at or above
 // minIoU, same class only, and records the match in the track (Det) and
 // its filter. It returns the tracks and detection indices left over.
-func (t *Tracker) associate(tracks []*trk, idx []int, dets []Detection, minIoU float32) ([]*trk, []int) {
+func (t *Tracker) associate(tracks []*trk, idx []int, dets []detection.Detection, minIoU float32) ([]*trk, []int) {
 	if len(tracks) == 0 || len(idx) == 0 {
 		return tracks, idx
 	}
@@ -320,10 +298,10 @@ func (t *Tracker) associate(tracks []*trk, idx []int, dets []Detection, minIoU f
 	for r, tr := range tracks {
 		for c, i := range idx {
 			d := &dets[i]
-			if d.ClassID != tr.ClassID {
+			if d.Label != tr.ClassID {
 				continue
 			}
-			iou := boxIoU(tr.pred, d.Box)
+			iou := boxIoU(tr.pred, d.Box.XYXY())
 			if iou >= float64(minIoU) && iou > 0 {
 				pairs = append(pairs, pairCost{r, c, 1 - iou})
 			}
@@ -359,7 +337,7 @@ func (t *Tracker) associate(tracks []*trk, idx []int, dets []Detection, minIoU f
 // track with two candidate detections or a detection with two candidate
 // tracks); an uncontested pair matches whatever its mask says, so its mask
 // IoU is not computed. Where a mask is missing, box IoU stands in for it.
-func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []Detection, pairs []pairCost, tie float64) {
+func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []detection.Detection, pairs []pairCost, tie float64) {
 	nr := make([]int, len(tracks))
 	nc := make([]int, len(idx))
 	for _, p := range pairs {
@@ -371,12 +349,12 @@ func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []Detection, pairs []
 		p := &pairs[k]
 		boxCost := p.cost
 		tr, d := tracks[p.r], &dets[idx[p.c]]
-		if (nr[p.r] < 2 && nc[p.c] < 2) || !tr.mask.ok() || !d.Mask.ok() {
+		if (nr[p.r] < 2 && nc[p.c] < 2) || !maskOK(&tr.mask) || !maskOK(&d.Mask) {
 			p.cost += tie * boxCost
 			continue
 		}
 		if tr.maskArea < 0 {
-			tr.maskArea = tr.mask.area()
+			tr.maskArea = maskArea(&tr.mask)
 		}
 		if detArea == nil {
 			detArea = make([]int, len(idx))
@@ -385,7 +363,7 @@ func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []Detection, pairs []
 			}
 		}
 		if detArea[p.c] < 0 {
-			detArea[p.c] = d.Mask.area()
+			detArea[p.c] = maskArea(&d.Mask)
 		}
 		// Move the old mask by how far the prediction moved its box.
 		dx := int(math.Round(float64(tr.pred[0]+tr.pred[2]-tr.maskBox[0]-tr.maskBox[2]) / 2))
@@ -396,20 +374,20 @@ func (t *Tracker) maskCosts(tracks []*trk, idx []int, dets []Detection, pairs []
 }
 
 // hit folds a matched detection into a track.
-func (t *Tracker) hit(tr *trk, seq int64, pts time.Duration, d *Detection) {
+func (t *Tracker) hit(tr *trk, seq int64, pts time.Duration, d *detection.Detection) {
 	if tr.Hits > 0 {
-		tr.kf.update(d.Box)
+		tr.kf.update(d.Box.XYXY())
 	}
 	tr.Hits++
 	tr.Misses = 0
 	tr.LastSeq, tr.LastSeen = seq, pts
-	tr.Box, tr.Score = d.Box, d.Score
-	if d.Mask.ok() {
+	tr.Box, tr.Score = d.Box.XYXY(), d.Score
+	if maskOK(&d.Mask) {
 		// Kept for the mask tie-break and for Predict; the area is counted
 		// only if the tie-break ever needs it.
-		tr.mask, tr.maskArea, tr.maskBox = d.Mask, -1, d.Box
+		tr.mask, tr.maskArea, tr.maskBox = d.Mask, -1, d.Box.XYXY()
 	} else {
-		tr.mask = Mask{}
+		tr.mask = detection.Mask{}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"math/rand"
 	"testing"
 	"time"
+
+	"github.com/htcstream/htcstream/detection"
 )
 
 // frameDur is the synthetic streams' frame interval (25 fps).
@@ -21,7 +23,7 @@ type mover struct {
 	// score gives the detection's score in frame f; <= 0: not detected.
 	score func(f int) float32
 	// mask, when set, gives the object's mask in frame f.
-	mask func(f int, box [4]float32) Mask
+	mask func(f int, box [4]float32) detection.Mask
 }
 
 func (m mover) box(f int) [4]float32 {
@@ -43,16 +45,16 @@ func run(t *testing.T, s Settings, n int, movers []mover) (ids [][]uint64, resul
 	}
 	rng := rand.New(rand.NewSource(1))
 	for f := 0; f < n; f++ {
-		var dets []Detection
+		var dets []detection.Detection
 		var owner []int
 		for k, m := range movers {
 			sc := m.score(f)
 			if sc <= 0 {
 				continue
 			}
-			d := Detection{Box: m.box(f), Score: sc, ClassID: m.class, Label: "obj"}
+			d := detection.Detection{Box: xyxy(m.box(f)), Score: sc, Label: m.class, Class: "obj"}
 			if m.mask != nil {
-				d.Mask = m.mask(f, d.Box)
+				d.Mask = m.mask(f, d.Box.XYXY())
 			}
 			dets = append(dets, d)
 			owner = append(owner, k)
@@ -63,8 +65,8 @@ func run(t *testing.T, s Settings, n int, movers []mover) (ids [][]uint64, resul
 		})
 		res := tr.Update(int64(f), time.Duration(f)*frameDur, dets)
 		row := make([]uint64, len(movers))
-		for i, id := range res.TrackIDs {
-			row[owner[i]] = id
+		for i, d := range dets {
+			row[owner[i]] = d.TrackID
 		}
 		ids = append(ids, row)
 		results = append(results, res)
@@ -289,9 +291,9 @@ func TestClassSeparation(t *testing.T) {
 // Two objects share one box (a disc inside a ring, side by side halves):
 // box IoU cannot tell them apart, the masks can.
 func TestMaskTieBreak(t *testing.T) {
-	half := func(left bool) func(int, [4]float32) Mask {
-		return func(_ int, b [4]float32) Mask {
-			m := Mask{X: int(b[0]), Y: int(b[1]), W: int(b[2] - b[0]), H: int(b[3] - b[1])}
+	half := func(left bool) func(int, [4]float32) detection.Mask {
+		return func(_ int, b [4]float32) detection.Mask {
+			m := detection.Mask{X: int(b[0]), Y: int(b[1]), W: int(b[2] - b[0]), H: int(b[3] - b[1])}
 			m.Bits = make([]byte, m.W*m.H)
 			for y := 0; y < m.H; y++ {
 				for x := 0; x < m.W; x++ {
@@ -336,8 +338,9 @@ func TestDroppedFrames(t *testing.T) {
 		if seq%5 == 4 {
 			f += 3 // three frames dropped before this one
 		}
-		res := tr.Update(seq, time.Duration(f)*frameDur, []Detection{{Box: m.box(f), Score: 0.9}})
-		if id := res.TrackIDs[0]; id != 0 && (len(seen) == 0 || seen[len(seen)-1] != id) {
+		dets := []detection.Detection{{Box: xyxy(m.box(f)), Score: 0.9}}
+		tr.Update(seq, time.Duration(f)*frameDur, dets)
+		if id := dets[0].TrackID; id != 0 && (len(seen) == 0 || seen[len(seen)-1] != id) {
 			seen = append(seen, id)
 		}
 	}
@@ -355,7 +358,7 @@ func TestLifecycleSummary(t *testing.T) {
 	m := mover{x: 10, y: 10, w: 20, h: 20, vx: 2}
 	var improved []int64
 	for f, sc := range scores {
-		res := tr.Update(int64(f+100), time.Duration(f)*frameDur, []Detection{{Box: m.box(f), Score: sc, Label: "circle"}})
+		res := tr.Update(int64(f+100), time.Duration(f)*frameDur, []detection.Detection{{Box: xyxy(m.box(f)), Score: sc, Class: "circle"}})
 		for _, x := range append(res.New, res.Updated...) {
 			if x.Improved {
 				improved = append(improved, x.LastSeq)
@@ -394,13 +397,13 @@ func TestEndAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	for f := 0; f < 5; f++ {
-		tr.Update(int64(f), time.Duration(f)*frameDur, []Detection{
-			{Box: [4]float32{0, 0, 10, 10}, Score: 0.9},
-			{Box: [4]float32{50, 50, 60, 60}, Score: 0.9},
-			{Box: [4]float32{100, 100, 110, 110}, Score: 0.9, ClassID: 2},
+		tr.Update(int64(f), time.Duration(f)*frameDur, []detection.Detection{
+			{Box: detection.Box{X1: 0, Y1: 0, X2: 10, Y2: 10}, Score: 0.9},
+			{Box: detection.Box{X1: 50, Y1: 50, X2: 60, Y2: 60}, Score: 0.9},
+			{Box: detection.Box{X1: 100, Y1: 100, X2: 110, Y2: 110}, Score: 0.9, Label: 2},
 		})
 	}
-	tr.Update(5, 5*frameDur, []Detection{{Box: [4]float32{200, 200, 210, 210}, Score: 0.9}}) // a tentative one
+	tr.Update(5, 5*frameDur, []detection.Detection{{Box: detection.Box{X1: 200, Y1: 200, X2: 210, Y2: 210}, Score: 0.9}}) // a tentative one
 	if got := len(tr.Active()); got != 3 {
 		t.Fatalf("%d active", got)
 	}
@@ -411,8 +414,9 @@ func TestEndAll(t *testing.T) {
 	if len(tr.Active()) != 0 {
 		t.Fatal("tracks left after EndAll")
 	}
-	res := tr.Update(6, 0, []Detection{{Box: [4]float32{0, 0, 10, 10}, Score: 0.9}})
-	if res.TrackIDs[0] != 0 {
+	dets := []detection.Detection{{Box: detection.Box{X1: 0, Y1: 0, X2: 10, Y2: 10}, Score: 0.9}}
+	tr.Update(6, 0, dets)
+	if dets[0].TrackID != 0 {
 		t.Fatal("an old track survived EndAll")
 	}
 }
@@ -424,15 +428,16 @@ func TestBadInput(t *testing.T) {
 	}
 	nan := float32(math.NaN())
 	for f := 0; f < 5; f++ {
-		res := tr.Update(int64(f), time.Duration(f)*frameDur, []Detection{
-			{Box: [4]float32{nan, 0, 10, 10}, Score: 0.9},
-			{Box: [4]float32{10, 10, 5, 20}, Score: 0.9},
-			{Box: [4]float32{0, 0, 10, 10}, Score: nan},
-			{Box: [4]float32{0, 0, 10, 10}, Score: 0.9, Mask: Mask{W: 10, H: 10, Bits: []byte{1}}}, // short Bits
-		})
-		for i, id := range res.TrackIDs[:3] {
-			if id != 0 {
-				t.Fatalf("bad detection %d got id %d", i, id)
+		dets := []detection.Detection{
+			{Box: detection.Box{X1: nan, Y1: 0, X2: 10, Y2: 10}, Score: 0.9},
+			{Box: detection.Box{X1: 10, Y1: 10, X2: 5, Y2: 20}, Score: 0.9},
+			{Box: detection.Box{X1: 0, Y1: 0, X2: 10, Y2: 10}, Score: nan},
+			{Box: detection.Box{X1: 0, Y1: 0, X2: 10, Y2: 10}, Score: 0.9, Mask: detection.Mask{W: 10, H: 10, Bits: []byte{1}}}, // short Bits
+		}
+		tr.Update(int64(f), time.Duration(f)*frameDur, dets)
+		for i, d := range dets[:3] {
+			if d.TrackID != 0 {
+				t.Fatalf("bad detection %d got id %d", i, d.TrackID)
 			}
 		}
 	}
@@ -464,3 +469,6 @@ func TestSettingsValidate(t *testing.T) {
 		}
 	}
 }
+
+// xyxy is the detection.Box of an x1, y1, x2, y2 array.
+func xyxy(b [4]float32) detection.Box { return detection.Box{X1: b[0], Y1: b[1], X2: b[2], Y2: b[3]} }

@@ -1,6 +1,10 @@
 package track
 
-import "math"
+import (
+	"math"
+
+	"github.com/htcstream/htcstream/detection"
+)
 
 // WarpMask moves a mask that was seen with box from to where box to puts
 // the object: every point keeps its place relative to the box (scale +
@@ -9,9 +13,9 @@ import "math"
 // only moved, sharing m.Bits when it stays inside the frame: most frames
 // between two keyframes move an object more than they resize it, and the
 // copy is the cost. An empty or degenerate input gives an empty mask.
-func WarpMask(m Mask, from, to [4]float32, frameW, frameH int) Mask {
-	if !m.ok() || !validBox(from) || !validBox(to) || frameW <= 0 || frameH <= 0 {
-		return Mask{}
+func WarpMask(m detection.Mask, from, to [4]float32, frameW, frameH int) detection.Mask {
+	if !maskOK(&m) || !validBox(from) || !validBox(to) || frameW <= 0 || frameH <= 0 {
+		return detection.Mask{}
 	}
 	sx := float64(to[2]-to[0]) / float64(from[2]-from[0])
 	sy := float64(to[3]-to[1]) / float64(from[3]-from[1])
@@ -27,9 +31,9 @@ func WarpMask(m Mask, from, to [4]float32, frameW, frameH int) Mask {
 	cx0, cy0 := max(nx0, 0), max(ny0, 0)
 	cx1, cy1 := min(nx1, frameW), min(ny1, frameH)
 	if cx1 <= cx0 || cy1 <= cy0 {
-		return Mask{}
+		return detection.Mask{}
 	}
-	out := Mask{X: cx0, Y: cy0, W: cx1 - cx0, H: cy1 - cy0}
+	out := detection.Mask{X: cx0, Y: cy0, W: cx1 - cx0, H: cy1 - cy0}
 	out.Bits = make([]byte, out.W*out.H)
 	// source column of each output column, computed once
 	cols := make([]int32, out.W)
@@ -49,16 +53,16 @@ func WarpMask(m Mask, from, to [4]float32, frameW, frameH int) Mask {
 }
 
 // shiftMask moves m to (x, y), clipped to the frame.
-func shiftMask(m Mask, x, y, frameW, frameH int) Mask {
+func shiftMask(m detection.Mask, x, y, frameW, frameH int) detection.Mask {
 	if x >= 0 && y >= 0 && x+m.W <= frameW && y+m.H <= frameH {
-		return Mask{X: x, Y: y, W: m.W, H: m.H, Bits: m.Bits}
+		return detection.Mask{X: x, Y: y, W: m.W, H: m.H, Bits: m.Bits}
 	}
 	cx0, cy0 := max(x, 0), max(y, 0)
 	cx1, cy1 := min(x+m.W, frameW), min(y+m.H, frameH)
 	if cx1 <= cx0 || cy1 <= cy0 {
-		return Mask{}
+		return detection.Mask{}
 	}
-	out := Mask{X: cx0, Y: cy0, W: cx1 - cx0, H: cy1 - cy0}
+	out := detection.Mask{X: cx0, Y: cy0, W: cx1 - cx0, H: cy1 - cy0}
 	out.Bits = make([]byte, out.W*out.H)
 	for r := 0; r < out.H; r++ {
 		sr := cy0 + r - y
