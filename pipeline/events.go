@@ -308,8 +308,8 @@ type eventWorker struct {
 	wake   chan struct{}
 	done   chan struct{}
 
-	paths   map[string]string // event id -> snapshot path
-	snapErr string
+	paths     map[string]string // event id -> snapshot path
+	snapFails int               // snapshots failed since the last saved
 }
 
 func newEventWorker(cfg EventStageConfig) *eventWorker {
@@ -400,13 +400,20 @@ func (w *eventWorker) do(j *eventJob) {
 			}
 			if err != nil {
 				w.cfg.Metrics.snapshot(cam, "failed", 1)
-				if msg := err.Error(); msg != w.snapErr { // once while it repeats
-					w.snapErr = msg
-					w.cfg.Logger.Error("snapshot not saved", "camera", cam, "err", err)
+				// Once per run of failures, as the MQTT sink does: a full
+				// disk fails every snapshot, each with its own temporary
+				// file's name in the message (285 lines in 40 s).
+				if w.snapFails == 0 {
+					w.cfg.Logger.Error("snapshot not saved; until one is, further failures are only counted (htcstream_snapshots_total{result=\"failed\"})",
+						"camera", cam, "err", err)
 				}
+				w.snapFails++
 				continue
 			}
-			w.snapErr = ""
+			if w.snapFails > 0 {
+				w.cfg.Logger.Info("snapshots saved again", "camera", cam, "failed", w.snapFails)
+				w.snapFails = 0
+			}
 			w.paths[id] = p
 			w.cfg.Metrics.snapshot(cam, "saved", 1)
 		}

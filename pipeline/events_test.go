@@ -3,7 +3,13 @@ package pipeline
 import (
 	"bytes"
 	"image/jpeg"
+	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,5 +229,110 @@ func TestEventStageSnapshots(t *testing.T) {
 		if blue := b > r; blue != clean {
 			t.Errorf("clean %v: snapshot pixel r %d b %d", clean, r>>8, b>>8)
 		}
+	}
+}
+
+// lockedBuffer is a log destination the event worker's goroutine writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// fullFolder is a folder where every snapshot fails, each with its own
+// temporary file's name in the error: a 64 KiB tmpfs filled up as root (a
+// full disk, the issue's case), else a read-only folder. free makes room.
+func fullFolder(t *testing.T) (dir string, free func()) {
+	t.Helper()
+	dir = t.TempDir()
+	if os.Geteuid() != 0 {
+		os.Chmod(dir, 0o555)
+		t.Cleanup(func() { os.Chmod(dir, 0o755) })
+		return dir, func() { os.Chmod(dir, 0o755) }
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break // ENOSPC: full
+		}
+	}
+	f.Close()
+	return dir, func() { os.Remove(filler) }
+}
+
+// Issue 21 D7: on a full disk every snapshot failed with an ERROR line of
+// its own (285 lines in 40 s). One line for the run of failures, every
+// failure counted in htcstream_snapshots_total, one line when they save
+// again.
+func TestEventSnapshotFailuresLoggedOnceAndCounted(t *testing.T) {
+	dir, free := fullFolder(t)
+	st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	m := NewMetricsWith(MetricsConfig{Classes: []string{"circle"}})
+	rules := defaultEvents().EventRules
+	rules.Enabled = true
+	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules, Store: st,
+		Publishers: []EventPublisher{&eventLog{}}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(seq int64) {
+		// four circles, each scoring better every frame: a snapshot each, each frame
+		var dets []cascade.Detection
+		for i := range 4 {
+			dets = append(dets, box(float32(5+22*i), 40, 10, 10, 0.5+0.02*float32(seq), 0))
+		}
+		stageFrame(s, seq, dets...)
+		time.Sleep(20 * time.Millisecond) // the worker keeps up: failures, not skips
+	}
+	for seq := int64(0); seq < 10; seq++ {
+		frame(seq)
+	}
+	free()
+	for seq := int64(10); seq < 13; seq++ {
+		frame(seq)
+	}
+	s.End()
+
+	out := logs.String()
+	if n := strings.Count(out, "level=ERROR"); n != 1 {
+		t.Errorf("%d ERROR lines for a run of failed snapshots, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "snapshots saved again") {
+		t.Errorf("no line when snapshots were saved again:\n%s", out)
+	}
+	var b strings.Builder
+	m.WriteTo(&b)
+	failed := regexp.MustCompile(`htcstream_snapshots_total\{camera="cam",result="failed"\} (\d+)`).FindStringSubmatch(b.String())
+	if failed == nil {
+		t.Fatalf("no failed snapshots counted:\n%s", b.String())
+	}
+	if n, _ := strconv.Atoi(failed[1]); n < 10 {
+		t.Errorf("%d failed snapshots counted, want one per failure (10 frames x 4 tracks, less any skipped)", n)
+	}
+	if !strings.Contains(b.String(), `htcstream_snapshots_total{camera="cam",result="saved"}`) {
+		t.Errorf("no saved snapshots after room was made:\n%s", b.String())
 	}
 }
