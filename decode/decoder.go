@@ -77,6 +77,7 @@ type Decoder struct {
 	pin         runtime.Pinner // lets C keep abort's address, as cgo's rules ask
 	interrupted atomic.Bool
 	packets     atomic.Int64
+	damagedN    atomic.Int64 // packets rejected as invalid + frames decoded with errors
 	opened      bool
 	cc          *astiav.CodecContext
 	pkt         *astiav.Packet
@@ -145,6 +146,12 @@ func (d *Decoder) Interrupt() {
 // yet (a camera's long wait for its next keyframe). Any goroutine may call
 // it.
 func (d *Decoder) Packets() int64 { return d.packets.Load() }
+
+// DecodeErrors counts the damage the decoder met so far: packets it
+// rejected as invalid data (each costs a picture) and pictures it decoded
+// with errors concealed or flagged corrupt. A whole input gives 0. Any
+// goroutine may call it.
+func (d *Decoder) DecodeErrors() int64 { return d.damagedN.Load() }
 
 func (d *Decoder) open(ctx context.Context, o Options) error {
 	url := d.name
@@ -384,6 +391,7 @@ func (d *Decoder) feed() error {
 		if err != nil && !errors.Is(err, astiav.ErrEagain) {
 			if errors.Is(err, astiav.ErrInvaliddata) {
 				// A damaged packet costs its own picture, not the stream.
+				d.damagedN.Add(1)
 				continue
 			}
 			return fmt.Errorf("decode %s: %w", d.name, err)
@@ -393,6 +401,9 @@ func (d *Decoder) feed() error {
 }
 
 func (d *Decoder) emit() (*Frame, error) {
+	if frameDamaged(d.frame) {
+		d.damagedN.Add(1)
+	}
 	pic, err := d.software(d.frame)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", d.name, err)

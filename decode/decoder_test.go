@@ -3,6 +3,7 @@ package decode
 import (
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,4 +165,54 @@ func TestFrameCount(t *testing.T) {
 	if n := d.FrameCount(); n != 30 {
 		t.Fatalf("frame count %d, want 30", n)
 	}
+}
+
+// damage overwrites n bytes in the middle of a copy of path with bytes of a
+// fixed seed: the same damage every run.
+func damage(t *testing.T, path string, n int) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2*n {
+		t.Fatalf("%s is %d bytes, too small to damage %d", path, len(b), n)
+	}
+	junk := rand.New(rand.NewPCG(21, 11))
+	for i := len(b)/2 - n/2; i < len(b)/2+n/2; i++ {
+		b[i] = byte(junk.Uint32())
+	}
+	out := filepath.Join(t.TempDir(), "damaged"+filepath.Ext(path))
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Issue 21 D11: 25 KB of junk in an mp4 lost frames without a word. The
+// decoder counts the damage it meets; a whole file has none.
+func TestDecodeErrorsAreCounted(t *testing.T) {
+	whole := makeVideo(t, "whole.mp4", "testsrc2=s=320x240:r=25:d=8", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+	count := func(path string) (frames int, errs, declared int64) {
+		d, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		for {
+			if _, err := d.Next(); err != nil {
+				break
+			}
+			frames++
+		}
+		return frames, d.DecodeErrors(), d.FrameCount()
+	}
+	if n, errs, _ := count(whole); n != 200 || errs != 0 {
+		t.Fatalf("whole file: %d frames, %d decode errors; want 200, 0", n, errs)
+	}
+	n, errs, declared := count(damage(t, whole, 25000))
+	if errs == 0 {
+		t.Errorf("damaged file: %d of %d frames and no decode error counted", n, declared)
+	}
+	t.Logf("damaged file: %d of %d frames, %d decode errors", n, declared, errs)
 }

@@ -7,6 +7,9 @@ package decode
 //   return fc->duration_estimation_method == AVFMT_DURATION_FROM_BITRATE;
 // }
 // static unsigned int nb_streams(const AVFormatContext *fc) { return fc->nb_streams; }
+// static int frame_damaged(const AVFrame *f) {
+//   return f->decode_error_flags != 0 || (f->flags & AV_FRAME_FLAG_CORRUPT) != 0;
+// }
 import "C"
 
 import (
@@ -40,4 +43,16 @@ func rawNbStreams(fc *astiav.FormatContext) int {
 		return -1
 	}
 	return int(C.nb_streams(c))
+}
+
+// frameDamaged reports whether the decoder flagged f as damaged: it
+// concealed errors in it (decode_error_flags) or marked it corrupt.
+// go-astiav v0.12.0 wraps neither field; like rawFormatContext, this reads
+// the AVFrame its struct holds as its only field.
+func frameDamaged(f *astiav.Frame) bool {
+	if f == nil {
+		return false
+	}
+	c := *(**C.AVFrame)(unsafe.Pointer(f))
+	return c != nil && C.frame_damaged(c) != 0
 }

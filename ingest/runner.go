@@ -33,6 +33,9 @@ type Runner struct {
 	ran   atomic.Bool
 	// skipped counts the unreadable pictures an image folder passed over.
 	skipped atomic.Int64
+	// decodeErrors sums the damage the decoders met (decode.Decoder's
+	// DecodeErrors), over every session.
+	decodeErrors atomic.Int64
 }
 
 // NewRunner checks cfg and prepares a runner for src.
@@ -68,6 +71,12 @@ func (r *Runner) State() State { return State(r.state.Load()) }
 // (each logged as a warning) and were passed over; any goroutine may call
 // it.
 func (r *Runner) Skipped() int64 { return r.skipped.Load() }
+
+// DecodeErrors counts the damage the source's decoders met so far, over
+// every session: packets rejected as invalid data and pictures decoded
+// with errors. A session's first is logged as a warning, and its total
+// when it ends; any goroutine may call it.
+func (r *Runner) DecodeErrors() int64 { return r.decodeErrors.Load() }
 
 // Run opens the source and hands each frame to emit, in order, on Run's
 // goroutine; emit owns the frame. Run returns when the source ends (nil
@@ -165,10 +174,25 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 	}
 	tl.newSession()
 	n := 0
+	var damaged int64 // this session's decode errors
+	defer func() {
+		if damaged > 0 {
+			r.cfg.Logger.Warn("damaged input: decode errors in this pass (each a picture lost or decoded with errors)",
+				"source", r.name, "decode_errors", damaged, "frames", n)
+		}
+	}()
 	for {
 		dog.enter()
 		f, err := d.Next()
 		dog.leave()
+		if e := d.DecodeErrors(); e > damaged {
+			if damaged == 0 {
+				r.cfg.Logger.Warn("damaged input: the decoder met errors; pictures are lost or concealed (counted in the summary and htcstream_decode_errors_total)",
+					"source", r.name, "frame", tl.seq)
+			}
+			r.decodeErrors.Add(e - damaged)
+			damaged = e
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return n, nil

@@ -217,11 +217,21 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 	cfg := s.Config
 	cfg.StreamID = s.ID
 	cfg.OnState = s.Metrics.IngestHook(s.ID, cfg.OnState)
+	s.Metrics.SetOpenTimeout(s.ID, cfg.OpenTimeout)
 	r, err := ingest.NewRunner(s.Source, cfg)
 	if err != nil {
 		return err
 	}
+	var counted int64 // decode errors passed on to the metrics
+	countErrors := func() {
+		if e := r.DecodeErrors(); e > counted {
+			s.Metrics.DecodeErrors(s.ID, e-counted)
+			counted = e
+		}
+	}
+	defer countErrors()
 	err = r.Run(ctx, func(f *decode.Frame) error {
+		countErrors()
 		if !emit(f) {
 			return errConsumerDone
 		}

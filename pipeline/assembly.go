@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
@@ -204,7 +203,6 @@ func Execute(cfg RunConfig, opt Options) error {
 
 	var frames atomic.Int64
 	progress := StartProgress(opt.Stderr, &frames, expectedFrames(cams, parsed, opt.MaxFrames))
-	start := time.Now()
 	counted := make([]Detector, len(detectors))
 	for i, d := range detectors {
 		counted[i] = countingDetector{d, &frames}
@@ -223,10 +221,13 @@ func Execute(cfg RunConfig, opt Options) error {
 	})
 	progress()
 	events.close() // the streams have ended: flush what is queued
-	elapsed := time.Since(start)
 	for _, s := range sources {
-		in, n, dropped := metrics.Snapshot(s.Name())
-		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped, %.1f fps\n", s.Name(), in, n, dropped, float64(n)/elapsed.Seconds())
+		sum := metrics.Summary(s.Name())
+		damage := ""
+		if sum.DecodeErrors > 0 {
+			damage = fmt.Sprintf(", %d decode errors (damaged input: pictures lost or concealed)", sum.DecodeErrors)
+		}
+		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %.1f fps\n", s.Name(), sum.In, sum.Out, sum.Dropped, damage, sum.FPS)
 	}
 	out.report(opt.Stdout, interrupted.Load() != nil)
 	events.report(opt.Stdout)
@@ -373,8 +374,11 @@ type outputs struct {
 	stuff   []bool
 	hub     *stream.Hub
 	shared  *DetectionsSink
-	written []string
+	written []written
 }
+
+// written is an output file the run opened: what it holds and where.
+type written struct{ what, path string }
 
 func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub) (*outputs, error) {
 	o := &outputs{cfg: cfg, cams: cams, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub}
@@ -384,7 +388,7 @@ func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub
 			return nil, err
 		}
 		o.shared = o.detectionsSink(js)
-		o.written = append(o.written, "detections: "+cfg.Outputs.Detections)
+		o.written = append(o.written, written{"detections", cfg.Outputs.Detections})
 	}
 	return o, nil
 }
@@ -407,7 +411,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.written = append(o.written, "video: "+p)
+		o.written = append(o.written, written{"video", p})
 		ss = append(ss, FileSink{S: fsink})
 	}
 	if o.shared != nil {
@@ -418,7 +422,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.written = append(o.written, "detections: "+p)
+		o.written = append(o.written, written{"detections", p})
 		ss = append(ss, o.detectionsSink(js).For())
 	}
 	if o.hub != nil && cam.Outputs.Serve {
@@ -428,9 +432,18 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 }
 
 // report lists what was written; after an interrupt it says the files end
-// early (they are complete and playable, but not the whole input).
+// early (they are complete and playable, but not the whole input). A
+// video that got no frame is not left on disk (stream.ErrNoFrames), and
+// the summary says so rather than naming a file that is not there.
 func (o *outputs) report(w io.Writer, interrupted bool) {
-	for _, line := range o.written {
+	for _, f := range o.written {
+		if f.what == "video" {
+			if _, err := os.Stat(f.path); err != nil {
+				fmt.Fprintf(w, "video: none written (no frame reached %s)\n", f.path)
+				continue
+			}
+		}
+		line := f.what + ": " + f.path
 		if interrupted {
 			line += " (interrupted: ends early)"
 		}

@@ -59,6 +59,7 @@ type MetricsConfig struct {
 //
 //	htcstream_build_info{version,goversion,provider,model}  1
 //	htcstream_frames_in_total, _frames_out_total, _frames_dropped_total
+//	htcstream_decode_errors_total{camera}  damaged packets and pictures
 //	htcstream_source_state{camera,state}  1 for the current state, 0 for the others
 //	htcstream_reconnects_total{camera}
 //	htcstream_detections_total{camera,label}
@@ -90,8 +91,18 @@ type Metrics struct {
 
 type streamMetrics struct {
 	in, out, dropped atomic.Uint64
+	decodeErrors     atomic.Uint64
 	state            atomic.Value // string
 	lastErr          atomic.Value // string: why the source last retried or failed
+	// attempt is the state's attempt (ingest.Event.Attempt) and since
+	// when the stream is in it (unix ns), for /healthz's verdict on
+	// connecting; openTimeout bounds a healthy first attempt.
+	attempt     atomic.Int64
+	since       atomic.Int64
+	openTimeout atomic.Int64
+	// firstIn and lastOut (unix ns) time the frames for the summary's
+	// rate, without the waits of starting and shutting down.
+	firstIn, lastOut atomic.Int64
 }
 
 // NewMetrics returns empty metrics; provider names the execution provider
@@ -185,6 +196,8 @@ func (m *Metrics) stream(name string) *streamMetrics {
 	if s == nil {
 		s = &streamMetrics{}
 		s.state.Store(ingest.StateConnecting.String())
+		s.since.Store(time.Now().UnixNano())
+		s.openTimeout.Store(int64(ingest.DefaultOpenTimeout))
 		m.streams[name] = s
 		m.reconnects.WithLabelValues(name)
 		m.latency.WithLabelValues(name)
@@ -195,6 +208,7 @@ func (m *Metrics) stream(name string) *streamMetrics {
 func (m *Metrics) frameIn(name string) {
 	if s := m.stream(name); s != nil {
 		s.in.Add(1)
+		s.firstIn.CompareAndSwap(0, time.Now().UnixNano())
 	}
 }
 
@@ -207,6 +221,7 @@ func (m *Metrics) frameDropped(name string) {
 func (m *Metrics) frameOut(name string, latency time.Duration) {
 	if s := m.stream(name); s != nil {
 		s.out.Add(1)
+		s.lastOut.Store(time.Now().UnixNano())
 		m.latency.WithLabelValues(name).Observe(latency.Seconds())
 	}
 }
@@ -215,8 +230,49 @@ func (m *Metrics) frameOut(name string, latency time.Duration) {
 // among them shows as 0 in every series).
 func (m *Metrics) SourceState(name, state string) {
 	if s := m.stream(name); s != nil {
-		s.state.Store(state)
+		if s.state.Swap(state) != state {
+			s.since.Store(time.Now().UnixNano())
+		}
 	}
+}
+
+// SetOpenTimeout is how long a source's first attempt to open may take
+// while /healthz still calls it healthy (ingest.Config.OpenTimeout;
+// default ingest.DefaultOpenTimeout).
+func (m *Metrics) SetOpenTimeout(name string, d time.Duration) {
+	if s := m.stream(name); s != nil && d > 0 {
+		s.openTimeout.Store(int64(d))
+	}
+}
+
+// DecodeErrors counts damage a source's decoder met (ingest.Runner's
+// DecodeErrors): n more for the stream.
+func (m *Metrics) DecodeErrors(name string, n int64) {
+	if s := m.stream(name); s != nil && n > 0 {
+		s.decodeErrors.Add(uint64(n))
+	}
+}
+
+// StreamSummary is a stream's numbers for the run's summary line.
+type StreamSummary struct {
+	In, Out, Dropped, DecodeErrors uint64
+	// FPS is frames out a second from the first frame in to the last out:
+	// the rate of the work, without the waits before the first frame and
+	// after the last (closing outputs, flushing events).
+	FPS float64
+}
+
+// Summary returns a stream's numbers for the summary.
+func (m *Metrics) Summary(name string) StreamSummary {
+	s := m.stream(name)
+	if s == nil {
+		return StreamSummary{}
+	}
+	out := StreamSummary{In: s.in.Load(), Out: s.out.Load(), Dropped: s.dropped.Load(), DecodeErrors: s.decodeErrors.Load()}
+	if first, last := s.firstIn.Load(), s.lastOut.Load(); first > 0 && last > first {
+		out.FPS = float64(out.Out) / time.Duration(last-first).Seconds()
+	}
+	return out
 }
 
 // Reconnect counts one attempt to reconnect a live source.
@@ -238,6 +294,9 @@ func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest
 	}
 	m.stream(camera)
 	return func(e ingest.Event) {
+		s := m.stream(camera)
+		s.attempt.Store(int64(e.Attempt))
+		s.since.Store(time.Now().UnixNano()) // a new attempt is a new start
 		m.SourceState(camera, e.State.String())
 		if e.Err != nil && (e.State == ingest.StateRetrying || e.State == ingest.StateFailed) {
 			m.stream(camera).lastErr.Store(e.Err.Error())
@@ -252,9 +311,12 @@ func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest
 }
 
 // Health reports every stream's source state for the web API's /healthz
-// (stream.Routes.Health): connecting, live and ended are fine, retrying
-// and failed are not; Error is the last drop or failure, if any. Streams
-// are sorted by name.
+// (stream.Routes.Health): live and ended are fine, retrying and failed
+// are not, and connecting is fine only on a source's first attempt and
+// for no longer than its open timeout. A camera that was never reached
+// (a server that accepts and never answers) goes connecting, retrying,
+// connecting... and must not flap between 200 and 503 with it. Error is
+// the last drop or failure, if any. Streams are sorted by name.
 func (m *Metrics) Health() []stream.SourceHealth {
 	if m == nil {
 		return nil
@@ -263,8 +325,11 @@ func (m *Metrics) Health() []stream.SourceHealth {
 	out := make([]stream.SourceHealth, 0, len(m.streams))
 	for name, s := range m.streams {
 		st := s.state.Load().(string)
-		h := stream.SourceHealth{Name: name, State: st,
-			OK: st != ingest.StateRetrying.String() && st != ingest.StateFailed.String()}
+		ok := st != ingest.StateRetrying.String() && st != ingest.StateFailed.String()
+		if st == ingest.StateConnecting.String() {
+			ok = s.attempt.Load() == 0 && time.Since(time.Unix(0, s.since.Load())) <= time.Duration(s.openTimeout.Load())
+		}
+		h := stream.SourceHealth{Name: name, State: st, OK: ok}
 		if e, _ := s.lastErr.Load().(string); e != "" && !h.OK {
 			h.Error = e
 		}
@@ -450,6 +515,8 @@ var (
 		"Frames that reached the sinks.", []string{"camera"}, nil)
 	descDropped = prometheus.NewDesc("htcstream_frames_dropped_total",
 		"Frames of live sources dropped before inference to keep latency bounded.", []string{"camera"}, nil)
+	descDecodeErrors = prometheus.NewDesc("htcstream_decode_errors_total",
+		"Damage the decoder met in the source: packets rejected as invalid and pictures decoded with errors.", []string{"camera"}, nil)
 	descState = prometheus.NewDesc("htcstream_source_state",
 		"Current state of each source: 1 for the state it is in, 0 for the others.", []string{"camera", "state"}, nil)
 )
@@ -458,6 +525,7 @@ func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descIn
 	ch <- descOut
 	ch <- descDropped
+	ch <- descDecodeErrors
 	ch <- descState
 }
 
@@ -478,6 +546,7 @@ func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descIn, prometheus.CounterValue, float64(s.in.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descOut, prometheus.CounterValue, float64(s.out.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.dropped.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descDecodeErrors, prometheus.CounterValue, float64(s.decodeErrors.Load()), n)
 		cur := s.state.Load().(string)
 		for _, st := range SourceStates {
 			v := 0.0

@@ -2,7 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -207,4 +210,135 @@ func TestMetricsFollowALiveSource(t *testing.T) {
 	emu.Lock()
 	t.Logf("states: %v", events)
 	emu.Unlock()
+}
+
+// Issue 21 D11: the damage a source's decoder meets shows on /metrics
+// (htcstream_decode_errors_total) and in the summary's numbers.
+func TestMetricsCountDecodeErrors(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=8",
+		"-c:v", "libx264", "-pix_fmt", "yuv420p", clip).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := rand.New(rand.NewPCG(21, 11))
+	for i := len(b)/2 - 12500; i < len(b)/2+12500; i++ {
+		b[i] = byte(junk.Uint32())
+	}
+	os.WriteFile(clip, b, 0o644)
+
+	src, err := ingest.Parse(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics("cpu")
+	s := &IngestSource{ID: "cam", Source: src, Metrics: m}
+	if err := s.Run(context.Background(), func(f *decode.Frame) bool { m.frameIn("cam"); return true }); err != nil {
+		t.Fatal(err)
+	}
+	sum := m.Summary("cam")
+	if sum.DecodeErrors == 0 || sum.In == 0 || sum.In >= 200 {
+		t.Fatalf("summary %+v: want some frames, fewer than 200, and decode errors", sum)
+	}
+	var w strings.Builder
+	m.WriteTo(&w)
+	if want := fmt.Sprintf(`htcstream_decode_errors_total{camera="cam"} %d`, sum.DecodeErrors); !strings.Contains(w.String(), want) {
+		t.Errorf("exposition lacks %s", want)
+	}
+}
+
+// Issue 21 D8: a camera whose server accepts and never answers went
+// connecting (200), retrying (503), connecting (200)...: /healthz flapped.
+// Once its first attempt has failed it stays unhealthy until it is live.
+func TestHealthOfACameraThatNeverAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var hmu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hmu.Lock()
+			held = append(held, c) // accepted, never answered
+			hmu.Unlock()
+		}
+	}()
+	defer func() {
+		hmu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		hmu.Unlock()
+	}()
+
+	src, err := ingest.Parse("rtsp://" + ln.Addr().String() + "/cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics("cpu")
+	s := &IngestSource{ID: "door", Source: src, Metrics: m, Config: ingest.Config{
+		OpenTimeout: 300 * time.Millisecond, MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}}
+	srv, err := stream.NewServer(stream.ServerConfig{Addr: "127.0.0.1:0"}, stream.Routes{Metrics: m, Health: m.Health})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	healthz := func() (int, string) {
+		t.Helper()
+		res, err := http.Get(srv.URL() + "healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx, func(*decode.Frame) bool { return true })
+	}()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _ := healthz(); code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/healthz never said the camera was down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Several attempts (each connecting for up to the open timeout), none
+	// healthy.
+	states := map[string]bool{}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		code, body := healthz()
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("/healthz flapped to %d: %s", code, body)
+		}
+		for _, st := range []string{"connecting", "retrying"} {
+			if strings.Contains(body, `"state":"`+st+`"`) {
+				states[st] = true
+			}
+		}
+	}
+	if !states["connecting"] || !states["retrying"] {
+		t.Errorf("states seen while unhealthy: %v, want connecting and retrying", states)
+	}
 }

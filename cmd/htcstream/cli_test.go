@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,4 +152,71 @@ func interruptRun(t *testing.T, sig syscall.Signal, code int) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// damagedClip is a 6 s clip with 8 KB of fixed junk in its middle.
+func damagedClip(t *testing.T) string {
+	t.Helper()
+	clip := filepath.Join(t.TempDir(), "damaged.mp4")
+	if b, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=10:d=6",
+		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", clip).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := rand.New(rand.NewPCG(21, 11))
+	for i := len(b)/2 - 4000; i < len(b)/2+4000; i++ {
+		b[i] = byte(junk.Uint32())
+	}
+	if err := os.WriteFile(clip, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return clip
+}
+
+// Issue 21 D11 and D10: a damaged input is warned of and its decode errors
+// are in the summary (the run still succeeds: what decoded is written); an
+// audio-only input or an mp4 without its moov writes no video, and the
+// summary does not name one.
+func TestRunReportsDamageAndUnwrittenVideo(t *testing.T) {
+	model, _ := filepath.Abs(bundle)
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	cmd := asMain(dir, "run", damagedClip(t), "--out", "o.mp4", "--model", model)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("damaged input: %v\n%s", err, errb.String())
+	}
+	if !regexp.MustCompile(`stream damaged: \d+ frames in, \d+ out, 0 dropped, [1-9]\d* decode errors`).MatchString(out.String()) {
+		t.Errorf("summary of a damaged input:\n%s", out.String())
+	}
+	if !strings.Contains(errb.String(), "damaged input") {
+		t.Errorf("no warning of the damage:\n%s", errb.String())
+	}
+
+	audio := filepath.Join(dir, "audio.mp4")
+	if b, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=1",
+		"-c:a", "aac", "-y", audio).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	whole, _ := os.ReadFile(damagedClip(t))
+	noMoov := filepath.Join(dir, "nomoov.mp4")
+	// the moov is at the end (ffmpeg's default): the first half has none
+	os.WriteFile(noMoov, whole[:len(whole)/2], 0o644)
+	for _, in := range []string{audio, noMoov} {
+		out.Reset()
+		errb.Reset()
+		cmd := asMain(dir, "run", in, "--out", "v.mp4", "--model", model)
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.Run()
+		v := filepath.Join(dir, "v.mp4")
+		if _, err := os.Stat(v); err == nil {
+			t.Errorf("%s: a video was written", in)
+		}
+		if strings.Contains(out.String(), "video: "+v) || !strings.Contains(out.String(), "video: none written") {
+			t.Errorf("%s: summary:\n%s", in, out.String())
+		}
+	}
 }
