@@ -342,3 +342,21 @@ func TestHealthOfACameraThatNeverAnswers(t *testing.T) {
 		t.Errorf("states seen while unhealthy: %v, want connecting and retrying", states)
 	}
 }
+
+// Issue 21: the summary's fps divided by the whole run, shutdown waits
+// (closing outputs, flushing events) included. Its rate is of the frames
+// alone: waiting after the last frame does not change it.
+func TestSummaryRateLeavesOutTheWaitsAfterTheLastFrame(t *testing.T) {
+	m := NewMetrics("cpu")
+	for range 5 {
+		m.frameIn("cam")
+		time.Sleep(5 * time.Millisecond)
+		m.frameOut("cam", time.Millisecond)
+	}
+	before := m.Summary("cam")
+	time.Sleep(100 * time.Millisecond) // the outputs closing
+	after := m.Summary("cam")
+	if before.FPS <= 0 || after.FPS != before.FPS || after.Out != 5 {
+		t.Errorf("rate %v before the wait, %v after (%+v)", before.FPS, after.FPS, after)
+	}
+}
