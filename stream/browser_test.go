@@ -165,7 +165,8 @@ func TestBrowserViewer(t *testing.T) {
 		asks, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!document.querySelector('#auth').hidden`))
 		return err == nil && asks
 	})
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?play=demo#token="+token)); err != nil {
+	// The bare address with the token: the page plays every stream itself.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#token="+token)); err != nil {
 		t.Fatalf("open the viewer page: %v", err)
 	}
 	kept, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash + '|' + localStorage.getItem('htcstream.token')`))
@@ -187,6 +188,10 @@ func TestBrowserViewer(t *testing.T) {
 			FramesDropped int       `json:"framesDropped"`
 			FPS           float64   `json:"fps"`
 			LatencyMs     []float64 `json:"latencyMs"`
+			Synced        int       `json:"synced"`
+			Lagging       bool      `json:"lagging"`
+			ShownRtp      int64     `json:"shownRtp"`
+			LabelsRtp     int64     `json:"labelsRtp"`
 		} `json:"stats"`
 	}
 	read := func() pageState {
@@ -210,7 +215,7 @@ func TestBrowserViewer(t *testing.T) {
 	deadline := time.Now().Add(45 * time.Second)
 	for {
 		st = read()
-		if st.Stats.FramesDecoded > 30 && st.Stats.Detections > 30 && len(st.Stats.LatencyMs) >= 20 && st.ReadyState >= 2 {
+		if st.Stats.FramesDecoded > 30 && st.Stats.Detections > 30 && len(st.Stats.LatencyMs) >= 20 && st.ReadyState >= 2 && st.Stats.Synced > 20 {
 			break
 		}
 		if st.Stats.State == "error" || time.Now().After(deadline) {
@@ -225,6 +230,12 @@ func TestBrowserViewer(t *testing.T) {
 	}
 	if !later.Stats.Hello || later.Stats.OutOfOrder != 0 || later.Stats.LastCount < 2 || later.CountText == "" {
 		t.Fatalf("detections on the page: %+v", later)
+	}
+	// The labels shown are those of the frame on screen, matched by its
+	// RTP timestamp, not the newest message's (which runs ahead of the
+	// video's jitter buffer).
+	if later.Stats.Lagging || later.Stats.Synced < 20 || later.Stats.LabelsRtp != later.Stats.ShownRtp {
+		t.Fatalf("labels out of step with the picture: %+v", later.Stats)
 	}
 	if s := streamStats(hub, "demo"); s.Viewers != 1 {
 		t.Fatalf("hub sees %d viewers, want 1: %+v", s.Viewers, s)

@@ -1,12 +1,16 @@
-// htcstream viewer: lists the hub's streams and plays any of them over WHEP
-// (RFC 9725), with each frame's detections from the "detections" data
-// channel shown under its video.
+// htcstream viewer: lists the hub's streams and plays every one of them
+// over WHEP (RFC 9725) as the page opens, with the detections of the frame
+// on screen (from the "detections" data channel) shown under its video.
 //
 // window.__htcstats[stream] exposes what each player saw, for tests and
 // for anyone curious in the console.
 'use strict';
 
 const players = new Map();
+// Streams the user stopped: the page starts every other one by itself.
+const stoppedByUser = new Set();
+// ?play=a,b plays only those; without it the page plays every stream.
+const only = (new URLSearchParams(location.search).get('play') || '').split(',').filter(Boolean);
 window.__htcstats = {};
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -20,13 +24,22 @@ const TOKEN_KEY = 'htcstream.token';
 
 function takeTokenFromFragment() {
   const frag = new URLSearchParams(location.hash.slice(1));
-  if (!frag.has('token')) return;
+  if (!frag.has('token')) return false;
   const t = frag.get('token');
   if (t) localStorage.setItem(TOKEN_KEY, t);
   frag.delete('token');
   const rest = frag.toString();
   history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  return true;
 }
+
+// A link with the token opened in a tab already on the page changes only
+// the fragment: no reload, so take the token here too.
+window.addEventListener('hashchange', () => {
+  if (!takeTokenFromFragment()) return;
+  $('#auth').hidden = true;
+  refreshList();
+});
 
 function authHeaders(extra = {}) {
   const t = localStorage.getItem(TOKEN_KEY);
@@ -88,11 +101,16 @@ async function refreshList() {
     );
     const td = el('td');
     const b = el('button', players.has(s.id) ? 'stop' : 'play');
-    b.onclick = () => (players.has(s.id) ? stop(s.id) : play(s.id));
+    b.onclick = () => (players.has(s.id) ? stop(s.id, true) : (stoppedByUser.delete(s.id), play(s.id)));
     td.append(b);
     tr.append(td);
     return tr;
   }));
+  for (const s of streams) {
+    if (players.has(s.id) || stoppedByUser.has(s.id)) continue;
+    if (only.length && !only.includes(s.id)) continue;
+    play(s.id);
+  }
 }
 
 // whep connects to a WHEP endpoint. The client makes the offer, so it also
@@ -147,7 +165,7 @@ async function play(id) {
   if (players.has(id)) return;
   const node = $('#player').content.firstElementChild.cloneNode(true);
   $('.name', node).textContent = id;
-  $('.stop', node).onclick = () => stop(id);
+  $('.stop', node).onclick = () => stop(id, true);
   const video = $('video', node);
   video.muted = true; // browsers autoplay only muted video without a click
   $('#players').append(node);
@@ -156,6 +174,11 @@ async function play(id) {
     state: 'connecting', hello: false, detections: 0, lastSeq: -1, outOfOrder: 0,
     lastCount: 0, lastLabels: [], framesDecoded: 0, framesDropped: 0, fps: 0,
     latencyMs: [], latencyMedianMs: NaN,
+    // shownRtp: the RTP timestamp of the frame on screen; labelsRtp: that
+    // of the frame whose detections are shown (equal when in step);
+    // lagging: the browser cannot tell which frame is shown, so labels
+    // are the newest message's and say so.
+    shownRtp: -1, labelsRtp: -1, labelsSeq: -1, synced: 0, lagging: false,
   };
   window.__htcstats[id] = st;
   const p = { node, video, st, conn: null, timer: 0 };
@@ -172,16 +195,40 @@ async function play(id) {
     st.latencyMedianMs = median(st.latencyMs);
   };
   const trim = (m) => { if (m.size > 300) m.delete(m.keys().next().value); };
+  // Detections wait here, by their frame's RTP timestamp, until the frame
+  // itself is shown: the data channel is faster than the video's jitter
+  // buffer, so showing a message on arrival would label a frame not yet on
+  // screen.
+  const pending = new Map();
+  const showLabels = (m, synced) => {
+    st.lastCount = m.count;
+    st.lastLabels = m.labels;
+    st.labelsSeq = m.seq;
+    if (synced) { st.labelsRtp = m.rtp_ts; st.synced++; }
+    $('.count', node).textContent = `${m.count} detection${m.count === 1 ? '' : 's'}`;
+    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label}${l.track_id ? ' #' + l.track_id : ''} ${l.score.toFixed(2)}`, 'chip')));
+    $('.det', node).classList.toggle('lagging', !synced);
+    $('.det', node).title = synced ? `detections of frame ${m.seq}, the one shown` : 'the newest detections; they may lag or lead the picture';
+  };
+  const syncable = 'requestVideoFrameCallback' in video;
+  st.lagging = !syncable;
   const onFrame = (now, meta) => {
     if (meta.rtpTimestamp !== undefined) {
+      const ts = meta.rtpTimestamp;
+      st.shownRtp = ts;
       const shown = performance.timeOrigin + meta.presentationTime;
-      const sent = sentAt.get(meta.rtpTimestamp);
-      if (sent !== undefined) { record(shown - sent); sentAt.delete(meta.rtpTimestamp); }
-      else { shownAt.set(meta.rtpTimestamp, shown); trim(shownAt); }
+      const sent = sentAt.get(ts);
+      if (sent !== undefined) { record(shown - sent); sentAt.delete(ts); }
+      else { shownAt.set(ts, shown); trim(shownAt); }
+      const m = pending.get(ts);
+      if (m) showLabels(m, true);
+      // Older messages belong to frames that will never be shown now
+      // (dropped or skipped); RTP timestamps grow with the frames.
+      for (const k of pending.keys()) { if (k === ts || ((ts - k) >>> 0) < 0x80000000) pending.delete(k); }
     }
     if (players.get(id) === p) video.requestVideoFrameCallback(onFrame);
   };
-  if ('requestVideoFrameCallback' in video) video.requestVideoFrameCallback(onFrame);
+  if (syncable) video.requestVideoFrameCallback(onFrame);
 
   const onMessage = (m) => {
     if (m.type === 'hello') { st.hello = true; return; }
@@ -189,15 +236,16 @@ async function play(id) {
     st.detections++;
     if (m.seq <= st.lastSeq) st.outOfOrder++;
     st.lastSeq = m.seq;
-    st.lastCount = m.count;
-    st.lastLabels = m.labels;
-    if (m.rtp_ts !== undefined) {
-      const shown = shownAt.get(m.rtp_ts);
-      if (shown !== undefined) { record(shown - m.sent_ms); shownAt.delete(m.rtp_ts); }
-      else { sentAt.set(m.rtp_ts, m.sent_ms); trim(sentAt); }
+    if (m.rtp_ts === undefined || !syncable) { showLabels(m, false); return; }
+    const shown = shownAt.get(m.rtp_ts);
+    if (shown !== undefined) {
+      // its frame went to the screen before the message came
+      record(shown - m.sent_ms); shownAt.delete(m.rtp_ts);
+      if (st.shownRtp === m.rtp_ts) showLabels(m, true);
+      return;
     }
-    $('.count', node).textContent = `${m.count} detection${m.count === 1 ? '' : 's'}`;
-    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label}${l.track_id ? ' #' + l.track_id : ''} ${l.score.toFixed(2)}`, 'chip')));
+    sentAt.set(m.rtp_ts, m.sent_ms); trim(sentAt);
+    pending.set(m.rtp_ts, m); trim(pending);
   };
 
   try {
@@ -232,9 +280,10 @@ async function play(id) {
   refreshList();
 }
 
-function stop(id) {
+function stop(id, byUser = false) {
   const p = players.get(id);
   if (!p) return;
+  if (byUser) stoppedByUser.add(id);
   players.delete(id);
   clearInterval(p.timer);
   if (p.conn) p.conn.close();
@@ -248,9 +297,7 @@ window.addEventListener('pagehide', () => { for (const id of [...players.keys()]
 
 takeTokenFromFragment();
 
-// ?play=a,b starts those streams at once.
-for (const id of (new URLSearchParams(location.search).get('play') || '').split(',')) {
-  if (id) play(id);
-}
+// ?play=a,b starts those at once (the list may not know them yet).
+for (const id of only) play(id);
 refreshList();
 setInterval(refreshList, 2000);
