@@ -300,7 +300,7 @@ func TestEventSnapshotFailuresLoggedOnceAndCounted(t *testing.T) {
 	}
 	frame := func(seq int64) {
 		// four circles, each scoring better every frame: a snapshot each, each frame
-		var dets []cascade.Detection
+		var dets []detection.Detection
 		for i := range 4 {
 			dets = append(dets, box(float32(5+22*i), 40, 10, 10, 0.5+0.02*float32(seq), 0))
 		}
