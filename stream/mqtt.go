@@ -207,6 +207,7 @@ type MQTTSink struct {
 
 	published, dropped, errs atomic.Uint64
 	connected                atomic.Bool
+	wasConnected             bool // run's goroutine only: a connection was up before
 }
 
 // NewMQTTSink checks cfg, loads its TLS files and starts the goroutine
@@ -400,6 +401,9 @@ func (s *MQTTSink) run() {
 	backoff := s.cfg.MinBackoff
 	for !s.stopping() {
 		client, lost, err := s.connect()
+		if errors.Is(err, errStopped) {
+			return
+		}
 		if err != nil {
 			s.fail("connect", err, fmt.Sprintf("retrying in %v", backoff))
 			select {
@@ -416,6 +420,9 @@ func (s *MQTTSink) run() {
 		}
 	}
 }
+
+// errStopped ends a connection attempt that Close cut short.
+var errStopped = errors.New("mqtt: stopped while connecting")
 
 // connect makes one connection attempt with a new client; lost is closed
 // when that connection dies.
@@ -448,9 +455,21 @@ func (s *MQTTSink) connect() (mqtt.Client, chan struct{}, error) {
 	}
 	c := mqtt.NewClient(o)
 	tok := c.Connect()
-	if !tok.WaitTimeout(s.cfg.ConnectTimeout + time.Second) {
-		c.Disconnect(0)
+	// Close must not wait out a broker that accepts TCP and never answers
+	// CONNECT (8 s seen, past the 2 s flush the docs promise): stop cuts
+	// the wait short. The attempt goes on in paho's goroutine; whatever it
+	// ends in is disconnected then.
+	abandon := func() { go func() { tok.Wait(); c.Disconnect(0) }() }
+	timer := time.NewTimer(s.cfg.ConnectTimeout + time.Second)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+	case <-timer.C:
+		abandon()
 		return nil, nil, fmt.Errorf("no answer in %v", s.cfg.ConnectTimeout)
+	case <-s.stop:
+		abandon()
+		return nil, nil, errStopped
 	}
 	if err := tok.Error(); err != nil {
 		if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
@@ -465,7 +484,7 @@ func (s *MQTTSink) connect() (mqtt.Client, chan struct{}, error) {
 // is done with it (true).
 func (s *MQTTSink) serve(c mqtt.Client, lost chan struct{}) (closed bool) {
 	s.mu.Lock()
-	recovered := s.lastErr != ""
+	failed := s.lastErr != ""
 	s.lastErr = ""
 	for k := range s.tracks {
 		s.dirty[k] = struct{}{}
@@ -478,11 +497,17 @@ func (s *MQTTSink) serve(c mqtt.Client, lost chan struct{}) (closed bool) {
 		return false
 	}
 	s.connected.Store(true)
-	if recovered {
+	// "again" only for a connection that was up before: the first one
+	// after a failed start is just "connected" (after failures).
+	switch {
+	case s.wasConnected:
 		s.log.Info("mqtt: connected again", "client_id", s.cfg.ClientID)
-	} else {
+	case failed:
+		s.log.Info("mqtt: connected (the first attempts failed)", "client_id", s.cfg.ClientID)
+	default:
 		s.log.Info("mqtt: connected", "client_id", s.cfg.ClientID)
 	}
+	s.wasConnected = true
 	for {
 		var deadline time.Time
 		stopping := s.stopping()

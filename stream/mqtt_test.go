@@ -373,3 +373,75 @@ func TestMQTTTLS(t *testing.T) {
 		t.Errorf("stats %+v, want a certificate error", st)
 	}
 }
+
+// Issue 21 D4: a broker that accepts TCP and never answers CONNECT held
+// Close for the whole connect timeout (8 s seen; a second Ctrl-C did not
+// help). Close cuts the attempt short; the queued event counts as dropped.
+func TestMQTTCloseDuringASilentConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	cfg := quickMQTT("tcp://"+ln.Addr().String(), "silent")
+	cfg.ConnectTimeout = time.Minute
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Publish(testEvent(t, EventNew, "c", 1, "cat"))
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sink never connected")
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second): // far below the minute of ConnectTimeout
+		t.Fatal("Close waited for the silent broker's connect timeout")
+	}
+	if st := s.Stats(); st.Dropped != 1 || st.Connected {
+		t.Errorf("stats %+v, want the event dropped", st)
+	}
+}
+
+// Issue 21: the first connection after a failed start was logged as
+// "connected again"; "again" is for a connection that was up before.
+func TestMQTTFirstConnectionIsNotCalledAgain(t *testing.T) {
+	b := mqtttest.StartBroker(t, "")
+	b.Stop(syscall.SIGTERM) // away when the run starts
+	logs := &mqtttest.SyncBuffer{}
+	cfg := quickMQTT(b.URL(), "late")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	s, err := NewMQTTSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, "a failed attempt", 10*time.Second, func() bool { return s.Stats().Errors > 0 })
+	b.Start()
+	waitFor(t, "the first connection", 20*time.Second, func() bool { return s.Stats().Connected })
+	if out := logs.String(); strings.Contains(out, "connected again") || !strings.Contains(out, "mqtt: connected") {
+		t.Errorf("first connection after a failed start:\n%s", out)
+	}
+	b.Stop(syscall.SIGKILL)
+	waitFor(t, "the drop", 20*time.Second, func() bool { return !s.Stats().Connected })
+	b.Start()
+	waitFor(t, "the reconnection", 20*time.Second, func() bool { return s.Stats().Connected })
+	if out := logs.String(); strings.Count(out, "connected again") != 1 {
+		t.Errorf("reconnection:\n%s", out)
+	}
+}
