@@ -61,6 +61,9 @@ type Options struct {
 	// HWDecode asks for hardware decoding: "cuda" or "vaapi"; default
 	// software. Unavailable hardware falls back to software with a log line.
 	HWDecode string
+	// Tap, when set, sees every packet of the video stream before it is
+	// decoded (recording without re-encoding).
+	Tap PacketTap
 }
 
 // Decoder demuxes and decodes the best video stream of one input. It is used
@@ -85,6 +88,8 @@ type Decoder struct {
 	stream      *astiav.Stream
 	rgb         rgbConverter
 	hw          *hwDecode // nil: software decoding
+	tap         PacketTap // began: Begin was called, End is owed
+	tapBegan    bool
 	seq         int64
 	draining    bool
 	done        bool
@@ -243,6 +248,10 @@ func (d *Decoder) open(ctx context.Context, o Options) error {
 		d.frameDur = time.Duration(float64(time.Second) * float64(r.Den()) / float64(r.Num()))
 	}
 	d.declared = d.declaredLength()
+	if o.Tap != nil {
+		d.tap, d.tapBegan = o.Tap, true
+		o.Tap.Begin(par, d.stream.TimeBase())
+	}
 	return nil
 }
 
@@ -386,6 +395,9 @@ func (d *Decoder) feed() error {
 			continue
 		}
 		d.track(d.pkt)
+		if d.tap != nil {
+			d.tap.Packet(d.pkt)
+		}
 		err = d.cc.SendPacket(d.pkt)
 		d.pkt.Unref()
 		if err != nil && !errors.Is(err, astiav.ErrEagain) {
@@ -439,6 +451,10 @@ func (d *Decoder) emit() (*Frame, error) {
 // Close releases every native object of the decoder. It is idempotent and
 // safe on a partly opened decoder.
 func (d *Decoder) Close() {
+	if d.tapBegan {
+		d.tapBegan = false
+		d.tap.End()
+	}
 	d.rgb.close()
 	d.hw.close()
 	d.hw = nil

@@ -59,6 +59,9 @@ type Config struct {
 	// OnState hears every state change, on Run's goroutine, in order. It
 	// must return quickly: frames wait while it runs.
 	OnState func(Event)
+	// Tap, when set, sees the compressed video packets of every session
+	// (decode.PacketTap): Begin at each (re)connect, End when it closes.
+	Tap decode.PacketTap
 	// Logger gets a line per state change. Default: slog.Default().
 	Logger *slog.Logger
 }

@@ -154,7 +154,7 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 	if live {
 		octx, cancel = context.WithTimeout(ctx, r.cfg.OpenTimeout)
 	}
-	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions(), HWDecode: r.cfg.HWDecode})
+	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions(), HWDecode: r.cfg.HWDecode, Tap: r.cfg.Tap})
 	timedOut := octx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if err != nil {
