@@ -1,0 +1,276 @@
+package record
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/asticode/go-astiav"
+)
+
+// segmentStart reads a segment's start from its name (segmentName).
+func segmentStart(camera, name string) (time.Time, bool) {
+	if !segmentPattern(camera).MatchString(name) {
+		return time.Time{}, false
+	}
+	s := strings.TrimSuffix(strings.TrimPrefix(name, camera+"-"), ".mp4")
+	t, err := time.Parse("20060102T150405.000Z", s)
+	return t, err == nil
+}
+
+// ErrNoFootage: the recordings do not cover the clip's window.
+var ErrNoFootage = errors.New("no recording covers the clip")
+
+// CutClip copies the camera's recorded packets between from and to (wall
+// clock) out of its segments in dir into one MP4 at out, without
+// re-encoding: it starts at the last keyframe at or before from, so the
+// clip plays from its first frame, and ends with the first packet after
+// to. Segments that follow each other become one continuous clip.
+func CutClip(dir, camera string, from, to time.Time, out string) (time.Duration, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, camera))
+	if err != nil {
+		return 0, fmt.Errorf("clip %s: %w", camera, err)
+	}
+	type seg struct {
+		path  string
+		start time.Time
+	}
+	var segs []seg
+	for _, e := range ents {
+		if t, ok := segmentStart(camera, e.Name()); ok {
+			segs = append(segs, seg{filepath.Join(dir, camera, e.Name()), t})
+		}
+	}
+	slices.SortFunc(segs, func(a, b seg) int { return a.start.Compare(b.start) })
+	// a segment may hold the window if it starts before to and the next one
+	// starts after from
+	var use []seg
+	for i, s := range segs {
+		if !s.start.Before(to) {
+			break
+		}
+		if i+1 < len(segs) && !segs[i+1].start.After(from) {
+			continue
+		}
+		use = append(use, s)
+	}
+	if len(use) == 0 {
+		return 0, fmt.Errorf("clip %s %s..%s: %w", camera, from.Format(time.RFC3339), to.Format(time.RFC3339), ErrNoFootage)
+	}
+	c := &clipWriter{path: out, from: from, to: to}
+	defer c.free()
+	for _, s := range use {
+		if err := c.copySegment(s.path, s.start); err != nil {
+			c.abort()
+			return 0, err
+		}
+		if c.done {
+			break
+		}
+	}
+	return c.finish()
+}
+
+// clipWriter is one clip being written.
+type clipWriter struct {
+	path     string
+	from, to time.Time
+	fc       *astiav.FormatContext
+	pb       *astiav.IOContext
+	st       *astiav.Stream
+	tb       astiav.Rational // the output stream's, known after the header
+	zero     time.Time       // the wall clock of the clip's first packet
+	gop      []*astiav.Packet
+	gopAt    []time.Time
+	started  bool
+	done     bool
+	last     time.Duration
+}
+
+func (c *clipWriter) copySegment(path string, start time.Time) error {
+	in := astiav.AllocFormatContext()
+	if in == nil {
+		return errors.New("clip: cannot allocate a format context")
+	}
+	if err := in.OpenInput(path, nil, nil); err != nil {
+		in.Free()
+		return fmt.Errorf("clip: open %s: %w", path, err)
+	}
+	defer in.CloseInput()
+	if err := in.FindStreamInfo(nil); err != nil {
+		return fmt.Errorf("clip: read %s: %w", path, err)
+	}
+	var ist *astiav.Stream
+	for _, s := range in.Streams() {
+		if s.CodecParameters().MediaType() == astiav.MediaTypeVideo {
+			ist = s
+			break
+		}
+	}
+	if ist == nil {
+		return fmt.Errorf("clip: %s has no video", path)
+	}
+	if c.fc == nil {
+		if err := c.open(ist.CodecParameters()); err != nil {
+			return err
+		}
+	}
+	pkt := astiav.AllocPacket()
+	defer pkt.Free()
+	itb := ist.TimeBase()
+	for !c.done {
+		if err := in.ReadFrame(pkt); err != nil {
+			if errors.Is(err, astiav.ErrEof) {
+				return nil
+			}
+			// a segment cut short by a kill ends at its last whole fragment
+			return nil
+		}
+		if pkt.StreamIndex() != ist.Index() || ts(pkt) == astiav.NoPtsValue {
+			pkt.Unref()
+			continue
+		}
+		at := start.Add(time.Duration(float64(ts(pkt)) * itb.ToDouble() * float64(time.Second)))
+		err := c.take(pkt, itb, at)
+		pkt.Unref()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// take handles one packet at wall time at: before the window only the
+// packets since the latest keyframe are kept, to start the clip with.
+func (c *clipWriter) take(pkt *astiav.Packet, itb astiav.Rational, at time.Time) error {
+	if at.After(c.to) && c.started {
+		c.done = true
+		return nil
+	}
+	if !c.started {
+		if pkt.Flags().Has(astiav.PacketFlagKey) {
+			c.dropGOP()
+		}
+		if len(c.gop) == 0 && !pkt.Flags().Has(astiav.PacketFlagKey) {
+			return nil
+		}
+		cp := pkt.Clone()
+		if cp == nil {
+			return errors.New("clip: cannot copy a packet")
+		}
+		// keep timestamps as wall times relative to the clip: rescaled later
+		c.gop = append(c.gop, cp)
+		c.gopAt = append(c.gopAt, at)
+		if at.Before(c.from) {
+			return nil
+		}
+		c.started = true
+		c.zero = c.gopAt[0]
+		for i, p := range c.gop {
+			if err := c.write(p, itb, c.gopAt[i]); err != nil {
+				return err
+			}
+		}
+		c.dropGOP()
+		return nil
+	}
+	return c.write(pkt, itb, at)
+}
+
+func (c *clipWriter) write(pkt *astiav.Packet, itb astiav.Rational, at time.Time) error {
+	// The clip's clock is wall time since its first packet, so segments
+	// that follow each other join without a jump; dts keeps its offset
+	// from pts (B-frames).
+	rel := at.Sub(c.zero)
+	t := av(rel, c.tb)
+	off := int64(0)
+	if p, d := pkt.Pts(), pkt.Dts(); p != astiav.NoPtsValue && d != astiav.NoPtsValue {
+		off = av(time.Duration(float64(p-d)*itb.ToDouble()*float64(time.Second)), c.tb)
+	}
+	pkt.SetPts(t)
+	pkt.SetDts(t - off)
+	pkt.SetDuration(0)
+	pkt.SetStreamIndex(c.st.Index())
+	pkt.SetPos(-1)
+	if rel > c.last {
+		c.last = rel
+	}
+	return c.fc.WriteInterleavedFrame(pkt)
+}
+
+func av(d time.Duration, tb astiav.Rational) int64 {
+	return int64(d.Seconds()*float64(tb.Den())/float64(tb.Num()) + 0.5)
+}
+
+func (c *clipWriter) open(par *astiav.CodecParameters) error {
+	fc, err := astiav.AllocOutputFormatContext(nil, "mp4", c.path)
+	if err != nil || fc == nil {
+		return fmt.Errorf("clip: mp4 muxer for %s: %v", c.path, err)
+	}
+	c.fc = fc
+	if c.st = fc.NewStream(nil); c.st == nil {
+		return errors.New("clip: cannot add a stream")
+	}
+	if err := par.Copy(c.st.CodecParameters()); err != nil {
+		return fmt.Errorf("clip: codec parameters: %w", err)
+	}
+	c.st.CodecParameters().SetCodecTag(0)
+	c.st.SetTimeBase(astiav.NewRational(1, 90000))
+	c.pb = astiav.NewIOContext()
+	if err := c.pb.Open("file:"+c.path+".partial", astiav.NewIOContextFlags(astiav.IOContextFlagWrite)); err != nil {
+		c.pb = nil
+		return fmt.Errorf("clip: create %s: %w", c.path, err)
+	}
+	fc.SetPb(c.pb)
+	if err := fc.WriteHeader(nil); err != nil {
+		return fmt.Errorf("clip: write %s: %w", c.path, err)
+	}
+	c.tb = c.st.TimeBase()
+	return nil
+}
+
+func (c *clipWriter) dropGOP() {
+	for _, p := range c.gop {
+		p.Free()
+	}
+	c.gop, c.gopAt = c.gop[:0], c.gopAt[:0]
+}
+
+// finish writes the trailer and moves the clip into place.
+func (c *clipWriter) finish() (time.Duration, error) {
+	if !c.started {
+		c.abort()
+		return 0, fmt.Errorf("clip %s: %w", c.path, ErrNoFootage)
+	}
+	err := c.fc.WriteTrailer()
+	c.free()
+	if err == nil {
+		err = os.Rename(c.path+".partial", c.path)
+	}
+	if err != nil {
+		os.Remove(c.path + ".partial")
+		return 0, fmt.Errorf("clip %s: %w", c.path, err)
+	}
+	return c.last, nil
+}
+
+func (c *clipWriter) abort() {
+	c.free()
+	os.Remove(c.path + ".partial")
+}
+
+func (c *clipWriter) free() {
+	c.dropGOP()
+	if c.pb != nil {
+		c.pb.Closep()
+		c.pb = nil
+	}
+	if c.fc != nil {
+		c.fc.Free()
+		c.fc = nil
+	}
+}
