@@ -14,7 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/coco"
 	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
 

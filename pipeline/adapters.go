@@ -10,7 +10,9 @@ import (
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/overlay"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/encode"
+	"github.com/htcstream/htcstream/stream/record"
+	"github.com/htcstream/htcstream/stream/web"
 )
 
 // OverlayDrawer draws results with an overlay.Renderer and a HUD showing the
@@ -74,7 +76,7 @@ func (d *OverlayDrawer) rate(name string) float64 {
 }
 
 // FileSink records one stream's annotated frames as H.264 mp4.
-type FileSink struct{ S *stream.FileSink }
+type FileSink struct{ S *encode.FileSink }
 
 // Write implements Sink.
 // SinkName implements NamedSink.
@@ -88,7 +90,7 @@ func (s FileSink) Write(o *Output) error {
 // the run (its source ended before producing any, which that source
 // reports itself).
 func (s FileSink) Close() error {
-	if err := s.S.Close(); err != nil && !errors.Is(err, stream.ErrNoFrames) {
+	if err := s.S.Close(); err != nil && !errors.Is(err, encode.ErrNoFrames) {
 		return err
 	}
 	return nil
@@ -97,7 +99,7 @@ func (s FileSink) Close() error {
 // DetectionsSink writes every stream's detections to one JSON-lines file.
 // Close closes the file once all streams sharing it have closed.
 type DetectionsSink struct {
-	S *stream.JSONSink
+	S *record.JSONSink
 	// SemanticClasses and Stuff name each semantic channel and say whether
 	// it is stuff (infer.Manifest.SemanticClasses / StuffChannels): with
 	// them, a result's semantic map becomes the line's stuff regions.
@@ -121,7 +123,7 @@ type detectionsUser struct{ s *DetectionsSink }
 func (detectionsUser) SinkName() string { return "detections" }
 
 func (u detectionsUser) Write(o *Output) error {
-	fd := stream.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name,
+	fd := record.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name,
 		Width: o.Frame.Width, Height: o.Frame.Height, Detections: o.Result.Detections}
 	if o.Result.Semantic != nil && u.s.Stuff != nil {
 		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
@@ -137,12 +139,12 @@ const MinStuffArea = 0.01
 // StuffRegions counts the stuff labels of a semantic map (one label a
 // pixel) and returns those covering at least minArea of it, largest first
 // (ties by channel). Labels without a name or beyond stuff are skipped.
-func StuffRegions(labels []uint8, names []string, stuff []bool, minArea float32) []stream.Region {
+func StuffRegions(labels []uint8, names []string, stuff []bool, minArea float32) []record.Region {
 	var counts [256]int
 	for _, l := range labels {
 		counts[l]++
 	}
-	out := []stream.Region{}
+	out := []record.Region{}
 	if len(labels) == 0 {
 		return out
 	}
@@ -151,7 +153,7 @@ func StuffRegions(labels []uint8, names []string, stuff []bool, minArea float32)
 			continue
 		}
 		if a := float32(n) / float32(len(labels)); a >= minArea {
-			out = append(out, stream.Region{Label: names[c], ClassID: c, Area: a})
+			out = append(out, record.Region{Label: names[c], ClassID: c, Area: a})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Area > out[j].Area })
@@ -172,7 +174,7 @@ func (u detectionsUser) Close() error {
 // HubSink publishes one stream's annotated frames and detection summaries
 // to the WebRTC hub (browsers watching through WHEP).
 type HubSink struct {
-	Hub *stream.Hub
+	Hub *web.Hub
 	ID  string
 }
 
@@ -182,7 +184,7 @@ func (HubSink) SinkName() string { return "webrtc" }
 
 func (s HubSink) Write(o *Output) error {
 	f := o.Frame
-	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, stream.Summarize(o.Result.Detections))
+	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, web.Summarize(o.Result.Detections))
 }
 
 // Close implements Sink: the stream leaves the hub; the hub itself is closed

@@ -18,7 +18,9 @@ import (
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/overlay"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/encode"
+	"github.com/htcstream/htcstream/stream/record"
+	"github.com/htcstream/htcstream/stream/web"
 )
 
 // Options are what a run takes besides its configuration.
@@ -163,17 +165,17 @@ func Execute(cfg RunConfig, opt Options) error {
 		}
 	}()
 
-	var hub *stream.Hub
+	var hub *web.Hub
 	if cfg.Outputs.Serve != "" {
-		hub, err = stream.NewHub(stream.HubConfig{
-			Encoder: stream.EncoderConfig{Codec: stream.Codec(cfg.WebRTC.Codec)},
-			WebRTC:  stream.WebRTCConfig{ICEServers: cfg.WebRTC.ICEServers, UDPPortMin: cfg.WebRTC.UDPPortMin, UDPPortMax: cfg.WebRTC.UDPPortMax},
+		hub, err = web.NewHub(web.HubConfig{
+			Encoder: encode.EncoderConfig{Codec: encode.Codec(cfg.WebRTC.Codec)},
+			WebRTC:  web.WebRTCConfig{ICEServers: cfg.WebRTC.ICEServers, UDPPortMin: cfg.WebRTC.UDPPortMin, UDPPortMax: cfg.WebRTC.UDPPortMax},
 		})
 		if err != nil {
 			return err
 		}
 		defer hub.Close()
-		srv, err := stream.NewServer(cfg.serverConfig(opt.Logger), stream.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health,
+		srv, err := web.NewServer(cfg.serverConfig(opt.Logger), web.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health,
 			SnapshotDir: cfg.Events.Snapshots.Dir})
 		if err != nil {
 			return fmt.Errorf("%w: --serve %s: %w", ErrConfig, cfg.Outputs.Serve, err)
@@ -372,7 +374,7 @@ type outputs struct {
 	cams    []Camera
 	sem     []string
 	stuff   []bool
-	hub     *stream.Hub
+	hub     *web.Hub
 	shared  *DetectionsSink
 	written []written
 }
@@ -380,10 +382,10 @@ type outputs struct {
 // written is an output file the run opened: what it holds and where.
 type written struct{ what, path string }
 
-func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub) (*outputs, error) {
+func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *web.Hub) (*outputs, error) {
 	o := &outputs{cfg: cfg, cams: cams, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub}
 	if cfg.Outputs.Detections != "" {
-		js, err := stream.NewJSONSink(cfg.Outputs.Detections)
+		js, err := record.NewJSONSink(cfg.Outputs.Detections)
 		if err != nil {
 			return nil, err
 		}
@@ -393,7 +395,7 @@ func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *stream.Hub
 	return o, nil
 }
 
-func (o *outputs) detectionsSink(js *stream.JSONSink) *DetectionsSink {
+func (o *outputs) detectionsSink(js *record.JSONSink) *DetectionsSink {
 	return &DetectionsSink{S: js, SemanticClasses: o.sem, Stuff: o.stuff}
 }
 
@@ -407,7 +409,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 	}
 	var ss []Sink
 	if p := videoPath(o.cfg, o.cams, cam); p != "" {
-		fsink, err := stream.NewFileSink(p, stream.FileSinkConfig{})
+		fsink, err := encode.NewFileSink(p, encode.FileSinkConfig{})
 		if err != nil {
 			return nil, err
 		}
@@ -418,7 +420,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		ss = append(ss, o.shared.For())
 	}
 	if p := cam.Outputs.Detections; p != "" {
-		js, err := stream.NewJSONSink(p)
+		js, err := record.NewJSONSink(p)
 		if err != nil {
 			return nil, err
 		}
@@ -433,7 +435,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 
 // report lists what was written; after an interrupt it says the files end
 // early (they are complete and playable, but not the whole input). A
-// video that got no frame is not left on disk (stream.ErrNoFrames), and
+// video that got no frame is not left on disk (encode.ErrNoFrames), and
 // the summary says so rather than naming a file that is not there.
 func (o *outputs) report(w io.Writer, interrupted bool) {
 	for _, f := range o.written {

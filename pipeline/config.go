@@ -21,7 +21,8 @@ import (
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/overlay"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/encode"
+	"github.com/htcstream/htcstream/stream/web"
 )
 
 // ErrConfig marks an error in what the user asked for (a bad value, an
@@ -100,9 +101,9 @@ type ServerConfig struct {
 }
 
 // serverConfig is the stream server's configuration for this run.
-func (c RunConfig) serverConfig(log *slog.Logger) stream.ServerConfig {
+func (c RunConfig) serverConfig(log *slog.Logger) web.ServerConfig {
 	s := c.Server
-	return stream.ServerConfig{Addr: c.Outputs.Serve, Token: s.Token, Users: s.Users, TLSCert: s.TLSCert, TLSKey: s.TLSKey,
+	return web.ServerConfig{Addr: c.Outputs.Serve, Token: s.Token, Users: s.Users, TLSCert: s.TLSCert, TLSKey: s.TLSKey,
 		AllowedOrigins: s.AllowedOrigins, AllowedHosts: s.AllowedHosts, Insecure: s.Insecure, Logger: log}
 }
 
@@ -221,7 +222,7 @@ func DefaultRunConfig() RunConfig {
 	c.Batch.Size = 1
 	c.Batch.Deadline = 20 * time.Millisecond
 	c.Overlay = overlayConfig(overlay.DefaultStyle())
-	c.WebRTC.Codec = string(stream.H264)
+	c.WebRTC.Codec = string(encode.H264)
 	c.Live = LiveConfig{Transport: ingest.DefaultTransport, OpenTimeout: ingest.DefaultOpenTimeout,
 		ReadTimeout: ingest.DefaultReadTimeout, MaxBackoff: ingest.DefaultMaxBackoff}
 	c.Events = defaultEvents()
@@ -552,7 +553,7 @@ func (c RunConfig) Validate() error {
 		}
 	}
 	checkOverlay("overlay.", c.Overlay)
-	if err := stream.Codec(c.WebRTC.Codec).Validate(); err != nil {
+	if err := encode.Codec(c.WebRTC.Codec).Validate(); err != nil {
 		bad("webrtc.%v", err)
 	}
 	if c.WebRTC.UDPPortMax < c.WebRTC.UDPPortMin {

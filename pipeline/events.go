@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/detection"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/stream/record"
 	"github.com/htcstream/htcstream/track"
 )
 
-// EventPublisher takes events without blocking (stream.MQTTSink,
-// stream.WebhookSink: each queues them for its own goroutine).
+// EventPublisher takes events without blocking (events.MQTTSink,
+// events.WebhookSink: each queues them for its own goroutine).
 type EventPublisher interface {
-	Publish(ev stream.Event) error
+	Publish(ev events.Event) error
 }
 
 // EventStageConfig configures one camera's tracker stage.
@@ -30,7 +31,7 @@ type EventStageConfig struct {
 	Keep func(d *detection.Detection) bool
 	// Store keeps snapshots (nil: none); Clean snapshots the frame as
 	// decoded instead of as drawn.
-	Store *stream.SnapshotStore
+	Store *record.SnapshotStore
 	Clean bool
 	// SnapshotURL, when set (the web server serves the store), is the
 	// URL path events give their snapshot under: SnapshotURL/camera/file.
@@ -99,7 +100,7 @@ type eventJob struct {
 }
 
 type jobEvent struct {
-	ev   stream.Event
+	ev   events.Event
 	mask detection.Mask
 }
 
@@ -135,7 +136,7 @@ func (s *EventStage) Track(o *Output) {
 	job := &eventJob{w: f.Width, h: f.Height}
 	for _, t := range res.New {
 		first := s.wall(o, t.FirstSeq, t.FirstSeen)
-		s.tracks[t.ID] = &trackState{id: stream.EventID(s.cfg.Camera, first, int64(t.ID)), firstWall: first}
+		s.tracks[t.ID] = &trackState{id: events.EventID(s.cfg.Camera, first, int64(t.ID)), firstWall: first}
 		s.follow(o, t, job)
 	}
 	for _, t := range res.Updated {
@@ -238,7 +239,7 @@ func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
 	case !st.sent:
 		if s.wanted(t, st, true) {
 			st.sent = true
-			s.emit(o, t, st, stream.EventNew, job)
+			s.emit(o, t, st, events.EventNew, job)
 			if s.snap && !t.Improved {
 				// passed the filter late: its best frame is gone, this one
 				// will do until a better one comes
@@ -247,7 +248,7 @@ func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
 		}
 	case zonesChanged,
 		t.BestScore > st.sentBest && o.Frame.PTS-st.sentAt >= s.cfg.Rules.UpdateInterval:
-		s.emit(o, t, st, stream.EventUpdate, job)
+		s.emit(o, t, st, events.EventUpdate, job)
 	}
 }
 
@@ -272,12 +273,12 @@ func (s *EventStage) end(o *Output, t track.Track, job *eventJob) {
 	if st == nil || !st.sent {
 		return
 	}
-	s.emit(o, t, st, stream.EventEnd, job)
+	s.emit(o, t, st, events.EventEnd, job)
 }
 
 // emit adds an event about t to the job.
-func (s *EventStage) emit(o *Output, t track.Track, st *trackState, typ stream.EventType, job *eventJob) {
-	ev := stream.Event{
+func (s *EventStage) emit(o *Output, t track.Track, st *trackState, typ events.EventType, job *eventJob) {
+	ev := events.Event{
 		Type: typ, ID: st.id, Camera: s.cfg.Camera, TrackID: int64(t.ID), Label: t.Label, ClassID: t.ClassID,
 		FirstSeen: st.firstWall, LastSeen: s.wall(o, t.LastSeq, t.LastSeen), FirstPTS: t.FirstSeen, LastPTS: t.LastSeen,
 		Score: t.Score, Box: t.Box, BestScore: t.BestScore, BestBox: t.BestBox, BestPTS: t.BestPTS,
@@ -433,7 +434,7 @@ func (w *eventWorker) do(j *eventJob) {
 				w.cfg.Logger.Warn("event not published", "camera", cam, "track", ev.TrackID, "type", ev.Type, "err", err)
 			}
 		}
-		if ev.Type == stream.EventEnd {
+		if ev.Type == events.EventEnd {
 			delete(w.paths, ev.ID)
 		}
 	}

@@ -8,12 +8,13 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/stream/record"
 )
 
 type nopPublisher struct{ n int }
 
-func (p *nopPublisher) Publish(stream.Event) error { p.n++; return nil }
+func (p *nopPublisher) Publish(events.Event) error { p.n++; return nil }
 
 // BenchmarkEventStage is the tracker and event path of one frame at 100
 // detections (1920x1080, 5 classes, masks of each box's size, 10 % of
@@ -50,7 +51,7 @@ func BenchmarkEventStage(b *testing.B) {
 				cfg.Zones = map[string]Zone{"left": {{0, 0}, {0.5, 0}, {0.5, 1}, {0, 1}}, "band": {{0, 0.4}, {1, 0.4}, {1, 0.6}, {0, 0.6}}}
 			}
 			if c.snaps {
-				st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: b.TempDir()})
+				st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: b.TempDir()})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/internal/mqtttest"
 
 	"bufio"
@@ -19,8 +20,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/htcstream/htcstream/stream"
 )
 
 // The tests here run the whole `htcstream run` assembly (Execute) with the
@@ -76,18 +75,18 @@ func readDetections(t *testing.T, path string) []detLine {
 	return out
 }
 
-// events reads the events on topic from the subscriber until quiet for a
+// readEvents reads the events on topic from the subscriber until quiet for a
 // while.
-func events(t *testing.T, s *mqtttest.Subscriber, topic string, quiet time.Duration) []stream.Event {
+func readEvents(t *testing.T, s *mqtttest.Subscriber, topic string, quiet time.Duration) []events.Event {
 	t.Helper()
-	var evs []stream.Event
+	var evs []events.Event
 	for {
 		select {
 		case m := <-s.Msgs:
 			if m.Topic() != topic {
 				continue
 			}
-			var ev stream.Event
+			var ev events.Event
 			if err := json.Unmarshal(m.Payload(), &ev); err != nil {
 				t.Fatalf("event %s: %v", m.Payload(), err)
 			}
@@ -100,17 +99,17 @@ func events(t *testing.T, s *mqtttest.Subscriber, topic string, quiet time.Durat
 
 // checkLifecycles: every new has one end after it, nothing comes before
 // new or after end, and a track's label and event id never change.
-func checkLifecycles(t *testing.T, evs []stream.Event) (tracks map[int64]string) {
+func checkLifecycles(t *testing.T, evs []events.Event) (tracks map[int64]string) {
 	t.Helper()
-	state := map[int64]stream.EventType{}
+	state := map[int64]events.EventType{}
 	tracks = map[int64]string{}
 	ids := map[int64]string{}
 	for _, ev := range evs {
 		prev, seen := state[ev.TrackID]
 		switch {
-		case ev.Type == stream.EventNew && seen:
+		case ev.Type == events.EventNew && seen:
 			t.Errorf("track %d: new after %s", ev.TrackID, prev)
-		case ev.Type != stream.EventNew && (!seen || prev == stream.EventEnd):
+		case ev.Type != events.EventNew && (!seen || prev == events.EventEnd):
 			t.Errorf("track %d: %s without new, or after end", ev.TrackID, ev.Type)
 		}
 		if l, ok := tracks[ev.TrackID]; ok && l != ev.Label {
@@ -122,7 +121,7 @@ func checkLifecycles(t *testing.T, evs []stream.Event) (tracks map[int64]string)
 		state[ev.TrackID], tracks[ev.TrackID], ids[ev.TrackID] = ev.Type, ev.Label, ev.ID
 	}
 	for id, st := range state {
-		if st != stream.EventEnd {
+		if st != events.EventEnd {
 			t.Errorf("track %d: new without end (last %s)", id, st)
 		}
 	}
@@ -139,7 +138,7 @@ func TestRunPublishesTrackEvents(t *testing.T) {
 
 	var mu sync.Mutex
 	var calls int
-	var hooked []stream.Event
+	var hooked []events.Event
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
@@ -149,7 +148,7 @@ func TestRunPublishesTrackEvents(t *testing.T) {
 			http.Error(w, "not yet", http.StatusServiceUnavailable)
 			return
 		}
-		var ev stream.Event
+		var ev events.Event
 		if err := json.Unmarshal(body, &ev); err != nil {
 			t.Errorf("webhook body %s: %v", body, err)
 		}
@@ -163,7 +162,7 @@ func TestRunPublishesTrackEvents(t *testing.T) {
 	if err := Execute(cfg, Options{MaxFrames: 18, Stdout: &out}); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
-	evs := events(t, sub, "htcstream/sample/events", time.Second)
+	evs := readEvents(t, sub, "htcstream/sample/events", time.Second)
 	tracks := checkLifecycles(t, evs)
 	if len(tracks) < 2 {
 		t.Fatalf("%d tracks in %d events; want the sample's objects:\n%s", len(tracks), len(evs), out.String())
@@ -320,7 +319,7 @@ func TestRunSurvivesBrokerRestart(t *testing.T) {
 	if n := len(readDetections(t, cfg.Outputs.Detections)); n != frames {
 		t.Errorf("%d detection lines, want %d: segmentation stopped with the broker", n, frames)
 	}
-	after := events(t, sub, "htcstream/sample/events", time.Second)
+	after := readEvents(t, sub, "htcstream/sample/events", time.Second)
 	if len(after) == 0 {
 		t.Errorf("no event after the broker came back:\n%s", out.String())
 	}

@@ -17,17 +17,18 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/stream/record"
 	"github.com/htcstream/htcstream/track"
 )
 
 // eventLog is an EventPublisher that keeps what it gets.
 type eventLog struct {
 	mu  sync.Mutex
-	evs []stream.Event
+	evs []events.Event
 }
 
-func (l *eventLog) Publish(ev stream.Event) error {
+func (l *eventLog) Publish(ev events.Event) error {
 	if err := ev.Validate(); err != nil {
 		return err
 	}
@@ -37,10 +38,10 @@ func (l *eventLog) Publish(ev stream.Event) error {
 	return nil
 }
 
-func (l *eventLog) all() []stream.Event {
+func (l *eventLog) all() []events.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]stream.Event(nil), l.evs...)
+	return append([]events.Event(nil), l.evs...)
 }
 
 // stageFrame is frame seq of a 100x100 stream at 10 fps with the given
@@ -141,7 +142,7 @@ func TestEventStageNewUpdateEnd(t *testing.T) {
 	if evs[2].BestScore != 0.8 || evs[2].LastPTS != 1400*time.Millisecond || len(evs[3].EnteredZones) != 1 {
 		t.Errorf("score update %+v; end %+v", evs[2], evs[3])
 	}
-	if evs[0].ID != evs[3].ID || evs[0].ID != stream.EventID("cam", time.Unix(1000, 0), int64(ids[2])) {
+	if evs[0].ID != evs[3].ID || evs[0].ID != events.EventID("cam", time.Unix(1000, 0), int64(ids[2])) {
 		t.Errorf("event ids %q, %q", evs[0].ID, evs[3].ID)
 	}
 }
@@ -171,7 +172,7 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 	}
 	s.End()
 	evs := log.all()
-	if len(evs) < 2 || evs[0].Type != stream.EventNew || evs[len(evs)-1].Type != stream.EventEnd {
+	if len(evs) < 2 || evs[0].Type != events.EventNew || evs[len(evs)-1].Type != events.EventEnd {
 		t.Fatalf("events %+v", evs)
 	}
 	for _, ev := range evs {
@@ -189,7 +190,7 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 // events name the file.
 func TestEventStageSnapshots(t *testing.T) {
 	for _, clean := range []bool{false, true} {
-		st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: t.TempDir()})
+		st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +286,7 @@ func fullFolder(t *testing.T) (dir string, free func()) {
 // again.
 func TestEventSnapshotFailuresLoggedOnceAndCounted(t *testing.T) {
 	dir, free := fullFolder(t)
-	st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: dir})
+	st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,16 +6,17 @@ import (
 	"log/slog"
 	"net/url"
 
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/stream/record"
 )
 
 // eventOutputs are a run's trackers and event sinks: one EventStage per
 // tracked camera, one MQTT sink, the webhooks and the snapshot store.
 type eventOutputs struct {
 	trackers []Tracker // by camera index; nil: untracked
-	mqtt     *stream.MQTTSink
-	hooks    []*stream.WebhookSink
-	store    *stream.SnapshotStore
+	mqtt     *events.MQTTSink
+	hooks    []*events.WebhookSink
+	store    *record.SnapshotStore
 }
 
 // newEventOutputs starts the event sinks and makes the cameras' stages.
@@ -43,7 +44,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 	if cfg.MQTT.Broker != "" {
 		mc := cfg.streamMQTT()
 		mc.Logger = log
-		mq, err := stream.NewMQTTSink(mc)
+		mq, err := events.NewMQTTSink(mc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
@@ -52,7 +53,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 	}
 	var names []string
 	for i, w := range cfg.Webhooks {
-		h, err := stream.NewWebhookSink(stream.WebhookConfig{URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
+		h, err := events.NewWebhookSink(events.WebhookConfig{URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
 			MaxAttempts: w.MaxAttempts, Queue: w.Queue, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%w: webhooks[%d]: %w", ErrConfig, i, err)
@@ -62,7 +63,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		pubs = append(pubs, h)
 	}
 	if s := cfg.Events.Snapshots; s.Dir != "" {
-		st, err := stream.NewSnapshotStore(stream.SnapshotStoreConfig{Dir: s.Dir, MaxCount: s.MaxCount, MaxAge: s.MaxAge,
+		st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: s.Dir, MaxCount: s.MaxCount, MaxAge: s.MaxAge,
 			MaxBytes: s.MaxBytes, Quality: s.Quality})
 		if err != nil {
 			return nil, err

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/track"
 )
 
@@ -46,7 +46,7 @@ type EventRules struct {
 	KeepSnapshots bool `yaml:"keep_snapshots"`
 }
 
-// SnapshotsConfig configures the snapshot store (stream.SnapshotStore).
+// SnapshotsConfig configures the snapshot store (record.SnapshotStore).
 type SnapshotsConfig struct {
 	// Dir holds <camera>/<event id>.jpg; empty: no snapshots. Default "".
 	Dir string `yaml:"dir"`
@@ -62,7 +62,7 @@ type SnapshotsConfig struct {
 	Quality int `yaml:"quality"`
 }
 
-// MQTTConfig is the mqtt: section (stream.MQTTConfig); empty broker: no
+// MQTTConfig is the mqtt: section (events.MQTTConfig); empty broker: no
 // MQTT.
 type MQTTConfig struct {
 	// Broker: tcp://host:1883, ssl://host:8883, ws://, wss://.
@@ -90,7 +90,7 @@ type MQTTConfig struct {
 	DiscoveryPrefix string `yaml:"discovery_prefix"`
 }
 
-// WebhookConfig is one entry of the webhooks: list (stream.WebhookConfig).
+// WebhookConfig is one entry of the webhooks: list (events.WebhookConfig).
 type WebhookConfig struct {
 	URL string `yaml:"url"`
 	// Headers: e.g. {Authorization: "Bearer ${HOOK_TOKEN}"}.
@@ -157,7 +157,7 @@ func (c RunConfig) validateEvents(bad func(string, ...any)) {
 		}
 	}
 	for i, w := range c.Webhooks {
-		sc := stream.WebhookConfig{URL: w.URL, MaxAttempts: w.MaxAttempts, Queue: w.Queue}
+		sc := events.WebhookConfig{URL: w.URL, MaxAttempts: w.MaxAttempts, Queue: w.Queue}
 		if err := sc.Validate(); err != nil {
 			bad("webhooks[%d]: %v", i, err)
 		}
@@ -223,9 +223,9 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // streamMQTT is the MQTT sink's configuration.
-func (c RunConfig) streamMQTT() stream.MQTTConfig {
+func (c RunConfig) streamMQTT() events.MQTTConfig {
 	m := c.MQTT
-	return stream.MQTTConfig{Broker: m.Broker, ClientID: m.ClientID, TopicPrefix: m.TopicPrefix, QoS: byte(max(0, min(m.QoS, 255))),
+	return events.MQTTConfig{Broker: m.Broker, ClientID: m.ClientID, TopicPrefix: m.TopicPrefix, QoS: byte(max(0, min(m.QoS, 255))),
 		Username: m.Username, Password: m.Password, CAFile: m.CAFile, CertFile: m.CertFile, KeyFile: m.KeyFile,
 		Outbox: m.Outbox, MinBackoff: m.MinBackoff, MaxBackoff: m.MaxBackoff,
 		HomeAssistant: m.HomeAssistant, DiscoveryPrefix: m.DiscoveryPrefix}

@@ -17,8 +17,10 @@ import (
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/detection"
+	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/ingest"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/record"
+	"github.com/htcstream/htcstream/stream/web"
 )
 
 // SourceStates are the states htcstream_source_state reports, one 0/1
@@ -311,25 +313,25 @@ func (m *Metrics) IngestHook(camera string, next func(ingest.Event)) func(ingest
 }
 
 // Health reports every stream's source state for the web API's /healthz
-// (stream.Routes.Health): live and ended are fine, retrying and failed
+// (web.Routes.Health): live and ended are fine, retrying and failed
 // are not, and connecting is fine only on a source's first attempt and
 // for no longer than its open timeout. A camera that was never reached
 // (a server that accepts and never answers) goes connecting, retrying,
 // connecting... and must not flap between 200 and 503 with it. Error is
 // the last drop or failure, if any. Streams are sorted by name.
-func (m *Metrics) Health() []stream.SourceHealth {
+func (m *Metrics) Health() []web.SourceHealth {
 	if m == nil {
 		return nil
 	}
 	m.mu.Lock()
-	out := make([]stream.SourceHealth, 0, len(m.streams))
+	out := make([]web.SourceHealth, 0, len(m.streams))
 	for name, s := range m.streams {
 		st := s.state.Load().(string)
 		ok := st != ingest.StateRetrying.String() && st != ingest.StateFailed.String()
 		if st == ingest.StateConnecting.String() {
 			ok = s.attempt.Load() == 0 && time.Since(time.Unix(0, s.since.Load())) <= time.Duration(s.openTimeout.Load())
 		}
-		h := stream.SourceHealth{Name: name, State: st, OK: ok}
+		h := web.SourceHealth{Name: name, State: st, OK: ok}
 		if e, _ := s.lastErr.Load().(string); e != "" && !h.OK {
 			h.Error = e
 		}
@@ -377,7 +379,7 @@ func (m *Metrics) snapshot(camera, result string, n int) {
 // WatchEventSinks exports the event sinks' counters (Stats, read at each
 // scrape): the MQTT sink's, each webhook's (labelled by its URL without
 // credentials or query), the snapshot store's. Any may be nil.
-func (m *Metrics) WatchEventSinks(mq *stream.MQTTSink, hooks []*stream.WebhookSink, hookNames []string, store *stream.SnapshotStore) {
+func (m *Metrics) WatchEventSinks(mq *events.MQTTSink, hooks []*events.WebhookSink, hookNames []string, store *record.SnapshotStore) {
 	if m == nil {
 		return
 	}
@@ -385,10 +387,10 @@ func (m *Metrics) WatchEventSinks(mq *stream.MQTTSink, hooks []*stream.WebhookSi
 }
 
 type eventSinkCollector struct {
-	mq    *stream.MQTTSink
-	hooks []*stream.WebhookSink
+	mq    *events.MQTTSink
+	hooks []*events.WebhookSink
 	names []string
-	store *stream.SnapshotStore
+	store *record.SnapshotStore
 }
 
 var (

@@ -20,7 +20,7 @@ import (
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/ingest"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/web"
 )
 
 func TestMetricsExposition(t *testing.T) {
@@ -116,8 +116,8 @@ func TestMetricsFollowALiveSource(t *testing.T) {
 		OnState: func(e ingest.Event) { emu.Lock(); events = append(events, e.State.String()); emu.Unlock() },
 	}}
 	// Scraped through the web API, as Prometheus would, with its token.
-	srv, err := stream.NewServer(stream.ServerConfig{Addr: "127.0.0.1:0", Token: "scrape-me"},
-		stream.Routes{Metrics: m, Health: m.Health})
+	srv, err := web.NewServer(web.ServerConfig{Addr: "127.0.0.1:0", Token: "scrape-me"},
+		web.Routes{Metrics: m, Health: m.Health})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestHealthOfACameraThatNeverAnswers(t *testing.T) {
 	m := NewMetrics("cpu")
 	s := &IngestSource{ID: "door", Source: src, Metrics: m, Config: ingest.Config{
 		OpenTimeout: 300 * time.Millisecond, MinBackoff: 200 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}}
-	srv, err := stream.NewServer(stream.ServerConfig{Addr: "127.0.0.1:0"}, stream.Routes{Metrics: m, Health: m.Health})
+	srv, err := web.NewServer(web.ServerConfig{Addr: "127.0.0.1:0"}, web.Routes{Metrics: m, Health: m.Health})
 	if err != nil {
 		t.Fatal(err)
 	}

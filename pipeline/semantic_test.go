@@ -11,7 +11,7 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/overlay"
-	"github.com/htcstream/htcstream/stream"
+	"github.com/htcstream/htcstream/stream/record"
 )
 
 // TestOverlayDrawerTintsTheStuffChannels: with the COCO-stuff layout
@@ -61,13 +61,13 @@ func TestDetectionsNameTheStuffRegions(t *testing.T) {
 		}
 	}
 	got := StuffRegions(labels, names, stuff, MinStuffArea)
-	want := []stream.Region{{Label: "sky-other", ClassID: 156, Area: 0.6}, {Label: "road", ClassID: 148, Area: 0.3}}
+	want := []record.Region{{Label: "sky-other", ClassID: 156, Area: 0.6}, {Label: "road", ClassID: 148, Area: 0.3}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("regions %+v, want %+v", got, want)
 	}
 
 	path := filepath.Join(t.TempDir(), "d.jsonl")
-	js, err := stream.NewJSONSink(path)
+	js, err := record.NewJSONSink(path)
 	if err != nil {
 		t.Fatal(err)
 	}

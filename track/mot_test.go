@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/coco"
 	"github.com/htcstream/htcstream/detection"
 )
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/cascade"
-	"github.com/htcstream/htcstream/cascade/coco"
+	"github.com/htcstream/htcstream/coco"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/pipeline"
