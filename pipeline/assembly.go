@@ -112,7 +112,7 @@ func Execute(cfg RunConfig, opt Options) error {
 		}
 	}
 	spec := ModelSpec{Bundle: cfg.Model.Bundle, ORTLib: opt.ORTLib, Provider: cfg.Model.Provider, Threads: cfg.Model.Threads,
-		Ensemble: cascade.Ensemble{Mode: cascade.EnsembleMode(cfg.Model.Ensemble), Weights: cfg.Model.StageWeights},
+		Ensemble: NewEnsemble(cfg.Model.Ensemble, cfg.Model.StageWeights),
 		Stages:   cfg.Model.Stages}
 	b, err := spec.OpenBundle()
 	if err != nil {

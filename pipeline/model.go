@@ -25,6 +25,12 @@ type ModelSpec struct {
 	Semantic bool
 }
 
+// NewEnsemble is the stage score ensemble mode names ("logits" or
+// "probs"; the model checks it) with a weight per stage (nil: equal).
+func NewEnsemble(mode string, weights []float32) cascade.Ensemble {
+	return cascade.Ensemble{Mode: cascade.EnsembleMode(mode), Weights: weights}
+}
+
 // Views is the TTA plan: every scale, each also flipped with Flip; nil (the
 // bundle's default single view) when neither scales nor flip are asked for.
 func (s ModelSpec) Views(def infer.Scale) []infer.View {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/pipeline"
 )
@@ -87,7 +86,7 @@ func (m *modelFlags) stageList() ([]int, error) {
 // spec is the model the flags name.
 func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 	s := pipeline.ModelSpec{Bundle: m.bundle, ORTLib: m.ortLib, Provider: m.provider, Threads: m.threads, Flip: m.flip,
-		Ensemble: cascade.Ensemble{Mode: cascade.EnsembleMode(m.ensemble)}, Threshold: float32(m.threshold), Semantic: m.semantic}
+		Threshold: float32(m.threshold), Semantic: m.semantic}
 	var err error
 	if err := pipeline.CheckThreads(m.threads); err != nil {
 		return s, fmt.Errorf("%w: --%v", errUsage, err)
@@ -101,9 +100,11 @@ func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 	if s.Scales, err = m.scales(); err != nil {
 		return s, err
 	}
-	if s.Ensemble.Weights, err = m.stageWeights(); err != nil {
+	weights, err := m.stageWeights()
+	if err != nil {
 		return s, err
 	}
+	s.Ensemble = pipeline.NewEnsemble(m.ensemble, weights)
 	if s.Stages, err = m.stageList(); err != nil {
 		return s, err
 	}
@@ -113,14 +114,4 @@ func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 		}
 	}
 	return s, nil
-}
-
-// load loads the model the flags name. The caller closes the bundle.
-func (m *modelFlags) load() (*infer.Bundle, *cascade.Model, error) {
-	s, err := m.spec()
-	if err != nil {
-		return nil, nil, err
-	}
-	m.bundle = s.Bundle // the default, found: reports name it
-	return s.Load()
 }
