@@ -10,41 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// silentServer accepts TCP connections and never says a word: the peer a
-// hanging open meets.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}
+	"github.com/htcstream/htcstream/internal/testserver"
+)
 
 func TestOpenContextAbortsAHangingOpen(t *testing.T) {
 	for _, scheme := range []string{"http", "rtsp"} {
 		t.Run(scheme, func(t *testing.T) {
-			url := scheme + "://user:secret@" + silentServer(t) + "/cam"
+			url := scheme + "://user:secret@" + testserver.Silent(t) + "/cam"
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			start := time.Now()
@@ -77,7 +50,7 @@ func TestOpenContextAbortsAHangingOpen(t *testing.T) {
 func TestOpenSocketTimeoutIsATimeout(t *testing.T) {
 	for _, tc := range []struct{ scheme, option string }{{"rtsp", "timeout"}, {"http", "rw_timeout"}} {
 		t.Run(tc.scheme, func(t *testing.T) {
-			url := tc.scheme + "://" + silentServer(t) + "/cam"
+			url := tc.scheme + "://" + testserver.Silent(t) + "/cam"
 			_, err := Open(url, Options{Input: map[string]string{tc.option: "300000"}})
 			if err == nil {
 				t.Fatal("open of a silent server succeeded")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/internal/testserver"
 )
 
 // The RTSP tests run FFmpeg's RTSP client (through Runner and decode)
@@ -203,7 +204,7 @@ func TestRTSPGivesUpAfterMaxAttempts(t *testing.T) {
 // timeout makes it a retry, and a cancel cuts a hanging open at once.
 func TestRTSPSilentServer(t *testing.T) {
 	checkNoLeaks(t)
-	addr := silentListener(t)
+	addr := testserver.Silent(t)
 	cfg := rtspConfig("tcp")
 	cfg.OpenTimeout = 500 * time.Millisecond
 	x := startRunner(t, rtspSource(t, "rtsp://"+addr+"/cam"), cfg)
