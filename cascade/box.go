@@ -6,16 +6,6 @@ import (
 	"github.com/htcstream/htcstream/detection"
 )
 
-func clamp(v, lo, hi float32) float32 {
-	if v < lo {
-		return lo
-	}
-	if v > hi {
-		return hi
-	}
-	return v
-}
-
 // DeltaCoder decodes (dx, dy, dw, dh) regression deltas onto boxes as
 // mmdetection's DeltaXYWHBBoxCoder does (means 0): centre shift by
 // delta*std*size, size scaled by exp(delta*std), |dw|, |dh| clamped.
@@ -37,8 +27,8 @@ func (c DeltaCoder) Decode(b detection.Box, d [4]float32) detection.Box {
 	ph := b.Y2 - b.Y1
 	dx := d[0] * c.Stds[0]
 	dy := d[1] * c.Stds[1]
-	dw := clamp(d[2]*c.Stds[2], -c.Clip, c.Clip)
-	dh := clamp(d[3]*c.Stds[3], -c.Clip, c.Clip)
+	dw := min(max(d[2]*c.Stds[2], -c.Clip), c.Clip)
+	dh := min(max(d[3]*c.Stds[3], -c.Clip), c.Clip)
 	gw := pw * float32(math.Exp(float64(dw)))
 	gh := ph * float32(math.Exp(float64(dh)))
 	gx := px + pw*dx
