@@ -200,8 +200,8 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	}
 	if b.BBoxStages != nil && !RoIAlignVectorised() {
 		scalarOnce.Do(func() {
-			slog.Warn("roi align runs scalar (this build lacks GOEXPERIMENT=simd, or the CPU AVX2/FMA): " +
-				"the box stages are several times slower; build with make build")
+			slog.Warn("roi align runs scalar (the CPU lacks AVX2/FMA, or the build is not amd64 or has the purego tag): " +
+				"the box stages are several times slower")
 		})
 	}
 	det := DetectConfig{ScoreThreshold: m.RCNN.ScoreThreshold, NMSIoU: m.RCNN.NMSIoU, MaxPerImage: m.RCNN.MaxPerImage}

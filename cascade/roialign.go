@@ -181,6 +181,10 @@ func (ra RoIAlign) pool(m *FeatureMap, j *PoolJob, s *poolScratch) {
 	}
 }
 
+// RoIAlignVectorised reports whether RoIAlign runs on 8-wide vectors here:
+// the amd64 assembly on a CPU with AVX2 and FMA.
+func RoIAlignVectorised() bool { return useAVX2 }
+
 // accumulateRowScalar sets each bin of dst (len(xat)-1 bins of C values)
 // to the weighted sum of its positions of img, or adds the sum to it.
 func accumulateRowScalar(dst, img []float32, c int, r *binRow, add bool) {

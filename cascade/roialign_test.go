@@ -81,6 +81,28 @@ func randomBoxes(rng *rand.Rand, n int, h, w float32) []float32 {
 	return out
 }
 
+// forEachRoIAlignPath runs f once per kernel this build and CPU have: the
+// scalar loop, and the assembly where useAVX2 picked it.
+func forEachRoIAlignPath(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	paths := []bool{false}
+	if useAVX2 {
+		paths = append(paths, true)
+	}
+	for _, asm := range paths {
+		name := "go"
+		if asm {
+			name = "asm"
+		}
+		t.Run(name, func(t *testing.T) {
+			saved := useAVX2
+			useAVX2 = asm
+			defer func() { useAVX2 = saved }()
+			f(t)
+		})
+	}
+}
+
 func TestRoIAlignMatchesONNXRuntime(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for _, tc := range []struct{ n, c, h, w, size int }{
@@ -106,63 +128,65 @@ func TestRoIAlignMatchesONNXRuntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, c := tc.size, tc.c
-			got := make([]float32, rois*s*s*c)
-			jobs := make([]PoolJob, rois)
-			for i := range jobs {
-				jobs[i] = PoolJob{Batch: int(batch[i]), Box: [4]float32(boxes[4*i : 4*i+4]), Out: got[i*s*s*c : (i+1)*s*s*c]}
-			}
-			if err := (RoIAlign{Size: s}).Pool([]FeatureMap{m}, jobs, 2); err != nil {
-				t.Fatal(err)
-			}
-			worst := 0.0
-			for r := 0; r < rois; r++ {
-				for ch := 0; ch < c; ch++ {
-					for b := 0; b < s*s; b++ {
-						g := got[(r*s*s+b)*c+ch]
-						w := want[(r*c+ch)*s*s+b]
-						worst = math.Max(worst, math.Abs(float64(g-w)))
-					}
+			forEachRoIAlignPath(t, func(t *testing.T) {
+				s, c := tc.size, tc.c
+				got := make([]float32, rois*s*s*c)
+				jobs := make([]PoolJob, rois)
+				for i := range jobs {
+					jobs[i] = PoolJob{Batch: int(batch[i]), Box: [4]float32(boxes[4*i : 4*i+4]), Out: got[i*s*s*c : (i+1)*s*s*c]}
 				}
-			}
-			if worst > 2e-6 {
-				t.Fatalf("largest difference from ONNX Runtime's RoiAlign: %g", worst)
-			}
-			t.Logf("largest difference from ONNX Runtime's RoiAlign: %.2g", worst)
-			if s%2 != 0 {
-				return
-			}
-			// Average 2 with Add: half the bins, each the mean of a 2x2 block
-			// of ONNX Runtime's, added to what Out held
-			h := s / 2
-			base := make([]float32, rois*h*h*c)
-			for i := range base {
-				base[i] = float32(i%7) - 3
-			}
-			got = append([]float32(nil), base...)
-			for i := range jobs {
-				jobs[i].Out = got[i*h*h*c : (i+1)*h*h*c]
-			}
-			if err := (RoIAlign{Size: h, Average: 2, Add: true}).Pool([]FeatureMap{m}, jobs, 2); err != nil {
-				t.Fatal(err)
-			}
-			worst = 0
-			for r := 0; r < rois; r++ {
-				for ch := 0; ch < c; ch++ {
-					for y := 0; y < h; y++ {
-						for x := 0; x < h; x++ {
-							at := func(yy, xx int) float32 { return want[((r*c+ch)*s+yy)*s+xx] }
-							w := (at(2*y, 2*x) + at(2*y, 2*x+1) + at(2*y+1, 2*x) + at(2*y+1, 2*x+1)) / 4
-							i := ((r*h+y)*h+x)*c + ch
-							worst = math.Max(worst, math.Abs(float64(got[i]-base[i]-w)))
+				if err := (RoIAlign{Size: s}).Pool([]FeatureMap{m}, jobs, 2); err != nil {
+					t.Fatal(err)
+				}
+				worst := 0.0
+				for r := 0; r < rois; r++ {
+					for ch := 0; ch < c; ch++ {
+						for b := 0; b < s*s; b++ {
+							g := got[(r*s*s+b)*c+ch]
+							w := want[(r*c+ch)*s*s+b]
+							worst = math.Max(worst, math.Abs(float64(g-w)))
 						}
 					}
 				}
-			}
-			if worst > 2e-6 {
-				t.Fatalf("Average 2, Add: largest difference from ONNX Runtime's RoiAlign + 2x2 mean: %g", worst)
-			}
-			t.Logf("Average 2, Add: largest difference from ONNX Runtime's RoiAlign + 2x2 mean: %.2g", worst)
+				if worst > 2e-6 {
+					t.Fatalf("largest difference from ONNX Runtime's RoiAlign: %g", worst)
+				}
+				t.Logf("largest difference from ONNX Runtime's RoiAlign: %.2g", worst)
+				if s%2 != 0 {
+					return
+				}
+				// Average 2 with Add: half the bins, each the mean of a 2x2 block
+				// of ONNX Runtime's, added to what Out held
+				h := s / 2
+				base := make([]float32, rois*h*h*c)
+				for i := range base {
+					base[i] = float32(i%7) - 3
+				}
+				got = append([]float32(nil), base...)
+				for i := range jobs {
+					jobs[i].Out = got[i*h*h*c : (i+1)*h*h*c]
+				}
+				if err := (RoIAlign{Size: h, Average: 2, Add: true}).Pool([]FeatureMap{m}, jobs, 2); err != nil {
+					t.Fatal(err)
+				}
+				worst = 0
+				for r := 0; r < rois; r++ {
+					for ch := 0; ch < c; ch++ {
+						for y := 0; y < h; y++ {
+							for x := 0; x < h; x++ {
+								at := func(yy, xx int) float32 { return want[((r*c+ch)*s+yy)*s+xx] }
+								w := (at(2*y, 2*x) + at(2*y, 2*x+1) + at(2*y+1, 2*x) + at(2*y+1, 2*x+1)) / 4
+								i := ((r*h+y)*h+x)*c + ch
+								worst = math.Max(worst, math.Abs(float64(got[i]-base[i]-w)))
+							}
+						}
+					}
+				}
+				if worst > 2e-6 {
+					t.Fatalf("Average 2, Add: largest difference from ONNX Runtime's RoiAlign + 2x2 mean: %g", worst)
+				}
+				t.Logf("Average 2, Add: largest difference from ONNX Runtime's RoiAlign + 2x2 mean: %.2g", worst)
+			})
 		})
 	}
 }
