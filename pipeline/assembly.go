@@ -409,7 +409,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 	}
 	var ss []Sink
 	if p := videoPath(o.cfg, o.cams, cam); p != "" {
-		fsink, err := encode.NewFileSink(p, encode.FileSinkConfig{})
+		fsink, err := encode.NewFileSink(p, encode.EncoderConfig{})
 		if err != nil {
 			return nil, err
 		}

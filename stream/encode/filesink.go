@@ -12,26 +12,6 @@ import (
 	"github.com/asticode/go-astiav"
 )
 
-// FileSinkConfig configures a FileSink. The zero value writes H.264 high
-// profile at constant quality 23 with x264's veryfast preset.
-type FileSinkConfig struct {
-	// FrameRate is the source's nominal rate in frames per second, for rate
-	// control and the GOP length; the file keeps every frame's own
-	// timestamp, so a variable rate is recorded as it happened. Default 30.
-	FrameRate float64
-	// GOP is the longest time between keyframes (seek points); default 2 s.
-	GOP time.Duration
-	// Bitrate in bits per second; default 0 = constant quality (CRF).
-	Bitrate int64
-	// CRF is the H.264 constant quality (1-51, lower is better); default 23.
-	CRF int
-	// Preset is the x264 speed preset; default "veryfast".
-	Preset string
-	// Threads bounds x264's threads; default 0 = one per core, as x264
-	// picks.
-	Threads int
-}
-
 // ErrNoFrames is returned (wrapped) by FileSink.Close when no frame was
 // written: an mp4 without a video track is no use, so none is left.
 var ErrNoFrames = errors.New("no frames written")
@@ -76,12 +56,13 @@ type FileSink struct {
 
 // NewFileSink creates PATH.partial and prepares the mp4 muxer; the video
 // track is set up by the first frame and keeps its size: a later frame of
-// another size is scaled to fit it, centred between black bars.
-func NewFileSink(path string, cfg FileSinkConfig) (*FileSink, error) {
-	enc, err := NewEncoder(EncoderConfig{
-		Codec: H264, FrameRate: cfg.FrameRate, GOP: cfg.GOP, Bitrate: cfg.Bitrate,
-		CRF: cfg.CRF, Preset: cfg.Preset, Threads: cfg.Threads, forFile: true,
-	})
+// another size is scaled to fit it, centred between black bars. The file is
+// H.264 whatever cfg.Codec says (mp4 is for players, which all take H.264),
+// high profile; the zero cfg encodes at constant quality 23 with x264's
+// veryfast preset.
+func NewFileSink(path string, cfg EncoderConfig) (*FileSink, error) {
+	cfg.Codec, cfg.forFile = H264, true
+	enc, err := NewEncoder(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mp4 sink %s: %w", path, err)
 	}

@@ -39,7 +39,7 @@ func noFile(t *testing.T, path string) {
 func TestFileSinkConstantRate(t *testing.T) {
 	const w, h, n = 160, 120, 30
 	path := filepath.Join(t.TempDir(), "cfr.mp4")
-	s, err := NewFileSink(path, FileSinkConfig{FrameRate: 15})
+	s, err := NewFileSink(path, EncoderConfig{FrameRate: 15})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestFileSinkConstantRate(t *testing.T) {
 
 func TestFileSinkVariableRate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vfr.mp4")
-	s, err := NewFileSink(path, FileSinkConfig{FrameRate: 10})
+	s, err := NewFileSink(path, EncoderConfig{FrameRate: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestFileSinkVariableRate(t *testing.T) {
 // Close still leaves a complete file with all 3.
 func TestFileSinkClosedEarly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "early.mp4")
-	s, err := NewFileSink(path, FileSinkConfig{})
+	s, err := NewFileSink(path, EncoderConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestFileSinkSIGINT(t *testing.T) {
 func TestFileSinkOddSize(t *testing.T) {
 	const w, h = 33, 17
 	path := filepath.Join(t.TempDir(), "odd.mp4")
-	s, err := NewFileSink(path, FileSinkConfig{CRF: 12})
+	s, err := NewFileSink(path, EncoderConfig{CRF: 12})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func absf(v float64) float64 {
 func TestFileSinkBadInput(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.mp4")
-	s, err := NewFileSink(empty, FileSinkConfig{})
+	s, err := NewFileSink(empty, EncoderConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,12 +251,12 @@ func TestFileSinkBadInput(t *testing.T) {
 	noFile(t, empty)
 	noFile(t, empty+".partial")
 
-	if _, err := NewFileSink(filepath.Join(dir, "x.mp4"), FileSinkConfig{Preset: "warp"}); err == nil {
+	if _, err := NewFileSink(filepath.Join(dir, "x.mp4"), EncoderConfig{Preset: "warp"}); err == nil {
 		t.Error("unknown preset: no error")
 	}
 
 	path := filepath.Join(dir, "sizes.mp4")
-	if s, err = NewFileSink(path, FileSinkConfig{}); err != nil {
+	if s, err = NewFileSink(path, EncoderConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WriteFrame(64, 48, mediatest.Pattern(64, 48, 0), 0); err != nil {

@@ -42,7 +42,7 @@ func TestFitRGB(t *testing.T) {
 // first one's size: the others are fitted in, and nothing fails.
 func TestFileSinkMixedSizes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mixed.mp4")
-	s, err := NewFileSink(path, FileSinkConfig{FrameRate: 10, CRF: 12})
+	s, err := NewFileSink(path, EncoderConfig{FrameRate: 10, CRF: 12})
 	if err != nil {
 		t.Fatal(err)
 	}

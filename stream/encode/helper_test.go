@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 // "ready" after 3 frames and "frames N" (the writes that succeeded) at the
 // end.
 func mp4SigintChild(path string) int {
-	s, err := NewFileSink(path, FileSinkConfig{FrameRate: 25})
+	s, err := NewFileSink(path, EncoderConfig{FrameRate: 25})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -222,7 +222,7 @@ func TestSinksNameAMissingDirectory(t *testing.T) {
 	if _, err := NewJSONSink(filepath.Join(dir, "d.jsonl")); err == nil || !strings.Contains(err.Error(), dir) {
 		t.Errorf("json sink: %v", err)
 	}
-	if _, err := encode.NewFileSink(filepath.Join(dir, "v.mp4"), encode.FileSinkConfig{}); err == nil || !strings.Contains(err.Error(), dir) {
+	if _, err := encode.NewFileSink(filepath.Join(dir, "v.mp4"), encode.EncoderConfig{}); err == nil || !strings.Contains(err.Error(), dir) {
 		t.Errorf("mp4 sink: %v", err)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
