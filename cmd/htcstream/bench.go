@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/htcstream/htcstream/pipeline/evaluate"
 )
@@ -53,16 +52,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "model %s, %dx%d frames, %d views, provider %s, %d frames timed, %.1f detections/frame\n",
 		r.Bundle, r.Width, r.Height, r.Views, r.Provider, r.Timed, float64(r.Detections)/k)
 	fmt.Fprintf(stdout, "%-22s %10s\n", "step", "ms/frame")
-	for _, row := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"preprocess (Go+OpenCV)", total.Preprocess}, {"backbone graph", total.Backbone}, {"proposals (Go)", total.Proposals},
-		{"roi align (Go)", total.RoIAlign}, {"box head graphs", total.BBoxHeads}, {"ensemble+merge (Go)", total.Merge}, {"mask_heads graph", total.MaskHeads},
-		{"mask paste (Go)", total.Paste}, {"total (wall)", r.Wall},
-	} {
-		fmt.Fprintf(stdout, "%-22s %10.2f\n", row.name, ms(row.d)/k)
+	for _, step := range total.Steps() {
+		fmt.Fprintf(stdout, "%-22s %10.2f\n", step.Title, ms(step.D)/k)
 	}
+	fmt.Fprintf(stdout, "%-22s %10.2f\n", "total (wall)", ms(r.Wall)/k)
 	fmt.Fprintf(stdout, "Go steps / model time (graphs + roi align): %.1f%% (preprocess excluded: %.1f%%)\n",
 		100*float64(goSteps)/float64(model), 100*float64(goSteps-total.Preprocess)/float64(model))
 	return nil
