@@ -2,9 +2,7 @@ package pipeline
 
 import (
 	"log/slog"
-	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/htcstream/htcstream/detection"
@@ -12,12 +10,6 @@ import (
 	"github.com/htcstream/htcstream/stream/record"
 	"github.com/htcstream/htcstream/track"
 )
-
-// EventPublisher takes events without blocking (events.MQTTSink,
-// events.WebhookSink: each queues them for its own goroutine).
-type EventPublisher interface {
-	Publish(ev events.Event) error
-}
 
 // EventStageConfig configures one camera's tracker stage.
 type EventStageConfig struct {
@@ -37,7 +29,7 @@ type EventStageConfig struct {
 	// URL path events give their snapshot under: SnapshotURL/camera/file.
 	SnapshotURL string
 	// Publishers get every event, in order.
-	Publishers []EventPublisher
+	Publishers []events.Publisher
 	Metrics    *Metrics
 	Logger     *slog.Logger
 }
@@ -55,8 +47,8 @@ type EventStageConfig struct {
 //     end, so that every new has its end.
 //
 // Building events is cheap and stays on the output goroutine; the JPEG
-// snapshots, the masks' RLE and the publishing happen on the stage's own
-// worker goroutine behind a queue that never blocks the stream.
+// snapshots, the masks' RLE and the publishing happen on the stage's
+// events.Worker, behind a queue that never blocks the stream.
 type EventStage struct {
 	cfg    EventStageConfig
 	tr     *track.Tracker
@@ -66,8 +58,8 @@ type EventStage struct {
 
 	tracks map[uint64]*trackState
 	clock  [256]frameTime // seq -> wall clock of recent frames
-	job    *eventJob      // this frame's, between Track and Drawn
-	w      *eventWorker
+	job    *events.Job    // this frame's, between Track and Drawn
+	w      *events.Worker
 }
 
 type frameTime struct {
@@ -87,21 +79,6 @@ type trackState struct {
 	mask      detection.Mask // best frame's
 	stages    []float32
 	w, h      int
-}
-
-// eventJob is one frame's work for the worker: snapshots to save from rgb
-// (tracks whose best frame this is), then events to publish.
-type eventJob struct {
-	snaps  []string // event ids
-	rgb    []byte
-	w, h   int
-	events []jobEvent
-	done   chan struct{} // closed once done, when set
-}
-
-type jobEvent struct {
-	ev   events.Event
-	mask detection.Mask
 }
 
 // NewEventStage makes a camera's stage and starts its worker; End stops it.
@@ -124,7 +101,12 @@ func NewEventStage(cfg EventStageConfig) (*EventStage, error) {
 			s.labels[slices.Index(cfg.Classes, l)] = true
 		}
 	}
-	s.w = newEventWorker(cfg)
+	w := events.WorkerConfig{Camera: cfg.Camera, SnapshotURL: cfg.SnapshotURL, Publishers: cfg.Publishers, Logger: cfg.Logger,
+		CountSnapshots: func(result string, n int) { cfg.Metrics.snapshot(cfg.Camera, result, n) }}
+	if cfg.Store != nil {
+		w.Snapshots = cfg.Store
+	}
+	s.w = events.NewWorker(w)
 	return s, nil
 }
 
@@ -133,7 +115,7 @@ func (s *EventStage) Track(o *Output) {
 	f := o.Frame
 	s.clock[uint64(f.Seq)%uint64(len(s.clock))] = frameTime{f.Seq, f.Captured}
 	res := s.tr.Update(f.Seq, f.PTS, o.Result.Detections)
-	job := &eventJob{w: f.Width, h: f.Height}
+	job := &events.Job{Width: f.Width, Height: f.Height}
 	for _, t := range res.New {
 		first := s.wall(o, t.FirstSeq, t.FirstSeen)
 		s.tracks[t.ID] = &trackState{id: events.EventID(s.cfg.Camera, first, int64(t.ID)), firstWall: first}
@@ -155,8 +137,8 @@ func (s *EventStage) Track(o *Output) {
 		}
 		o.Result.Detections = kept
 	}
-	if len(job.snaps) > 0 && s.cfg.Clean {
-		job.rgb = slices.Clone(f.RGB) // drawing happens in place
+	if len(job.Snapshots) > 0 && s.cfg.Clean {
+		job.RGB = slices.Clone(f.RGB) // drawing happens in place
 	}
 	s.job = job
 }
@@ -165,31 +147,31 @@ func (s *EventStage) Track(o *Output) {
 func (s *EventStage) Drawn(o *Output) {
 	job := s.job
 	s.job = nil
-	if job == nil || (len(job.snaps) == 0 && len(job.events) == 0) {
+	if job == nil || (len(job.Snapshots) == 0 && len(job.Events) == 0) {
 		return
 	}
-	if len(job.snaps) > 0 && job.rgb == nil {
-		job.rgb = o.Frame.RGB // nothing writes the frame after drawing
+	if len(job.Snapshots) > 0 && job.RGB == nil {
+		job.RGB = o.Frame.RGB // nothing writes the frame after drawing
 	}
-	s.w.push(job)
+	s.w.Push(job)
 }
 
 // End implements Tracker: every track still alive ends, the worker sends
 // what it has and stops.
 func (s *EventStage) End() {
-	job := &eventJob{}
+	job := &events.Job{}
 	if s.job != nil { // a frame tracked but never drawn (hard stop)
 		job = s.job
-		job.snaps, job.rgb = nil, nil
+		job.Snapshots, job.RGB = nil, nil
 		s.job = nil
 	}
 	for _, t := range s.tr.EndAll() {
 		s.end(nil, t, job)
 	}
-	if len(job.events) > 0 {
-		s.w.push(job)
+	if len(job.Events) > 0 {
+		s.w.Push(job)
 	}
-	s.w.close()
+	s.w.Close()
 }
 
 // wall is the wall-clock time of frame seq: remembered for recent frames,
@@ -206,7 +188,7 @@ func (s *EventStage) wall(o *Output, seq int64, pts time.Duration) time.Time {
 
 // follow updates a confirmed track seen in this frame and decides its
 // event.
-func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
+func (s *EventStage) follow(o *Output, t track.Track, job *events.Job) {
 	st := s.tracks[t.ID]
 	if st == nil {
 		return
@@ -232,7 +214,7 @@ func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
 		st.mask = d.Mask
 		st.stages, st.w, st.h = d.StageScores, o.Frame.Width, o.Frame.Height
 		if s.snap && s.wanted(t, st, false) {
-			job.snaps = append(job.snaps, st.id)
+			job.Snapshots = append(job.Snapshots, st.id)
 		}
 	}
 	switch {
@@ -243,7 +225,7 @@ func (s *EventStage) follow(o *Output, t track.Track, job *eventJob) {
 			if s.snap && !t.Improved {
 				// passed the filter late: its best frame is gone, this one
 				// will do until a better one comes
-				job.snaps = append(job.snaps, st.id)
+				job.Snapshots = append(job.Snapshots, st.id)
 			}
 		}
 	case zonesChanged,
@@ -267,7 +249,7 @@ func (s *EventStage) wanted(t track.Track, st *trackState, full bool) bool {
 	return t.LastSeen-t.FirstSeen >= s.cfg.Rules.MinDuration
 }
 
-func (s *EventStage) end(o *Output, t track.Track, job *eventJob) {
+func (s *EventStage) end(o *Output, t track.Track, job *events.Job) {
 	st := s.tracks[t.ID]
 	delete(s.tracks, t.ID)
 	if st == nil || !st.sent {
@@ -277,7 +259,7 @@ func (s *EventStage) end(o *Output, t track.Track, job *eventJob) {
 }
 
 // emit adds an event about t to the job.
-func (s *EventStage) emit(o *Output, t track.Track, st *trackState, typ events.EventType, job *eventJob) {
+func (s *EventStage) emit(o *Output, t track.Track, st *trackState, typ events.EventType, job *events.Job) {
 	ev := events.Event{
 		Type: typ, ID: st.id, Camera: s.cfg.Camera, TrackID: int64(t.ID), Label: t.Label, ClassID: t.ClassID,
 		FirstSeen: st.firstWall, LastSeen: s.wall(o, t.LastSeq, t.LastSeen), FirstPTS: t.FirstSeen, LastPTS: t.LastSeen,
@@ -289,153 +271,6 @@ func (s *EventStage) emit(o *Output, t track.Track, st *trackState, typ events.E
 		st.sentAt = o.Frame.PTS
 	}
 	st.sentBest = t.BestScore
-	job.events = append(job.events, jobEvent{ev: ev, mask: st.mask})
+	job.Events = append(job.Events, events.Pending{Event: ev, Mask: st.mask})
 	s.cfg.Metrics.event(s.cfg.Camera, string(typ))
-}
-
-// maxQueuedImages bounds the frames the worker may hold for snapshots; a
-// job beyond it loses its snapshots (counted), never its events.
-const maxQueuedImages = 8
-
-// eventWorker saves snapshots and publishes a camera's events in order on
-// a goroutine of its own.
-type eventWorker struct {
-	cfg EventStageConfig
-
-	mu     sync.Mutex
-	queue  []*eventJob
-	images int
-	closed bool
-	wake   chan struct{}
-	done   chan struct{}
-
-	paths     map[string]string // event id -> snapshot path
-	snapFails int               // snapshots failed since the last saved
-}
-
-func newEventWorker(cfg EventStageConfig) *eventWorker {
-	w := &eventWorker{cfg: cfg, wake: make(chan struct{}, 1), done: make(chan struct{}), paths: map[string]string{}}
-	go w.run()
-	return w
-}
-
-// push queues a job and returns at once.
-func (w *eventWorker) push(j *eventJob) {
-	w.mu.Lock()
-	if j.rgb != nil {
-		if w.images >= maxQueuedImages {
-			w.cfg.Metrics.snapshot(w.cfg.Camera, "skipped", len(j.snaps))
-			j.snaps, j.rgb = nil, nil
-		} else {
-			w.images++
-		}
-	}
-	w.queue = append(w.queue, j)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *eventWorker) isClosed() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closed
-}
-
-// flush waits until the worker has done every job queued before.
-func (w *eventWorker) flush() {
-	j := &eventJob{done: make(chan struct{})}
-	w.push(j)
-	<-j.done
-}
-
-// close makes the worker finish the queue and waits for it.
-func (w *eventWorker) close() {
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-	<-w.done
-}
-
-func (w *eventWorker) run() {
-	defer close(w.done)
-	for {
-		w.mu.Lock()
-		if len(w.queue) == 0 {
-			closed := w.closed
-			w.mu.Unlock()
-			if closed {
-				return
-			}
-			<-w.wake
-			continue
-		}
-		j := w.queue[0]
-		w.queue[0] = nil
-		w.queue = w.queue[1:]
-		if j.rgb != nil {
-			w.images--
-		}
-		w.mu.Unlock()
-		w.do(j)
-	}
-}
-
-func (w *eventWorker) do(j *eventJob) {
-	cam := w.cfg.Camera
-	if j.done != nil {
-		defer close(j.done)
-	}
-	if j.rgb != nil && len(j.snaps) > 0 {
-		jpg, encErr := w.cfg.Store.Encode(j.w, j.h, j.rgb)
-		for _, id := range slices.Compact(j.snaps) {
-			p, err := "", encErr
-			if err == nil {
-				p, err = w.cfg.Store.SaveJPEG(cam, id, jpg)
-			}
-			if err != nil {
-				w.cfg.Metrics.snapshot(cam, "failed", 1)
-				// Once per run of failures, as the MQTT sink does: a full
-				// disk fails every snapshot, each with its own temporary
-				// file's name in the message (285 lines in 40 s).
-				if w.snapFails == 0 {
-					w.cfg.Logger.Error("snapshot not saved; until one is, further failures are only counted (htcstream_snapshots_total{result=\"failed\"})",
-						"camera", cam, "err", err)
-				}
-				w.snapFails++
-				continue
-			}
-			if w.snapFails > 0 {
-				w.cfg.Logger.Info("snapshots saved again", "camera", cam, "failed", w.snapFails)
-				w.snapFails = 0
-			}
-			w.paths[id] = p
-			w.cfg.Metrics.snapshot(cam, "saved", 1)
-		}
-	}
-	for _, je := range j.events {
-		ev := je.ev
-		ev.Snapshot = w.paths[ev.ID]
-		if ev.Snapshot != "" && w.cfg.SnapshotURL != "" {
-			ev.SnapshotURL = w.cfg.SnapshotURL + "/" + cam + "/" + filepath.Base(ev.Snapshot)
-		}
-		if err := ev.SetMask(je.mask, ev.Width, ev.Height); err != nil {
-			w.cfg.Logger.Warn("event without its mask", "camera", cam, "track", ev.TrackID, "err", err)
-			ev.Mask = nil
-		}
-		for _, p := range w.cfg.Publishers {
-			if err := p.Publish(ev); err != nil {
-				w.cfg.Logger.Warn("event not published", "camera", cam, "track", ev.TrackID, "type", ev.Type, "err", err)
-			}
-		}
-		if ev.Type == events.EventEnd {
-			delete(w.paths, ev.ID)
-		}
-	}
 }

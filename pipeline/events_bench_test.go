@@ -46,7 +46,7 @@ func BenchmarkEventStage(b *testing.B) {
 			rules := defaultEvents().EventRules
 			rules.Enabled = true
 			cfg := EventStageConfig{Camera: "cam", Classes: []string{"a", "b", "c", "d", "e"}, Rules: rules,
-				Keep: func(d *detection.Detection) bool { return d.Score >= 0.3 }, Publishers: []EventPublisher{&nopPublisher{}}}
+				Keep: func(d *detection.Detection) bool { return d.Score >= 0.3 }, Publishers: []events.Publisher{&nopPublisher{}}}
 			if c.zones {
 				cfg.Zones = map[string]Zone{"left": {{0, 0}, {0.5, 0}, {0.5, 1}, {0, 1}}, "band": {{0, 0.4}, {1, 0.4}, {1, 0.6}, {0, 0.6}}}
 			}
@@ -91,7 +91,7 @@ func BenchmarkEventStage(b *testing.B) {
 				s.Track(o)
 				s.Drawn(o)
 			}
-			s.w.flush() // the confirmations' snapshots are saved
+			s.w.Flush() // the confirmations' snapshots are saved
 			outs := make([]*Output, b.N)
 			for i := range outs {
 				outs[i] = frame(10 + i)

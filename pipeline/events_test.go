@@ -22,7 +22,7 @@ import (
 	"github.com/htcstream/htcstream/track"
 )
 
-// eventLog is an EventPublisher that keeps what it gets.
+// eventLog is an events.Publisher that keeps what it gets.
 type eventLog struct {
 	mu  sync.Mutex
 	evs []events.Event
@@ -80,7 +80,7 @@ func TestEventStageNewUpdateEnd(t *testing.T) {
 	log := &eventLog{}
 	keepAbove := func(d *detection.Detection) bool { return d.Score >= 0.3 }
 	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle", "square", "star"}, Rules: rules,
-		Zones: map[string]Zone{"right": {{0.5, 0}, {1, 0}, {1, 1}, {0.5, 1}}}, Keep: keepAbove, Publishers: []EventPublisher{log}})
+		Zones: map[string]Zone{"right": {{0.5, 0}, {1, 0}, {1, 1}, {0.5, 1}}}, Keep: keepAbove, Publishers: []events.Publisher{log}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestEventStageFilterDelaysNew(t *testing.T) {
 	rules.Zones = []string{"bottom"}
 	log := &eventLog{}
 	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules,
-		Zones: map[string]Zone{"bottom": {{0, 0.5}, {1, 0.5}, {1, 1}, {0, 1}}}, Publishers: []EventPublisher{log}})
+		Zones: map[string]Zone{"bottom": {{0, 0.5}, {1, 0.5}, {1, 1}, {0, 1}}}, Publishers: []events.Publisher{log}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestEventStageSnapshots(t *testing.T) {
 		rules.Enabled = true
 		log := &eventLog{}
 		s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules, Store: st, Clean: clean,
-			Publishers: []EventPublisher{log}})
+			Publishers: []events.Publisher{log}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +295,7 @@ func TestEventSnapshotFailuresLoggedOnceAndCounted(t *testing.T) {
 	rules := defaultEvents().EventRules
 	rules.Enabled = true
 	s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules, Store: st,
-		Publishers: []EventPublisher{&eventLog{}}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Publishers: []events.Publisher{&eventLog{}}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 			e.close()
 		}
 	}()
-	var pubs []EventPublisher
+	var pubs []events.Publisher
 	if cfg.MQTT.Broker != "" {
 		mc := cfg.streamMQTT()
 		mc.Logger = log
@@ -127,8 +127,8 @@ func (e *eventOutputs) close() {
 		return
 	}
 	for i, t := range e.trackers {
-		if s, ok := t.(*EventStage); ok && !s.w.isClosed() {
-			s.w.close()
+		if s, ok := t.(*EventStage); ok && !s.w.Closed() {
+			s.w.Close()
 		}
 		e.trackers[i] = nil
 	}
