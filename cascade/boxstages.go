@@ -10,17 +10,17 @@ import (
 	"github.com/htcstream/htcstream/infer"
 )
 
-// A contract-2 bundle's box cascade: Go pools every RoI on its own FPN level
-// (and the semantic feature) with RoIAlign, channels last, and each stage's
-// graph holds only the stage's FC layers and box decoding. Stage t+1 pools
-// stage t's boxes. The result is laid out as contract 1's bbox_heads graph
-// returns it, so the ensemble and merge do not tell the two apart.
+// The box cascade: Go pools every RoI on its own FPN level (and the
+// semantic feature) with RoIAlign, channels last, and each stage's graph
+// holds only the stage's FC layers and box decoding. Stage t+1 pools stage
+// t's boxes. The stages' outputs are gathered per RoI ([R,T,...]) for the
+// ensemble and the merge.
 
 // poolingMaps returns the view's P2-P5 (and semantic feature, last) channels
 // last, in md's scratch buffer: valid until the next call.
 func (md *Model) poolingMaps(run *viewRun) ([]FeatureMap, error) {
 	roi := md.m.ROI
-	idx := []int{outP2, outP2 + 1, outP2 + 2, outP2 + 3}
+	idx := append([]int(nil), outLevels[:len(roi.Strides)]...)
 	strides := append([]int(nil), roi.Strides...)
 	if roi.SemanticSize > 0 {
 		idx = append(idx, outSemanticFeat)
@@ -122,9 +122,8 @@ func (p *boxPool) pool(md *Model, rois []float32) error {
 	return p.sem.Pool(p.maps, p.jobs, 0)
 }
 
-// runBBoxStages runs the box cascade of a contract-2 bundle on one view's
-// RoIs and returns contract 1's stage_logits [R,T,C+1] and stage_boxes
-// [R,T,4].
+// runBBoxStages runs the box cascade on one view's RoIs and returns every
+// stage's logits [R,T,C+1] and boxes [R,T,4].
 func (md *Model) runBBoxStages(run *viewRun, rois []float32, n int, tm *Timings) (logits, boxes []float32, err error) {
 	t, c1 := md.m.NumStages, len(md.m.Things)+1
 	pool, err := md.newBoxPool(run, n)
@@ -170,11 +169,11 @@ func (md *Model) runBBoxStage(st int, feats, rois []float32, n int, sizes *ort.T
 		return err
 	}
 	defer destroyAll(outs)
-	l, _, err := infer.Float32Output(outs[0])
+	l, _, err := infer.Float32Output(outs[outStageLogits])
 	if err != nil {
 		return fmt.Errorf("stage %d logits: %w", st+1, err)
 	}
-	b, _, err := infer.Float32Output(outs[1])
+	b, _, err := infer.Float32Output(outs[outStageBoxes])
 	if err != nil {
 		return fmt.Errorf("stage %d boxes: %w", st+1, err)
 	}

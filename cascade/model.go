@@ -103,8 +103,8 @@ func (t *Timings) Add(o Timings) {
 // Graph is the time spent inside the graphs.
 func (t Timings) Graph() time.Duration { return t.Backbone + t.BBoxHeads + t.MaskHeads }
 
-// Model is the network's own compute: the graphs and, for a contract-2
-// bundle, the RoIAlign Go runs between the box stages in their place.
+// Model is the network's own compute: the graphs and the RoIAlign Go runs
+// between the box stages.
 func (t Timings) Model() time.Duration { return t.Graph() + t.RoIAlign }
 
 // Go is the time spent in Go's own steps around the network (preprocessing
@@ -147,7 +147,7 @@ type detectTrace struct {
 
 // viewTrace is one view's head graph inputs and outputs.
 type viewTrace struct {
-	rois, logits, boxes []float32 // bbox_heads: [R,5], [R,T,C+1], [R,T,4]
+	rois, logits, boxes []float32 // box stages: [R,5], [R,T,C+1], [R,T,4]
 	maskRois, masks     []float32 // mask_heads: [K,5], [K,T,S,S]
 	maskLabels          []int64   // [K]
 }
@@ -198,7 +198,7 @@ func NewModel(b *infer.Bundle, o Options) (*Model, error) {
 	if o.Semantic && (semClasses < 1 || semClasses > 256) {
 		return nil, fmt.Errorf("semantic map: the bundle names %d semantic classes, a byte map holds 1..256", semClasses)
 	}
-	if b.BBoxStages != nil && !RoIAlignVectorised() {
+	if !RoIAlignVectorised() {
 		scalarOnce.Do(func() {
 			slog.Warn("roi align runs scalar (the CPU lacks AVX2/FMA, or the build is not amd64 or has the purego tag): " +
 				"the box stages are several times slower")
@@ -357,9 +357,6 @@ func (md *Model) Detect(frames []Image) ([]Result, Timings, error) {
 	return out, tm, nil
 }
 
-// outSemanticLogits is the backbone's semantic_logits output position.
-const outSemanticLogits = 6
-
 // semanticMap labels each pixel of frame i with the channel whose semantic
 // logit is highest in the stride-8 cell the pixel falls in (nearest
 // sampling: the map is for display and statistics, not a finer
@@ -454,23 +451,37 @@ func (md *Model) runBackbone(frames []Image, v infer.View, tm *Timings) (*viewRu
 	return run, nil
 }
 
-// Backbone output positions (docs/model-bundle.md).
-const (
-	outP2           = 0
-	outSemanticFeat = 5
-	outRPNCls       = 7
-	outRPNReg       = 12
+// Backbone output positions, from the contract's table (infer/graphs.yaml).
+var (
+	outLevels         = backboneOutputs("p%d")        // P2..P6
+	outRPNCls         = backboneOutputs("rpn_cls_%d") // per level
+	outRPNReg         = backboneOutputs("rpn_reg_%d")
+	outSemanticFeat   = infer.OutputIndex(infer.GraphBackbone, "semantic_feat")
+	outSemanticLogits = infer.OutputIndex(infer.GraphBackbone, "semantic_logits")
+	// the box stage and mask heads graphs' outputs
+	outStageLogits = infer.OutputIndex(infer.GraphBoxStage, "logits")
+	outStageBoxes  = infer.OutputIndex(infer.GraphBoxStage, "boxes")
+	outStageMasks  = infer.OutputIndex(infer.GraphMaskHeads, "stage_masks")
 )
+
+// backboneOutputs returns the positions of a per-level output, levels 2..6.
+func backboneOutputs(format string) [5]int {
+	var out [5]int
+	for l := range out {
+		out[l] = infer.OutputIndex(infer.GraphBackbone, fmt.Sprintf(format, l+2))
+	}
+	return out
+}
 
 // proposals decodes frame i's RPN outputs in view coordinates.
 func (md *Model) proposals(run *viewRun, i int) ([]Proposal, error) {
 	levels := make([]RPNLevel, 5)
 	for l := 0; l < 5; l++ {
-		cls, cshape, err := infer.Float32Output(run.outs[outRPNCls+l])
+		cls, cshape, err := infer.Float32Output(run.outs[outRPNCls[l]])
 		if err != nil {
 			return nil, fmt.Errorf("rpn_cls_%d: %w", l+2, err)
 		}
-		reg, _, err := infer.Float32Output(run.outs[outRPNReg+l])
+		reg, _, err := infer.Float32Output(run.outs[outRPNReg[l]])
 		if err != nil {
 			return nil, fmt.Errorf("rpn_reg_%d: %w", l+2, err)
 		}
@@ -553,15 +564,7 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]detection.Box, w, h int
 				rois = append(rois, float32(i), vb.X1, vb.Y1, vb.X2, vb.Y2)
 			}
 		}
-		var logits, vboxes []float32
-		var err error
-		if md.b.BBoxStages != nil {
-			logits, vboxes, err = md.runBBoxStages(run, rois, total, tm)
-		} else {
-			t0 := time.Now()
-			logits, vboxes, err = md.runBBoxHeads(run, rois, total)
-			tm.BBoxHeads += time.Since(t0)
-		}
+		logits, vboxes, err := md.runBBoxStages(run, rois, total, tm)
 		if err != nil {
 			return nil, err
 		}
@@ -628,40 +631,14 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]detection.Box, w, h int
 	return dets, nil
 }
 
-func (md *Model) runBBoxHeads(run *viewRun, rois []float32, n int) (logits, boxes []float32, err error) {
-	rt, err := ort.NewTensor(ort.NewShape(int64(n), 5), rois)
-	if err != nil {
-		return nil, nil, fmt.Errorf("rois tensor: %w", err)
+// maskInputs lists the mask heads graph's inputs: the backbone features it
+// pools, then the RoIs and their labels.
+func (md *Model) maskInputs(run *viewRun, rois, labels ort.Value) []ort.Value {
+	in := make([]ort.Value, 0, 7)
+	for _, o := range outLevels[:4] {
+		in = append(in, run.outs[o])
 	}
-	defer rt.Destroy()
-	outs, err := md.b.BBoxHeads.Run(md.features(run, rt, run.sizes)...)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer destroyAll(outs)
-	l, _, err := infer.Float32Output(outs[0])
-	if err != nil {
-		return nil, nil, fmt.Errorf("stage_logits: %w", err)
-	}
-	b, _, err := infer.Float32Output(outs[1])
-	if err != nil {
-		return nil, nil, fmt.Errorf("stage_boxes: %w", err)
-	}
-	t, c1 := md.m.NumStages, len(md.m.Things)+1
-	if len(l) != n*t*c1 || len(b) != n*t*4 {
-		return nil, nil, fmt.Errorf("bbox heads returned %d logits and %d box values for %d RoIs, %d stages, %d classes",
-			len(l), len(b), n, t, c1)
-	}
-	// The outputs die with outs; copy what the merge keeps.
-	return append([]float32(nil), l...), append([]float32(nil), b...), nil
-}
-
-// features lists the graph inputs shared by both heads, then extra.
-func (md *Model) features(run *viewRun, extra ...ort.Value) []ort.Value {
-	in := make([]ort.Value, 0, 5+len(extra))
-	in = append(in, run.outs[outP2:outP2+4]...)
-	in = append(in, run.outs[outSemanticFeat])
-	return append(in, extra...)
+	return append(in, run.outs[outSemanticFeat], rois, labels)
 }
 
 // segment runs the mask heads of every view on the detections, averages
@@ -741,12 +718,12 @@ func (md *Model) runMaskHeads(run *viewRun, rois []float32, labels []int64) ([]f
 		return nil, fmt.Errorf("labels tensor: %w", err)
 	}
 	defer lt.Destroy()
-	outs, err := md.b.MaskHeads.Run(md.features(run, rt, lt)...)
+	outs, err := md.b.MaskHeads.Run(md.maskInputs(run, rt, lt)...)
 	if err != nil {
 		return nil, err
 	}
 	defer destroyAll(outs)
-	p, _, err := infer.Float32Output(outs[0])
+	p, _, err := infer.Float32Output(outs[outStageMasks])
 	if err != nil {
 		return nil, fmt.Errorf("stage_masks: %w", err)
 	}

@@ -135,27 +135,6 @@ func skipUnlessExporting(t *testing.T) {
 	}
 }
 
-// TestParitySortedLayout re-exports the bundled default model's head graphs
-// in the exporter's sorted layout (each RoI pooled once on its own level;
-// training/htc/export.py) from the weights stored in its own graphs, and
-// runs the parity test on the result: the new graphs must reproduce the
-// fixture PyTorch wrote for the original checkpoint.
-func TestParitySortedLayout(t *testing.T) {
-	skipUnlessExporting(t)
-	dir := filepath.Join(t.TempDir(), "sorted")
-	src, err := filepath.Abs(DefaultBundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(pyenv.Interpreter, "-m", "htc.export", "--from-bundle", src,
-		"--config", "../configs/model/htc_tiny.yaml", "--out", dir, "--graph-layout", "sorted")
-	cmd.Dir = "../training"
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("htc.export --from-bundle: %v\n%s", err, out)
-	}
-	checkParity(t, dir, 0.05)
-}
-
 func checkParity(t *testing.T, dir string, minScore float32) {
 	b, err := infer.LoadBundle(dir, infer.SessionOptions{IntraOpThreads: 2})
 	if err != nil {

@@ -7,17 +7,17 @@ import (
 	"os"
 	"path/filepath"
 
-	ort "github.com/yalue/onnxruntime_go"
 	"gopkg.in/yaml.v3"
 )
 
-// Contract is the bundle contract version this build writes and reads
-// (docs/model-bundle.md); ContractV1 bundles (one box-heads graph that pools
-// RoIs itself) are still read.
-const (
-	Contract   = "htcstream-bundle/2"
-	ContractV1 = "htcstream-bundle/1"
-)
+// Contract is the bundle contract version this build reads and the
+// exporter writes (docs/model-bundle.md).
+const Contract = "htcstream-bundle/2"
+
+// contractV1 is the retired contract of bundles exported before issue 14
+// (one bbox_heads graph that pooled RoIs itself): named only to tell its
+// users how to convert such a bundle.
+const contractV1 = "htcstream-bundle/1"
 
 // ErrBundle is wrapped by every error about a bundle's content.
 var ErrBundle = errors.New("model bundle")
@@ -61,20 +61,18 @@ type Manifest struct {
 	} `yaml:"rcnn"`
 	Graphs struct {
 		Backbone string `yaml:"backbone"`
-		// BBoxHeads is contract 1's box graph, BBoxStages contract 2's
-		// per-stage graphs; a bundle has one or the other.
-		BBoxHeads  string   `yaml:"bbox_heads"`
+		// BBoxStages are the box stages' graphs, one per stage.
 		BBoxStages []string `yaml:"bbox_stages"`
 		MaskHeads  string   `yaml:"mask_heads"`
 	} `yaml:"graphs"`
 	// Quantization says which graphs hold INT8 (QDQ) weights; nil: all
 	// float (every bundle htc.export writes).
 	Quantization *Quantization `yaml:"quantization"`
-	// ROI says how the runtime pools the box stages' inputs (contract 2).
+	// ROI says how the runtime pools the box stages' inputs.
 	ROI *ROIPooling `yaml:"roi"`
 }
 
-// ROIPooling is contract 2's roi section: RoIAlign (aligned, avg) of each
+// ROIPooling is the manifest's roi section: RoIAlign (aligned, avg) of each
 // RoI on its own FPN level, and of the semantic feature.
 type ROIPooling struct {
 	Size          int     `yaml:"size"`
@@ -226,6 +224,19 @@ func ReadManifest(dir string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
 	}
+	// The version first, leniently: a retired contract's keys are unknown
+	// to the strict decode below, and its user needs the way out, not them.
+	var head struct {
+		Contract string `yaml:"contract"`
+	}
+	if err := yaml.Unmarshal(b, &head); err == nil && head.Contract != Contract {
+		if head.Contract == contractV1 {
+			return nil, fmt.Errorf("%w: %s: contract %s is retired (its bbox_heads graph pooled RoIs itself); "+
+				"re-export it as %s with `htcstream export --from-bundle %s --config CFG --out NEW` "+
+				"or from its checkpoint with `htcstream export --checkpoint CKPT`", ErrBundle, path, contractV1, Contract, dir)
+		}
+		return nil, fmt.Errorf("%w: %s: contract %q, this build reads %q", ErrBundle, path, head.Contract, Contract)
+	}
 	var m Manifest
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -239,30 +250,19 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 func (m *Manifest) validate() error {
-	switch m.Contract {
-	case ContractV1:
-		if m.Graphs.BBoxHeads == "" || len(m.Graphs.BBoxStages) > 0 || m.ROI != nil {
-			return fmt.Errorf("contract %s has graphs.bbox_heads and neither graphs.bbox_stages nor roi", ContractV1)
+	switch {
+	case len(m.Graphs.BBoxStages) != m.NumStages:
+		return fmt.Errorf("graphs.bbox_stages names %d graphs for %d stages", len(m.Graphs.BBoxStages), m.NumStages)
+	case m.ROI == nil:
+		return fmt.Errorf("contract %s needs the roi section", Contract)
+	}
+	if err := m.ROI.validate(); err != nil {
+		return err
+	}
+	for i, g := range m.Graphs.BBoxStages {
+		if g == "" {
+			return fmt.Errorf("graphs.bbox_stages[%d] is empty", i)
 		}
-	case Contract:
-		switch {
-		case m.Graphs.BBoxHeads != "":
-			return fmt.Errorf("contract %s has graphs.bbox_stages instead of graphs.bbox_heads", Contract)
-		case len(m.Graphs.BBoxStages) != m.NumStages:
-			return fmt.Errorf("graphs.bbox_stages names %d graphs for %d stages", len(m.Graphs.BBoxStages), m.NumStages)
-		case m.ROI == nil:
-			return fmt.Errorf("contract %s needs the roi section", Contract)
-		}
-		if err := m.ROI.validate(); err != nil {
-			return err
-		}
-		for i, g := range m.Graphs.BBoxStages {
-			if g == "" {
-				return fmt.Errorf("graphs.bbox_stages[%d] is empty", i)
-			}
-		}
-	default:
-		return fmt.Errorf("contract %q, this build reads %q and %q", m.Contract, Contract, ContractV1)
 	}
 	switch {
 	case len(m.Things) == 0:
@@ -294,7 +294,7 @@ func (m *Manifest) validate() error {
 		}
 	}
 	if m.Quantization != nil {
-		if err := m.Quantization.validate(m.Contract); err != nil {
+		if err := m.Quantization.validate(); err != nil {
 			return err
 		}
 	}
@@ -313,83 +313,15 @@ func (m *Manifest) validate() error {
 
 // Bundle is a loaded model bundle: its manifest and one session per graph.
 type Bundle struct {
-	Dir      string
-	Manifest *Manifest
-	Backbone *Session
-	// BBoxHeads (contract 1) or BBoxStages (contract 2, one per stage).
-	BBoxHeads  *Session
-	BBoxStages []*Session
+	Dir        string
+	Manifest   *Manifest
+	Backbone   *Session
+	BBoxStages []*Session // one per stage
 	MaskHeads  *Session
 }
 
 // LevelNames are the FPN levels the backbone graph outputs.
 var LevelNames = []string{"p2", "p3", "p4", "p5", "p6"}
-
-type port struct {
-	name  string
-	rank  int
-	dtype ort.TensorElementDataType
-}
-
-func f32(name string, rank int) port { return port{name, rank, ort.TensorElementDataTypeFloat} }
-
-// signatures are the graphs' inputs and outputs as the contract fixes them.
-func signatures() (backbone, bbox, mask, stage [2][]port) {
-	backbone[0] = []port{f32("image", 4)}
-	for _, l := range LevelNames {
-		backbone[1] = append(backbone[1], f32(l, 4))
-	}
-	backbone[1] = append(backbone[1], f32("semantic_feat", 4), f32("semantic_logits", 4))
-	for i := 2; i <= 6; i++ {
-		backbone[1] = append(backbone[1], f32(fmt.Sprintf("rpn_cls_%d", i), 4))
-	}
-	for i := 2; i <= 6; i++ {
-		backbone[1] = append(backbone[1], f32(fmt.Sprintf("rpn_reg_%d", i), 4))
-	}
-	feats := []port{f32("p2", 4), f32("p3", 4), f32("p4", 4), f32("p5", 4), f32("semantic_feat", 4)}
-	bbox[0] = append(append([]port{}, feats...), f32("rois", 2), f32("image_sizes", 2))
-	bbox[1] = []port{f32("stage_logits", 3), f32("stage_boxes", 3)}
-	mask[0] = append(append([]port{}, feats...), f32("rois", 2), port{"labels", 1, ort.TensorElementDataTypeInt64})
-	mask[1] = []port{f32("stage_masks", 4)}
-	stage[0] = []port{f32("roi_feats", 2), f32("rois", 2), f32("image_sizes", 2)}
-	stage[1] = []port{f32("logits", 2), f32("boxes", 2)}
-	return
-}
-
-// checkSignature compares a session's inputs and outputs with the contract,
-// by name, order, rank and element type.
-func checkSignature(s *Session, want [2][]port) error {
-	for side, got := range [2][]ort.InputOutputInfo{s.Inputs, s.Outputs} {
-		kind := [2]string{"inputs", "outputs"}[side]
-		if len(got) != len(want[side]) {
-			return fmt.Errorf("%d %s, the contract has %d (%s)", len(got), kind, len(want[side]), portNames(want[side]))
-		}
-		for i, w := range want[side] {
-			g := got[i]
-			if g.Name != w.name {
-				return fmt.Errorf("%s %d is %q, the contract has %q (%s)", kind, i, g.Name, w.name, portNames(want[side]))
-			}
-			if g.OrtValueType != ort.ONNXTypeTensor || g.DataType != w.dtype {
-				return fmt.Errorf("%s %q has element type %v, want %v", kind, g.Name, g.DataType, w.dtype)
-			}
-			if len(g.Dimensions) != w.rank {
-				return fmt.Errorf("%s %q has rank %d, want %d", kind, g.Name, len(g.Dimensions), w.rank)
-			}
-		}
-	}
-	return nil
-}
-
-func portNames(ps []port) string {
-	var b bytes.Buffer
-	for i, p := range ps {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(p.name)
-	}
-	return b.String()
-}
 
 // LoadBundle reads the bundle in dir, opens its graphs with o and checks
 // each against the contract. The error names the file and the mismatch; a
@@ -399,23 +331,17 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bundle{Dir: dir, Manifest: m}
-	bb, bx, mk, st := signatures()
+	b := &Bundle{Dir: dir, Manifest: m, BBoxStages: make([]*Session, len(m.Graphs.BBoxStages))}
 	type graph struct {
 		file string
 		dst  **Session
-		sig  [2][]port
+		kind GraphKind
 	}
-	graphs := []graph{{m.Graphs.Backbone, &b.Backbone, bb}}
-	if m.Contract == ContractV1 {
-		graphs = append(graphs, graph{m.Graphs.BBoxHeads, &b.BBoxHeads, bx})
-	} else {
-		b.BBoxStages = make([]*Session, len(m.Graphs.BBoxStages))
-		for i, f := range m.Graphs.BBoxStages {
-			graphs = append(graphs, graph{f, &b.BBoxStages[i], st})
-		}
+	graphs := []graph{{m.Graphs.Backbone, &b.Backbone, GraphBackbone}}
+	for i, f := range m.Graphs.BBoxStages {
+		graphs = append(graphs, graph{f, &b.BBoxStages[i], GraphBoxStage})
 	}
-	graphs = append(graphs, graph{m.Graphs.MaskHeads, &b.MaskHeads, mk})
+	graphs = append(graphs, graph{m.Graphs.MaskHeads, &b.MaskHeads, GraphMaskHeads})
 	for _, g := range graphs {
 		path := filepath.Join(dir, g.file)
 		if _, err := os.Stat(path); err != nil {
@@ -429,7 +355,7 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 		}
 		*g.dst = s
 		o.Provider = s.Provider
-		if err := checkSignature(s, g.sig); err != nil {
+		if err := checkSignature(s, SignatureOf(g.kind)); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("%w: %s: %v", ErrBundle, path, err)
 		}
@@ -445,14 +371,11 @@ func LoadBundle(dir string, o SessionOptions) (*Bundle, error) {
 	return b, nil
 }
 
-// checkROIWidth compares contract 2's roi section with the graphs, where
+// checkROIWidth compares the roi section with the graphs, where
 // they fix the sizes: the channels of p2 and semantic_feat, and each stage's
 // roi_feats width (size x size x channels). A mismatch would otherwise
 // surface as a shape error on the first frame.
 func checkROIWidth(b *Bundle, m *Manifest) error {
-	if m.ROI == nil {
-		return nil
-	}
 	r := m.ROI
 	for _, o := range b.Backbone.Outputs {
 		if (o.Name == "p2" || (o.Name == "semantic_feat" && r.SemanticSize > 0)) && len(o.Dimensions) == 4 &&
@@ -496,10 +419,10 @@ func (b *Bundle) Close() {
 }
 
 // Sessions lists the bundle's open sessions in the order the test procedure
-// runs them: backbone, the box graph(s), mask heads.
+// runs them: backbone, the box stages, mask heads.
 func (b *Bundle) Sessions() []*Session {
 	var out []*Session
-	for _, s := range append(append([]*Session{b.Backbone, b.BBoxHeads}, b.BBoxStages...), b.MaskHeads) {
+	for _, s := range append(append([]*Session{b.Backbone}, b.BBoxStages...), b.MaskHeads) {
 		if s != nil {
 			out = append(out, s)
 		}

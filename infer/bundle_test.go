@@ -11,7 +11,7 @@ import (
 	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
-const validManifest = `contract: htcstream-bundle/1
+const validManifest = `contract: htcstream-bundle/2
 name: test
 things: [a, b]
 stuff: [s]
@@ -41,8 +41,16 @@ rcnn:
   mask_threshold: 0.5
 graphs:
   backbone: backbone.onnx
-  bbox_heads: bbox_heads.onnx
+  bbox_stages: [s1.onnx, s2.onnx, s3.onnx]
   mask_heads: mask_heads.onnx
+roi:
+  size: 7
+  sampling_ratio: 0
+  finest_scale: 56.0
+  strides: [4, 8, 16, 32]
+  channels: 256
+  semantic_size: 14
+  semantic_stride: 8
 `
 
 func writeBundle(t *testing.T, manifest string) string {
@@ -59,19 +67,26 @@ func TestManifestValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.NumStages != 3 || len(m.Things) != 2 || m.Normalization().Mean != [3]float32{1, 2, 3} || m.Input.TestScales[0] != [2]int{320, 320} {
+	if m.NumStages != 3 || len(m.Things) != 2 || m.Normalization().Mean != [3]float32{1, 2, 3} || m.Input.TestScales[0] != [2]int{320, 320} ||
+		len(m.Graphs.BBoxStages) != 3 || m.ROI == nil || m.ROI.Channels != 256 || m.ROI.SemanticSize != 14 {
 		t.Fatalf("manifest read as %+v", m)
 	}
 	bad := []struct{ from, to, says string }{
 		{"name: test", "name: test\ncolour: RGB", "colour"},
-		{"htcstream-bundle/1", "htcstream-bundle/9", "htcstream-bundle/9"},
+		{"htcstream-bundle/2", "htcstream-bundle/9", `contract "htcstream-bundle/9", this build reads "htcstream-bundle/2"`},
 		{"things: [a, b]", "things: []", "no thing classes"},
 		{"color: RGB", "color: BGR", "BGR"},
 		{"std: [1, 1, 1]", "std: [1, 0, 1]", "input.std[1]"},
 		{"strides: [4, 8, 16, 32, 64]", "strides: [4, 8, 16, 32]", "4 levels"},
 		{"[0.05, 0.05, 0.1, 0.1], ", "", "2 rows for 3 stages"},
 		{"mask_heads: mask_heads.onnx", "", "graphs must name"},
-		{"  bbox_heads: bbox_heads.onnx\n", "", "contract htcstream-bundle/1 has graphs.bbox_heads"},
+		{"[s1.onnx, s2.onnx, s3.onnx]", "[s1.onnx, s2.onnx]", "2 graphs for 3 stages"},
+		{"[s1.onnx, s2.onnx, s3.onnx]", "[s1.onnx, '', s3.onnx]", "graphs.bbox_stages[1] is empty"},
+		{"bbox_stages: [s1.onnx, s2.onnx, s3.onnx]", "bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n  bbox_heads: b.onnx", "bbox_heads"},
+		{"strides: [4, 8, 16, 32]\n  channels", "strides: [4, 8, 16]\n  channels", "roi.strides has 3 levels"},
+		{"semantic_size: 14", "semantic_size: 10", "roi.semantic_size 10"},
+		{"channels: 256", "channels: 0", "roi.channels 0"},
+		{"size: 7", "size: 0", "roi.size 0"},
 		{"nms_pre: 1000", "nms_pre: lots", "lots"},
 	}
 	for _, b := range bad {
@@ -86,45 +101,37 @@ func TestManifestValidation(t *testing.T) {
 	}
 }
 
-// validManifestV2 is validManifest as contract 2 writes it: stage graphs and
-// the roi section.
-var validManifestV2 = strings.Replace(strings.Replace(validManifest, "htcstream-bundle/1", "htcstream-bundle/2", 1),
-	"  bbox_heads: bbox_heads.onnx\n", "  bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n", 1) + `roi:
-  size: 7
-  sampling_ratio: 0
-  finest_scale: 56.0
-  strides: [4, 8, 16, 32]
-  channels: 256
-  semantic_size: 14
-  semantic_stride: 8
-`
+// validManifestV1 is a manifest of the retired contract 1, as htc.export
+// wrote it before issue 14: one bbox_heads graph, no roi section.
+var validManifestV1 = strings.Replace(strings.Replace(validManifest[:strings.Index(validManifest, "roi:")],
+	"htcstream-bundle/2", "htcstream-bundle/1", 1),
+	"  bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n", "  bbox_heads: bbox_heads.onnx\n", 1)
 
-func TestManifestContractTwo(t *testing.T) {
-	m, err := ReadManifest(writeBundle(t, validManifestV2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Contract != Contract || len(m.Graphs.BBoxStages) != 3 || m.ROI == nil || m.ROI.Channels != 256 || m.ROI.SemanticSize != 14 {
-		t.Fatalf("manifest read as %+v", m)
-	}
-	bad := []struct{ from, to, says string }{
-		{"[s1.onnx, s2.onnx, s3.onnx]", "[s1.onnx, s2.onnx]", "2 graphs for 3 stages"},
-		{"bbox_stages: [s1.onnx, s2.onnx, s3.onnx]", "bbox_stages: [s1.onnx, s2.onnx, s3.onnx]\n  bbox_heads: b.onnx", "instead of graphs.bbox_heads"},
-		{"strides: [4, 8, 16, 32]\n  channels", "strides: [4, 8, 16]\n  channels", "roi.strides has 3 levels"},
-		{"semantic_size: 14", "semantic_size: 10", "roi.semantic_size 10"},
-		{"channels: 256", "channels: 0", "roi.channels 0"},
-		{"size: 7", "size: 0", "roi.size 0"},
-		{"htcstream-bundle/2", "htcstream-bundle/1", "has graphs.bbox_heads and neither"},
-	}
-	for _, b := range bad {
-		_, err := ReadManifest(writeBundle(t, strings.Replace(validManifestV2, b.from, b.to, 1)))
-		if !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), b.says) {
-			t.Errorf("%q -> %q: got %v, want an error saying %q", b.from, b.to, err, b.says)
-		}
-	}
-	noRoi := validManifestV2[:strings.Index(validManifestV2, "roi:")]
+func TestManifestNeedsTheROISection(t *testing.T) {
+	noRoi := validManifest[:strings.Index(validManifest, "roi:")]
 	if _, err := ReadManifest(writeBundle(t, noRoi)); err == nil || !strings.Contains(err.Error(), "needs the roi section") {
 		t.Errorf("contract 2 without roi: %v", err)
+	}
+}
+
+// TestContractOneSaysHowToConvert: a bundle of the retired contract fails
+// on one line that names its manifest and the two ways to a contract-2
+// bundle, before any graph is opened.
+func TestContractOneSaysHowToConvert(t *testing.T) {
+	dir := writeBundle(t, validManifestV1)
+	_, err := LoadBundle(dir, SessionOptions{})
+	if !errors.Is(err, ErrBundle) {
+		t.Fatalf("contract 1: %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{filepath.Join(dir, "manifest.yaml"), "htcstream-bundle/1 is retired",
+		"htcstream export --from-bundle " + dir, "--checkpoint"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error is not one line: %q", msg)
 	}
 }
 

@@ -17,34 +17,26 @@ const QuantSchemeQDQU8S8 = "qdq-u8s8"
 type Quantization struct {
 	// Scheme is how the graphs are quantised: QuantSchemeQDQU8S8.
 	Scheme string `yaml:"scheme"`
-	// Graphs names the quantised graph groups: backbone, the box graphs
-	// (bbox_stages, all stage graphs, in a contract-2 bundle; bbox_heads in
-	// a contract-1 one) and mask_heads.
+	// Graphs names the quantised graph groups: backbone, bbox_stages (all
+	// stage graphs) and mask_heads.
 	Graphs []string `yaml:"graphs"`
 	// Calibration says what the activation ranges came from (free text).
 	Calibration string `yaml:"calibration"`
 }
 
-// validate checks the section against the bundle's contract version.
-func (q *Quantization) validate(contract string) error {
+func (q *Quantization) validate() error {
 	if q.Scheme != QuantSchemeQDQU8S8 {
 		return fmt.Errorf("quantization.scheme %q, this build reads %q", q.Scheme, QuantSchemeQDQU8S8)
 	}
 	if len(q.Graphs) == 0 {
 		return errors.New("quantization.graphs is empty")
 	}
-	box, other := "bbox_stages", "bbox_heads"
-	if contract == ContractV1 {
-		box, other = other, box
-	}
 	seen := map[string]bool{}
 	for _, g := range q.Graphs {
 		switch g {
-		case "backbone", box, "mask_heads":
-		case other:
-			return fmt.Errorf("quantization.graphs: %q is not a graph of contract %s (its box graphs are %s)", g, contract, box)
+		case "backbone", "bbox_stages", "mask_heads":
 		default:
-			return fmt.Errorf("quantization.graphs: unknown graph %q (want backbone, %s, mask_heads)", g, box)
+			return fmt.Errorf("quantization.graphs: unknown graph %q (want backbone, bbox_stages, mask_heads)", g)
 		}
 		if seen[g] {
 			return fmt.Errorf("quantization.graphs names %q twice", g)

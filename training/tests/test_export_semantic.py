@@ -50,13 +50,13 @@ def test_things_stuff_manifest_is_unchanged():
 
 def test_class_names_of_a_cocostuff_checkpoint(tmp_path):
     cfg = small_config(semantic_classes="cocostuff")
-    things, stuff = export._class_names(cfg, {"meta": {"classes": THINGS}}, tmp_path)
+    things, stuff = export.class_names(cfg, {"meta": {"classes": THINGS}}, tmp_path)
     assert things == THINGS and stuff == []
     cfg80 = small_config(semantic_classes="cocostuff", num_classes=80)
-    things, stuff = export._class_names(cfg80, {"meta": {"semantic_names": list(cs.COCOSTUFF_NAMES)}}, tmp_path)
+    things, stuff = export.class_names(cfg80, {"meta": {"semantic_names": list(cs.COCOSTUFF_NAMES)}}, tmp_path)
     assert things == list(cs.COCO_THING_NAMES) and stuff == []
     with pytest.raises(ValueError, match="semantic_names"):
-        export._class_names(cfg, {"meta": {"classes": THINGS, "semantic_names": ["a"]}}, tmp_path)
+        export.class_names(cfg, {"meta": {"classes": THINGS, "semantic_names": ["a"]}}, tmp_path)
 
 
 def test_cocostuff_model_exports_183_semantic_channels(tmp_path):

@@ -1,6 +1,5 @@
 """The INT8 post-export pass (htc.quantize): its QDQ graph rewrite, and a small random-weight
-model's bundles, contract 2 (the default, one graph per box stage) and contract 1 (the sorted
-layout's bbox_heads), quantised end to end (calibrated and compared through ONNX Runtime, via
+model's bundle quantised end to end (calibrated and compared through ONNX Runtime, via
 the Go helper internal/ortrun)."""
 
 import shutil
@@ -125,13 +124,10 @@ def frame(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
     return img
 
 
-LAYOUTS = ("stages", "sorted")  # contract 2 (the default) and contract 1
-
-
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """A random-weight model exported in both contracts and each bundle quantised: layout ->
-    (float bundle, INT8 bundle, stats); and the model, its config, the runner."""
+    """A random-weight model exported and its bundle quantised: (float bundle, INT8 bundle,
+    stats); and the model and the runner."""
     why = _have_runtime()
     if why:
         # make test installs both first: a missing one is a broken setup, not a reason to pass
@@ -146,27 +142,23 @@ def made(tmp_path_factory):
     for i in range(4):
         Image.fromarray(frame(i)).save(calib / f"{i}.png")
     runner = quantize.Runner(threads=1)
-    out = {}
-    for layout in LAYOUTS:
-        src = root / f"float_{layout}"
-        export.export_bundle(model, cfg, src, name="t", things=["circle", "square", "star"], stuff=["sky", "grass"],
-                             fixture_image=None, tta_scales=None, layout=layout)
-        dst = root / f"int8_{layout}"
-        stats = quantize.quantize_bundle(src, dst, calib, num_images=4, runner=runner, log=lambda *_: None)
-        out[layout] = (src, dst, stats)
-    return out, model, runner
+    src = root / "float"
+    export.export_bundle(model, cfg, src, name="t", things=["circle", "square", "star"], stuff=["sky", "grass"],
+                         fixture_image=None, tta_scales=None)
+    dst = root / "int8"
+    stats = quantize.quantize_bundle(src, dst, calib, num_images=4, runner=runner, log=lambda *_: None)
+    return (src, dst, stats), model, runner
 
 
-@pytest.fixture(params=LAYOUTS)
-def bundles(request, made):
-    out, _, runner = made
-    src, dst, stats = out[request.param]
+@pytest.fixture
+def bundles(made):
+    (src, dst, stats), _, runner = made
     return src, dst, runner, stats
 
 
 def _graph_kinds(man):
     """(group, file, check_graph kind) of every graph of a bundle."""
-    for group in quantize.graph_groups(man):
+    for group in quantize.GRAPHS:
         for f in quantize.graph_files(man, group):
             yield group, f, "bbox_stage" if group == "bbox_stages" else group
 
@@ -175,12 +167,8 @@ def test_quantised_bundle_has_qdq_graphs_and_says_so(bundles):
     src, out, _, stats = bundles
     man = yaml.safe_load((out / "manifest.yaml").read_text())
     assert man["quantization"]["scheme"] == "qdq-u8s8"
-    if man["contract"] == "htcstream-bundle/2":
-        assert man["quantization"]["graphs"] == ["backbone", "bbox_stages", "mask_heads"]
-        assert man["graphs"]["bbox_stages"] == ["bbox_stage1.onnx", "bbox_stage2.onnx", "bbox_stage3.onnx"]
-    else:
-        assert man["contract"] == "htcstream-bundle/1"
-        assert man["quantization"]["graphs"] == ["backbone", "bbox_heads", "mask_heads"]
+    assert man["quantization"]["graphs"] == ["backbone", "bbox_stages", "mask_heads"]
+    assert man["graphs"]["bbox_stages"] == ["bbox_stage1.onnx", "bbox_stage2.onnx", "bbox_stage3.onnx"]
     del man["quantization"]
     assert man == yaml.safe_load((src / "manifest.yaml").read_text())
     kinds = list(_graph_kinds(man))
@@ -208,10 +196,9 @@ def test_quantised_bundle_has_qdq_graphs_and_says_so(bundles):
 
 
 def test_pooling_is_the_contracts(made):
-    """The stage graphs' calibration inputs are pooled as a contract-2 runtime pools them: the
+    """The stage graphs' calibration inputs are pooled as the runtime pools them: the
     exporter's own reference (pooled_channels_last of the model's box cascade)."""
-    out, model, _ = made
-    src = out["stages"][0]
+    (src, _, _), model, _ = made
     man = yaml.safe_load((src / "manifest.yaml").read_text())
     g = torch.Generator().manual_seed(3)
     c = man["roi"]["channels"]
@@ -245,39 +232,36 @@ def test_quantised_graphs_run_close_to_float(bundles):
     feats = {f: fb[f] for f in quantize.FEATS}
     rois = quantize.proposals(fb, size, man)[:200]
     sizes = np.array([size], np.float32)
-    if "bbox_stages" in man["graphs"]:
-        # each stage on the float cascade's RoIs of that stage, pooled as Go pools them
-        fl, fbx = [], []
-        for t, file in enumerate(man["graphs"]["bbox_stages"]):
-            feed = {"roi_feats": quantize.pool_roi_feats(feats, rois, man["roi"]), "rois": rois, "image_sizes": sizes}
-            fs, qs = (next(runner.run(d / file, [feed])) for d in (src, out))
-            assert fs["logits"].shape == qs["logits"].shape == (len(rois), 4)
-            assert _rel(fs["logits"], qs["logits"]) < 0.1, file
-            assert np.abs(fs["boxes"] - qs["boxes"]).mean() < 1.0, file  # px, boxes of ~10-100 px
-            fl.append(fs["logits"])
-            fbx.append(fs["boxes"])
-            rois = np.concatenate([rois[:, :1], fs["boxes"]], axis=1)
-        fh = {"stage_logits": np.stack(fl, axis=1), "stage_boxes": np.stack(fbx, axis=1)}
-    else:
-        feed = dict(feats, rois=rois, image_sizes=sizes)
-        fh, qh = (next(runner.run(d / "bbox_heads.onnx", [feed])) for d in (src, out))
-        assert _rel(fh["stage_logits"], qh["stage_logits"]) < 0.1
-        assert np.abs(fh["stage_boxes"] - qh["stage_boxes"]).mean() < 1.0  # px, boxes of ~10-100 px
+    # each stage on the float cascade's RoIs of that stage, pooled as Go pools them
+    fl, fbx = [], []
+    for t, file in enumerate(man["graphs"]["bbox_stages"]):
+        feed = {"roi_feats": quantize.pool_roi_feats(feats, rois, man["roi"]), "rois": rois, "image_sizes": sizes}
+        fs, qs = (next(runner.run(d / file, [feed])) for d in (src, out))
+        assert fs["logits"].shape == qs["logits"].shape == (len(rois), 4)
+        assert _rel(fs["logits"], qs["logits"]) < 0.1, file
+        assert np.abs(fs["boxes"] - qs["boxes"]).mean() < 1.0, file  # px, boxes of ~10-100 px
+        fl.append(fs["logits"])
+        fbx.append(fs["boxes"])
+        rois = np.concatenate([rois[:, :1], fs["boxes"]], axis=1)
+    fh = {"stage_logits": np.stack(fl, axis=1), "stage_boxes": np.stack(fbx, axis=1)}
     mrois, labels = quantize.mask_rois(fh, max_dets=20)
     mfeed = dict(feats, rois=mrois, labels=labels)
     fm, qm = (next(runner.run(d / "mask_heads.onnx", [mfeed])) for d in (src, out))
     assert np.abs(fm["stage_masks"] - qm["stage_masks"]).mean() < 0.05
 
 
-def test_refuses_a_quantised_bundle_its_own_folder_and_the_other_contracts_graphs(made, tmp_path):
-    out, _, runner = made
-    src, dst, _ = out["stages"]
+def test_refuses_a_quantised_bundle_its_own_folder_contract_1_and_unknown_graphs(made, tmp_path):
+    (src, dst, _), _, runner = made
     with pytest.raises(ValueError, match="already quantised"):
         quantize.quantize_bundle(dst, tmp_path / "again", tmp_path, runner=runner)
     with pytest.raises(ValueError, match="another folder"):
         quantize.quantize_bundle(src, src, tmp_path, runner=runner)
-    with pytest.raises(ValueError, match=r"'bbox_heads' for a htcstream-bundle/2 bundle \(want some of backbone, "
-                                         r"bbox_stages, mask_heads\)"):
+    with pytest.raises(ValueError, match=r"'bbox_heads' \(want some of backbone, bbox_stages, mask_heads\)"):
         quantize.quantize_bundle(src, tmp_path / "x", tmp_path, graphs=["backbone", "bbox_heads"], runner=runner)
-    with pytest.raises(ValueError, match="'bbox_stages' for a htcstream-bundle/1 bundle"):
-        quantize.quantize_bundle(out["sorted"][0], tmp_path / "x", tmp_path, graphs=["bbox_stages"], runner=runner)
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    man = yaml.safe_load((src / "manifest.yaml").read_text())
+    man["contract"] = "htcstream-bundle/1"
+    (v1 / "manifest.yaml").write_text(yaml.safe_dump(man))
+    with pytest.raises(ValueError, match="contract htcstream-bundle/1, want htcstream-bundle/2; re-export it first"):
+        quantize.quantize_bundle(v1, tmp_path / "x", tmp_path, runner=runner)
