@@ -11,9 +11,11 @@ import (
 
 // checkpointFlags are what export and import share: the checkpoint (ours or
 // mmdetection's), an optional config whose keys override what the checkpoint
-// says, and --set overrides.
+// says, and --set overrides. Export also takes a bundle instead of the
+// checkpoint (fromBundle, nil for import).
 type checkpointFlags struct {
 	ckpt, out, config *string
+	fromBundle        *string
 	sets              []string
 }
 
@@ -32,7 +34,13 @@ func (c *checkpointFlags) parse(fs *pflag.FlagSet, args []string, allowExtra boo
 	if err := parseFlags(fs, args); err != nil {
 		return "", nil, err
 	}
-	if *c.ckpt == "" || *c.out == "" || (!allowExtra && fs.NArg() > 0) {
+	bundle := c.fromBundle != nil && *c.fromBundle != ""
+	switch {
+	case bundle && *c.ckpt != "":
+		return "", nil, fmt.Errorf("%w: give --checkpoint or --from-bundle, not both", errUsage)
+	case bundle && *c.config == "":
+		return "", nil, fmt.Errorf("%w: --from-bundle needs --config, the model config the bundle was exported from", errUsage)
+	case (*c.ckpt == "" && !bundle) || *c.out == "" || (!allowExtra && fs.NArg() > 0):
 		fs.Usage()
 		return "", nil, fmt.Errorf("%w: %s", errUsage, usage)
 	}
@@ -46,18 +54,22 @@ func (c *checkpointFlags) parse(fs *pflag.FlagSet, args []string, allowExtra boo
 
 // pythonArgs checks the paths and turns them absolute: Python runs in training/.
 func (c *checkpointFlags) pythonArgs() ([]string, error) {
-	ckpt, err := filepath.Abs(*c.ckpt)
+	flag, src := "--checkpoint", *c.ckpt
+	if c.fromBundle != nil && *c.fromBundle != "" {
+		flag, src = "--from-bundle", *c.fromBundle
+	}
+	src, err := filepath.Abs(src)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(ckpt); err != nil {
-		return nil, fmt.Errorf("--checkpoint: %w", err)
+	if _, err := os.Stat(src); err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	out, err := filepath.Abs(*c.out)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--checkpoint", ckpt, "--out", out}
+	args := []string{flag, src, "--out", out}
 	if *c.config != "" {
 		cfg, err := filepath.Abs(*c.config)
 		if err != nil {
@@ -75,9 +87,11 @@ func (c *checkpointFlags) pythonArgs() ([]string, error) {
 }
 
 func exportCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("export", "export --checkpoint CKPT --out BUNDLE [flags] [-- exporter flags]", stderr)
+	fs := newFlags("export", "export --checkpoint CKPT --out BUNDLE [flags] [-- exporter flags]\n"+
+		"       htcstream export --from-bundle OLD --config CFG --out BUNDLE", stderr)
 	var c checkpointFlags
 	c.register(fs, "bundle directory to write")
+	c.fromBundle = fs.String("from-bundle", "", "instead of --checkpoint: a bundle whose head graphs are exported again from the weights in them (a contract-1 bundle becomes contract 2); needs --config")
 	name := fs.String("name", "", "the bundle's name in its manifest (default: from the checkpoint's file)")
 	fixture := fs.String("fixture-image", "", "image for the reference fixture the Go parity test reads (default: the first val image; none for an mmdetection checkpoint)")
 	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
@@ -85,11 +99,13 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	quant := fs.String("quantize", "", "int8: write INT8 (QDQ) graphs calibrated on --calib-images instead of float ones (measured on the default contract-2 bundle: 1.6x faster end to end at 3 detections a frame, 2.0-2.2x at ~31, the same AP; docs/benchmarks.md, \"INT8 (issue 14)\")")
 	calib := fs.String("calib-images", "", "with --quantize: folder of calibration images (e.g. the training images)")
 	calibN := fs.Int("calib-count", 16, "with --quantize: calibration images used")
-	root, pargs, err := c.parse(fs, args, true, "want --checkpoint and --out")
+	root, pargs, err := c.parse(fs, args, true, "want --checkpoint (or --from-bundle) and --out")
 	if err != nil {
 		return err
 	}
 	switch {
+	case *c.fromBundle != "" && (*name != "" || *fixture != "" || *noFixture || *tta != ""):
+		return fmt.Errorf("%w: --from-bundle keeps the bundle's name and fixture (no --name, --fixture-image, --no-fixture or --tta-scales)", errUsage)
 	case *quant != "" && *quant != "int8":
 		return fmt.Errorf("%w: --quantize %q (want int8)", errUsage, *quant)
 	case *quant != "" && *calib == "":
