@@ -3,9 +3,8 @@
     python3 -m htc.quantize --bundle IN --out OUT --calib-images DIR [--num-images 16]
         [--graphs backbone,bbox_stages,mask_heads]
 
-Works on the bundle's ONNX graphs alone (no checkpoint needed), of either contract: the
-graph groups are ``backbone``, the box graphs (``bbox_stages``, one graph per stage, in a
-contract-2 bundle; ``bbox_heads`` in a contract-1 one) and ``mask_heads``. Static
+Works on the bundle's ONNX graphs alone (no checkpoint needed): the graph groups are
+``backbone``, ``bbox_stages`` (one graph per box stage) and ``mask_heads``. Static
 quantisation:
 
 - every Conv (and Gemm, with ``transA`` 0, ``alpha`` = ``beta`` = 1) whose weight is an
@@ -29,8 +28,7 @@ a small Go helper (``internal/ortrun``, built on first use), with the tensors to
 added as graph outputs. Each calibration image is resized as Go does (``prepare_view``),
 the backbone runs on it, proposals are decoded from its RPN outputs (the manifest's
 anchors and NMS settings), the box heads run on the proposals, and the mask heads on the
-best-scoring last-stage boxes. In a contract-2 bundle the box stages run as Go runs them:
-each stage graph's ``roi_feats`` are pooled here from the float backbone outputs as the
+best-scoring last-stage boxes. The box stages run as Go runs them: each stage graph's ``roi_feats`` are pooled here from the float backbone outputs as the
 manifest's ``roi`` section says (:func:`pool_roi_feats`: torchvision's aligned RoIAlign,
 channels last), and stage t + 1 pools stage t's boxes; each stage graph is calibrated on
 its own inputs.
@@ -44,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -59,19 +56,13 @@ import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-GRAPHS = ("backbone", "bbox_stages", "mask_heads")     # graph groups of a contract-2 bundle (the default)
-GRAPHS_V1 = ("backbone", "bbox_heads", "mask_heads")  # of a contract-1 bundle
+GRAPHS = ("backbone", "bbox_stages", "mask_heads")  # the graph groups of a bundle
 SCHEME = "qdq-u8s8"  # uint8 activations, int8 weights, ONNX QDQ
 REPO = Path(__file__).resolve().parents[2]
 
 
-def graph_groups(manifest: dict) -> Tuple[str, ...]:
-    """The bundle's graph groups: :data:`GRAPHS` (contract 2) or :data:`GRAPHS_V1`."""
-    return GRAPHS if "bbox_stages" in manifest["graphs"] else GRAPHS_V1
-
-
 def graph_files(manifest: dict, group: str) -> List[str]:
-    """The files of a graph group (one, or a contract-2 bundle's stage graphs in stage order)."""
+    """The files of a graph group (one, or the stage graphs in stage order)."""
     f = manifest["graphs"][group]
     return list(f) if isinstance(f, list) else [f]
 
@@ -298,7 +289,7 @@ FEATS = ("p2", "p3", "p4", "p5", "semantic_feat")
 
 
 def pool_roi_feats(feats: Dict[str, np.ndarray], rois: np.ndarray, roi: dict) -> np.ndarray:
-    """A contract-2 box stage's ``roi_feats`` [R, S*S*F] as the manifest's ``roi`` section says
+    """A box stage's ``roi_feats`` [R, S*S*F] as the manifest's ``roi`` section says
     (docs/model-bundle.md, ``cascade.RoIAlign``): each RoI pooled on its own level
     (floor(log2(sqrt(w h) / finest_scale + 1e-6)), clamped; level i is p{2+i}) with
     torchvision's RoIAlign (aligned, avg, ``sampling_ratio``), plus ``semantic_feat`` pooled
@@ -332,11 +323,10 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
               graphs: Sequence[str], work: Path) -> Dict[str, Ranges]:
     """Ranges of every tensor the plans of ``graphs`` (graph groups) need, from the float
     graphs on ``images``; by graph file."""
-    groups = graph_groups(manifest)
-    files = {k: graph_files(manifest, k) for k in groups}
-    ranges = {f: Ranges() for k in groups for f in files[k]}
+    files = {k: graph_files(manifest, k) for k in GRAPHS}
+    ranges = {f: Ranges() for k in GRAPHS for f in files[k]}
     models = {}
-    for k in groups:
+    for k in GRAPHS:
         for f in files[k]:
             if k not in graphs:
                 models[f] = (bundle / f, [])
@@ -355,41 +345,33 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
         heads_feats.append(feats)
         box_feeds.append(dict(feats, rois=proposals(outs, size, manifest),
                               image_sizes=np.array([size], np.float32)))
-    box_group = groups[1]
-    if box_group not in graphs and "mask_heads" not in graphs:
+    if "bbox_stages" not in graphs and "mask_heads" not in graphs:
         return ranges
-    if box_group == "bbox_heads":
-        path, names = models[files["bbox_heads"][0]]
-        box_outs = []
-        for feed, outs in zip(box_feeds, runner.run(path, box_feeds)):
-            ranges[files["bbox_heads"][0]].update(dict(feed, **outs), names)
-            box_outs.append(outs)
-    else:
-        # the stage loop as Go runs it: pool, stage t, pool its boxes, ...
-        rois = [feed["rois"] for feed in box_feeds]
-        logits: List[List[np.ndarray]] = [[] for _ in box_feeds]
-        boxes: List[List[np.ndarray]] = [[] for _ in box_feeds]
-        for f in files["bbox_stages"]:
-            path, names = models[f]
+    # the stage loop as Go runs it: pool, stage t, pool its boxes, ...
+    rois = [feed["rois"] for feed in box_feeds]
+    logits: List[List[np.ndarray]] = [[] for _ in box_feeds]
+    boxes: List[List[np.ndarray]] = [[] for _ in box_feeds]
+    for f in files["bbox_stages"]:
+        path, names = models[f]
 
-            def feeds(f=f, names=names, rois=rois):
-                # made one at a time as the runner writes them (the pooled features of all
-                # images need not be held at once); the graph inputs' ranges taken here
-                for feed, r in zip(box_feeds, rois):
-                    fd = {"roi_feats": pool_roi_feats(feed, r, manifest["roi"]), "rois": r,
-                          "image_sizes": feed["image_sizes"]}
-                    ranges[f].update(fd, names)
-                    yield fd
+        def feeds(f=f, names=names, rois=rois):
+            # made one at a time as the runner writes them (the pooled features of all
+            # images need not be held at once); the graph inputs' ranges taken here
+            for feed, r in zip(box_feeds, rois):
+                fd = {"roi_feats": pool_roi_feats(feed, r, manifest["roi"]), "rois": r,
+                      "image_sizes": feed["image_sizes"]}
+                ranges[f].update(fd, names)
+                yield fd
 
-            nxt = []
-            for i, outs in enumerate(runner.run(path, feeds())):
-                ranges[f].update(outs, names)
-                logits[i].append(outs["logits"])
-                boxes[i].append(outs["boxes"])
-                nxt.append(_stage_rois(rois[i], outs["boxes"]))
-            rois = nxt
-        box_outs = [{"stage_logits": np.stack(lg, axis=1), "stage_boxes": np.stack(bx, axis=1)}
-                    for lg, bx in zip(logits, boxes)]
+        nxt = []
+        for i, outs in enumerate(runner.run(path, feeds())):
+            ranges[f].update(outs, names)
+            logits[i].append(outs["logits"])
+            boxes[i].append(outs["boxes"])
+            nxt.append(_stage_rois(rois[i], outs["boxes"]))
+        rois = nxt
+    box_outs = [{"stage_logits": np.stack(lg, axis=1), "stage_boxes": np.stack(bx, axis=1)}
+                for lg, bx in zip(logits, boxes)]
     if "mask_heads" in graphs:
         mask_feeds = []
         for feats, outs in zip(heads_feats, box_outs):
@@ -571,7 +553,7 @@ def quantize_bundle(bundle: Path, out: Path, calib_images: Path, *, num_images: 
                     graphs: Optional[Sequence[str]] = None, runner: Optional[Runner] = None,
                     log=print) -> Dict[str, Dict[str, int]]:
     """Write ``bundle``'s INT8 form to ``out``. ``graphs``: the graph groups to quantise (default:
-    all of the bundle's, :func:`graph_groups`). Returns what was done per graph file (by its
+    all, :data:`GRAPHS`). Returns what was done per graph file (by its
     name without ``.onnx``: backbone, bbox_stage1 ..., mask_heads)."""
     bundle, out = Path(bundle), Path(out)
     if out.resolve() == bundle.resolve():
@@ -579,12 +561,16 @@ def quantize_bundle(bundle: Path, out: Path, calib_images: Path, *, num_images: 
     manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
     if manifest.get("quantization"):
         raise ValueError(f"{bundle} is already quantised ({manifest['quantization']})")
-    groups = graph_groups(manifest)
+    from .export import CONTRACT, dump_yaml
+
+    if manifest.get("contract") != CONTRACT:
+        raise ValueError(f"{bundle}/manifest.yaml: contract {manifest.get('contract')}, want {CONTRACT}; "
+                         "re-export it first (python3 -m htc.export --from-bundle, or htcstream export --from-bundle)")
+    groups = GRAPHS
     graphs = list(groups if graphs is None else graphs)
     for k in graphs:
         if k not in groups:
-            raise ValueError(f"unknown graph {k!r} for a {manifest.get('contract')} bundle "
-                             f"(want some of {', '.join(groups)})")
+            raise ValueError(f"unknown graph {k!r} (want some of {', '.join(groups)})")
     runner = runner or Runner()
     images = load_images(calib_images, num_images)
     log(f"calibrating on {len(images)} images from {calib_images}")
@@ -602,8 +588,6 @@ def quantize_bundle(bundle: Path, out: Path, calib_images: Path, *, num_images: 
                 log(f"{name}: {stats[name]}")
             else:
                 shutil.copyfile(src, dst)
-    from .export import dump_yaml
-
     manifest["quantization"] = {
         "scheme": SCHEME,
         "graphs": [k for k in groups if k in graphs],
@@ -620,8 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", required=True, help="folder of calibration images (.png/.jpg, searched recursively)")
     p.add_argument("--num-images", type=int, default=16, help="calibration images used, spread over the folder (default 16)")
     p.add_argument("--graphs", default=None,
-                   help="graph groups to quantise, comma-separated: backbone, bbox_stages (contract 2; bbox_heads in "
-                        "a contract-1 bundle), mask_heads (default: all of the bundle's)")
+                   help="graph groups to quantise, comma-separated: backbone, bbox_stages, mask_heads (default: all)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for calibration")
     return p
 

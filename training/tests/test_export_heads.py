@@ -148,7 +148,7 @@ def contract_1_bundle(m, cfg, out):
         named = dict(zip(contract.names("backbone"), export.BackboneGraph(m)(torch.randn(1, 3, h, w))))
     feats = tuple(named[n] for n in ("p2", "p3", "p4", "p5", "semantic_feat"))
     rois = torch.tensor([[0.0, 4.0, 6.0, 60.0, 50.0], [0.0, 10.0, 20.0, 100.0, 90.0]])
-    axes = {"rois": {0: "rois"}, "labels": {0: "rois"}}
+    axes = {"rois": {0: "rois"}}
     names = ["p2", "p3", "p4", "p5", "semantic_feat", "rois"]
     for file, cascade, extra, outputs in (
             ("bbox_heads.onnx", m.box_cascade(), ("image_sizes", torch.tensor([[float(h), float(w)]])),

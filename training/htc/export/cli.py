@@ -42,7 +42,7 @@ def class_names(cfg: Config, ckpt: Dict[str, Any], work_dir: Path) -> Tuple[List
     m = cfg.model
     if m.semantic_classes == "cocostuff":
         # the semantic channels are COCO-stuff's (the manifest's semantic section)
-        from .data.cocostuff import COCO_THING_NAMES, NUM_COCOSTUFF_CHANNELS
+        from ..data.cocostuff import COCO_THING_NAMES, NUM_COCOSTUFF_CHANNELS
 
         named = meta.get("semantic_names")
         if named is not None and len(named) != NUM_COCOSTUFF_CHANNELS:
@@ -117,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.monotonic()
     if args.from_bundle is not None:
         try:
-            from .builders import load_config_with_overrides
+            from ..builders import load_config_with_overrides
 
             cfg = load_config_with_overrides(args.config, [s for group in args.overrides for s in group])
             out = Path(args.out)
