@@ -631,14 +631,23 @@ func (md *Model) detectBoxes(runs []*viewRun, shared [][]detection.Box, w, h int
 	return dets, nil
 }
 
-// maskInputs lists the mask heads graph's inputs: the backbone features it
-// pools, then the RoIs and their labels.
+// maskInputs lists the mask heads graph's inputs in the contract's order:
+// the backbone outputs of the same names (the features it pools), the RoIs
+// and their labels.
 func (md *Model) maskInputs(run *viewRun, rois, labels ort.Value) []ort.Value {
-	in := make([]ort.Value, 0, 7)
-	for _, o := range outLevels[:4] {
-		in = append(in, run.outs[o])
+	sig := infer.SignatureOf(infer.GraphMaskHeads).Inputs
+	in := make([]ort.Value, len(sig))
+	for i, p := range sig {
+		switch p.Name {
+		case "rois":
+			in[i] = rois
+		case "labels":
+			in[i] = labels
+		default:
+			in[i] = run.outs[infer.OutputIndex(infer.GraphBackbone, p.Name)]
+		}
 	}
-	return append(in, run.outs[outSemanticFeat], rois, labels)
+	return in
 }
 
 // segment runs the mask heads of every view on the detections, averages
