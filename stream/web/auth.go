@@ -58,6 +58,13 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			http.Error(w, fmt.Sprintf("origin %s may not call this API (it is not among the allowed origins)", origin), http.StatusForbidden)
 			return
 		}
+		if restrictedConn(r) && s.cfg.hasAuth() && !s.authorized(r) {
+			// beyond the connection limits: the reserve is for credentials
+			h.Set("Connection", "close")
+			h.Set("Retry-After", "5")
+			http.Error(w, "server busy: too many connections (in all, or from your address); requests with credentials are still served", http.StatusServiceUnavailable)
+			return
+		}
 		if !slices.Contains(publicPaths, r.URL.Path) && !s.authorized(r) {
 			s.challenge(w)
 			return

@@ -64,9 +64,19 @@ type ServerConfig struct {
 	// IdleTimeout closes a keep-alive connection that waits this long for
 	// its next request; default 60 s.
 	IdleTimeout time.Duration
-	// MaxConns bounds the open connections; further clients wait in the
-	// kernel's accept queue until one closes. Default 128.
+	// MaxConns bounds the open connections anonymous clients may hold.
+	// Near it, idle keep-alive connections are closed after a second, and
+	// at it the longest idle one makes room for a new one. Beyond it a
+	// reserve of max(16, MaxConns/4) more connections serves only requests
+	// with credentials (when any are configured; the others get 503), so
+	// that anonymous clients cannot starve token holders; past the reserve
+	// clients wait in the kernel's accept queue. Default 128.
 	MaxConns int
+	// MaxConnsPerIP: connections from one address beyond this many are
+	// served as beyond MaxConns (credentials only). Default 32; negative:
+	// no per-address limit (behind a proxy that is not on loopback, all
+	// clients share its address).
+	MaxConnsPerIP int
 	// MaxHeaderBytes bounds a request's headers; default 16 KiB.
 	MaxHeaderBytes int
 	// Logger defaults to slog.Default().
@@ -99,6 +109,9 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = 128
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 32
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 16 << 10
@@ -230,6 +243,7 @@ type Server struct {
 	srv     *http.Server
 	ln      net.Listener
 	done    chan struct{}
+	conns   *connLimiter
 	started bool
 	closed  bool
 }
@@ -398,7 +412,10 @@ func (s *Server) startOn(l net.Listener) {
 	}
 	s.log.Info("web API listening", "url", s.url(addr), "auth", s.cfg.hasAuth(), "tls", s.tls != nil)
 	srv, done := s.srv, s.done
-	ll := newLimitListener(l, s.cfg.MaxConns)
+	ll := newConnLimiter(l, s.cfg.MaxConns, s.cfg.MaxConnsPerIP, s.cfg.IdleTimeout)
+	s.conns = ll
+	srv.ConnState = ll.connState
+	srv.ConnContext = ll.connContext
 	go func() {
 		defer close(done)
 		var err error
@@ -463,49 +480,4 @@ func (s *Server) Close() error {
 	}
 	<-done
 	return nil
-}
-
-// limitListener holds back Accept while max connections are open (like
-// golang.org/x/net/netutil.LimitListener): clients beyond the limit wait
-// in the kernel's queue, and idle ones are closed by IdleTimeout.
-type limitListener struct {
-	net.Listener
-	sem       chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func newLimitListener(l net.Listener, n int) *limitListener {
-	return &limitListener{Listener: l, sem: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-func (l *limitListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
