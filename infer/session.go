@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/htcstream/htcstream/internal/cores"
 )
 
 // Provider names an ONNX Runtime execution provider.
@@ -17,7 +19,7 @@ const (
 )
 
 // SessionOptions configures one ONNX Runtime session. The zero value is valid:
-// CPU, ONNX Runtime's own thread choice.
+// CPU, one intra-op thread per usable core.
 type SessionOptions struct {
 	// Provider is the execution provider asked for: cpu (the default),
 	// cuda[:N] or tensorrt[:N] (ParseProvider). When the loaded library
@@ -27,8 +29,12 @@ type SessionOptions struct {
 	// value) binds on cuda and tensorrt only. See binding.go for what
 	// onnxruntime_go lets a binding do.
 	IOBinding IOBinding
-	// IntraOpThreads bounds the threads one graph run uses; 0 lets ONNX
-	// Runtime choose (one per core).
+	// IntraOpThreads bounds the threads one graph run uses; 0 means the
+	// cores this process may use (its affinity mask and cgroup CPU quota,
+	// internal/cores). ONNX Runtime is never left to choose: its own
+	// choice pins one thread per core of the machine, and on a shared
+	// 2-core box it ran the graphs up to twice as slow (docs/benchmarks.md,
+	// "Threads").
 	IntraOpThreads int
 	// SpinWait lets idle intra-op threads spin while waiting for work
 	// (ONNX Runtime's own default). Off by default: on a CPU shared with
@@ -105,10 +111,8 @@ func configure(opts *ort.SessionOptions, o SessionOptions) error {
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return err
 	}
-	if o.IntraOpThreads > 0 {
-		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
-			return err
-		}
+	if err := opts.SetIntraOpNumThreads(IntraOpThreads(o.IntraOpThreads)); err != nil {
+		return err
 	}
 	// ONNX Runtime plans a memory pattern per input shape; the head graphs
 	// see a new RoI count nearly every frame, so the plans pile up.
@@ -122,6 +126,15 @@ func configure(opts *ort.SessionOptions, o SessionOptions) error {
 		spin = "1"
 	}
 	return opts.AddSessionConfigEntry("session.intra_op.allow_spinning", spin)
+}
+
+// IntraOpThreads is the intra-op thread count a session asks ONNX Runtime
+// for: n, or when n is 0 the cores this process may use.
+func IntraOpThreads(n int) int {
+	if n > 0 {
+		return n
+	}
+	return cores.Usable()
 }
 
 func names(infos []ort.InputOutputInfo) []string {

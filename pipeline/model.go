@@ -58,7 +58,7 @@ func (s ModelSpec) Views(def infer.Scale) []infer.View {
 // take turns on the same cores.
 func CheckThreads(n int) error {
 	if n < 0 || n > MaxThreads() {
-		return fmt.Errorf("threads %d: want 0 (one per core) to %d (four per core of this machine's %d)", n, MaxThreads(), runtime.NumCPU())
+		return fmt.Errorf("threads %d: want 0 (the cores this process may use) to %d (four per core of this machine's %d)", n, MaxThreads(), runtime.NumCPU())
 	}
 	return nil
 }

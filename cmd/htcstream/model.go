@@ -30,7 +30,7 @@ func (m *modelFlags) register(fs *pflag.FlagSet, threshold float64) {
 	fs.StringVar(&m.bundle, "model", "", "model bundle directory (default: the bundled "+pipeline.DefaultBundleDir+", found beside the executable)")
 	fs.StringVar(&m.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $"+infer.LibraryEnv+", then "+infer.ProjectLibrary+")")
 	fs.StringVar(&m.provider, "provider", "cpu", "execution provider: cpu, cuda[:N] or tensorrt[:N] (N: the GPU; needs a GPU build of ONNX Runtime 1.22 via --ort-lib, else an error)")
-	fs.IntVar(&m.threads, "threads", 0, "intra-op threads per graph (0: one per core; at most four per core)")
+	fs.IntVar(&m.threads, "threads", 0, "intra-op threads per graph (0: the cores this process may use: affinity mask, cgroup CPU quota; at most four per core)")
 	fs.StringVar(&m.tta, "tta", "", "test scales LONGxSHORT[,LONGxSHORT...] (default: the bundle's first test scale; several = multi-scale TTA)")
 	fs.BoolVar(&m.flip, "flip", false, "add a horizontally flipped view of every scale (TTA)")
 	fs.StringVar(&m.ensemble, "ensemble", "logits", "stage score ensemble: logits (mmdetection's HTC) or probs (detectron2's Cascade R-CNN)")
