@@ -18,6 +18,7 @@ import (
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/overlay"
+	"github.com/htcstream/htcstream/store"
 	"github.com/htcstream/htcstream/stream/encode"
 	"github.com/htcstream/htcstream/stream/record"
 	"github.com/htcstream/htcstream/stream/web"
@@ -130,6 +131,7 @@ func Execute(cfg RunConfig, opt Options) error {
 	if err != nil {
 		return err
 	}
+	defer events.closeStore() // last: the web server reads it until it stops
 	defer events.close()
 
 	drain, stopDrain := context.WithCancel(context.Background())
@@ -175,8 +177,11 @@ func Execute(cfg RunConfig, opt Options) error {
 			return err
 		}
 		defer hub.Close()
-		srv, err := web.NewServer(cfg.serverConfig(opt.Logger), web.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health,
-			SnapshotDir: cfg.Events.Snapshots.Dir})
+		routes := web.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health, SnapshotDir: cfg.Events.Snapshots.Dir}
+		if events.db != nil {
+			routes.API = store.Handler(events.db.db, opt.Logger)
+		}
+		srv, err := web.NewServer(cfg.serverConfig(opt.Logger), routes)
 		if err != nil {
 			return fmt.Errorf("%w: --serve %s: %w", ErrConfig, cfg.Outputs.Serve, err)
 		}

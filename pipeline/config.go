@@ -397,6 +397,7 @@ func (c *RunConfig) Resolve() ([]Camera, error) {
 	c.Server.TLSCert = abs(c.Server.TLSCert)
 	c.Server.TLSKey = abs(c.Server.TLSKey)
 	c.Events.Snapshots.Dir = abs(c.Events.Snapshots.Dir)
+	c.Events.Store.Path = abs(c.Events.Store.Path)
 	c.MQTT.CAFile = abs(c.MQTT.CAFile)
 	c.MQTT.CertFile = abs(c.MQTT.CertFile)
 	c.MQTT.KeyFile = abs(c.MQTT.KeyFile)

@@ -17,6 +17,7 @@ type eventOutputs struct {
 	mqtt     *events.MQTTSink
 	hooks    []*events.WebhookSink
 	store    *record.SnapshotStore
+	db       *eventStore
 }
 
 // newEventOutputs starts the event sinks and makes the cameras' stages.
@@ -29,8 +30,8 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		tracked = tracked || c.Events.Enabled
 	}
 	if !tracked {
-		if cfg.MQTT.Broker != "" || len(cfg.Webhooks) > 0 {
-			return nil, fmt.Errorf("%w: mqtt or webhooks are set but no camera makes events: set events.enabled: true", ErrConfig)
+		if cfg.MQTT.Broker != "" || len(cfg.Webhooks) > 0 || cfg.Events.Store.enabled() {
+			return nil, fmt.Errorf("%w: mqtt, webhooks or events.store are set but no camera makes events: set events.enabled: true", ErrConfig)
 		}
 		return e, nil
 	}
@@ -38,6 +39,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 	defer func() {
 		if !ok {
 			e.close()
+			e.closeStore()
 		}
 	}()
 	var pubs []events.Publisher
@@ -61,6 +63,14 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		e.hooks = append(e.hooks, h)
 		names = append(names, hookName(w.URL))
 		pubs = append(pubs, h)
+	}
+	db, err := openEventStore(cfg, m, log)
+	if err != nil {
+		return nil, err
+	}
+	if db != nil {
+		e.db = db
+		pubs = append(pubs, db)
 	}
 	if s := cfg.Events.Snapshots; s.Dir != "" {
 		st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: s.Dir, MaxCount: s.MaxCount, MaxAge: s.MaxAge,
@@ -138,6 +148,17 @@ func (e *eventOutputs) close() {
 	if e.mqtt != nil {
 		e.mqtt.Close()
 	}
+	if e.db != nil {
+		e.db.w.Close()
+	}
+}
+
+// closeStore closes the event store's database; after close, and after
+// the web server that reads it has stopped.
+func (e *eventOutputs) closeStore() {
+	if e != nil && e.db != nil {
+		e.db.db.Close()
+	}
 }
 
 // report prints the event sinks' counts.
@@ -149,6 +170,10 @@ func (e *eventOutputs) report(w io.Writer) {
 	for i, h := range e.hooks {
 		st := h.Stats()
 		fmt.Fprintf(w, "webhook %d: %d events delivered, %d failed, %d dropped\n", i, st.Published, st.Failed, st.Dropped)
+	}
+	if e.db != nil {
+		st := e.db.w.Stats()
+		fmt.Fprintf(w, "event store (%s): %d events written, %d dropped, %d errors\n", e.db.db.Driver(), st.Written, st.Dropped, st.Errors)
 	}
 	if e.store != nil {
 		n, b := e.store.Stats()

@@ -17,7 +17,33 @@ type EventsConfig struct {
 	EventRules `yaml:",inline"`
 	// Snapshots: where and how the best frame of each track is kept.
 	Snapshots SnapshotsConfig `yaml:"snapshots"`
+	// Store: the database every event is kept in (docs/event-store.md).
+	Store StoreConfig `yaml:"store"`
 }
+
+// StoreConfig is events.store: the event store (store.Store), fed by an
+// event output of its own and read by /api/events and /api/recordings.
+type StoreConfig struct {
+	// Driver: sqlite (one file, default) or postgres (a server several
+	// workers share).
+	Driver string `yaml:"driver"`
+	// Path is the SQLite file; empty (and no dsn): no store. Default "".
+	Path string `yaml:"path"`
+	// DSN is PostgreSQL's: postgres://user:${PGPASSWORD}@host:5432/db.
+	DSN string `yaml:"dsn"`
+	// RetainDays: events last seen longer ago are deleted (hourly); 0
+	// keeps them all. Default 30.
+	RetainDays int `yaml:"retain_days"`
+	// Worker names this process in the store's rows; empty =
+	// mqtt.client_id, else htcstream-<hostname>.
+	Worker string `yaml:"worker"`
+	// Queue: events waiting for the database; the oldest are dropped
+	// beyond it. Default 1000.
+	Queue int `yaml:"queue"`
+}
+
+// enabled says whether the run keeps a store.
+func (s StoreConfig) enabled() bool { return s.Path != "" || s.DSN != "" }
 
 // EventRules are a camera's tracking and event settings.
 type EventRules struct {
@@ -115,6 +141,7 @@ func defaultEvents() EventsConfig {
 		EventRules: EventRules{Tracker: track.DefaultSettings(), UpdateInterval: 5 * time.Second, KeepSnapshots: true},
 		Snapshots: SnapshotsConfig{Frame: "annotated", MaxCount: 1000, MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30,
 			Quality: 85},
+		Store: StoreConfig{Driver: "sqlite", RetainDays: 30, Queue: 1000},
 	}
 }
 
@@ -140,6 +167,19 @@ func (c RunConfig) validateEvents(bad func(string, ...any)) {
 			s.MaxCount, s.MaxAge, s.MaxBytes)
 	}
 	checkRules(bad, "events.", c.Events.EventRules, nil, false)
+	switch st := c.Events.Store; {
+	case st.Driver != "sqlite" && st.Driver != "postgres":
+		bad("events.store.driver %q: want sqlite or postgres", st.Driver)
+	case st.Driver == "sqlite" && st.DSN != "":
+		bad("events.store: a dsn is for driver: postgres; sqlite takes a path")
+	case st.Driver == "postgres" && st.Path != "":
+		bad("events.store: a path is for driver: sqlite; postgres takes a dsn")
+	case st.Driver == "postgres" && st.DSN == "":
+		bad("events.store: driver postgres needs a dsn (postgres://user:password@host:5432/db)")
+	}
+	if st := c.Events.Store; st.RetainDays < 0 || st.Queue < 1 {
+		bad("events.store: retain_days %d (0 keeps everything), queue %d (at least 1): want positive numbers", st.RetainDays, st.Queue)
+	}
 	m := c.MQTT
 	if m.Broker != "" {
 		sc := c.streamMQTT()

@@ -203,6 +203,9 @@ type Routes struct {
 	// keeps there at GET /snapshots/{camera}/{file}.jpg (credentials as
 	// the other API routes). Default "": not served.
 	SnapshotDir string
+	// API, when set, serves /api/ (the event store's store.Handler:
+	// /api/events, /api/recordings) behind the same credentials.
+	API http.Handler
 }
 
 // SourceHealth is one source's entry in GET /healthz.
@@ -289,6 +292,9 @@ func (s *Server) routes(r Routes) *http.ServeMux {
 		mux.HandleFunc("/snapshots/{camera}/{file}", func(w http.ResponseWriter, req *http.Request) {
 			serveSnapshotFile(w, req, r.SnapshotDir)
 		})
+	}
+	if r.API != nil {
+		mux.Handle("/api/", r.API)
 	}
 	if r.Hub != nil {
 		mux.Handle("/", r.Hub)
