@@ -13,9 +13,9 @@
 
 Unlike ``--resume`` neither restores the optimiser, the schedule or the epoch.
 
-A checkpoint read back from a bundle (``examples/models/htc_tiny_synthetic.pth``,
-:mod:`htc.bundle_weights`) has its BatchNorm folded into the convolutions: each
-norm is an identity (running mean 0, running variance 1 - eps) plus a bias.
+A checkpoint read back from a bundle (``examples/models/htc_tiny_synthetic.pth``, by
+issue 14's ``htc.bundle_weights``, retired since) has its BatchNorm folded into the
+convolutions: each norm is an identity (running mean 0, running variance 1 - eps) plus a bias.
 Trained with batch statistics, such a norm would normalise away the scale and
 shift the folding put into the conv, and the fine-tune would start from a
 different, worse network and spend its steps relearning it (mask AP on the
@@ -123,7 +123,7 @@ class FoldedBatchNorm2d(nn.BatchNorm2d):
 
 def is_folded(norm: nn.Module) -> bool:
     """Whether a BatchNorm holds a folded norm: mean 0 and var + eps exactly 1 in float32 on
-    every channel (htc.bundle_weights writes that; training never does, a fresh norm has var 1)."""
+    every channel (the shipped checkpoint holds that; training never does, a fresh norm has var 1)."""
     if not isinstance(norm, nn.BatchNorm2d) or norm.running_mean is None or norm.running_var is None:
         return False
     return bool((norm.running_mean == 0).all()) and bool((norm.running_var + norm.eps == 1.0).all())

@@ -4,11 +4,11 @@ eval mode, so training starts from the exported model's function."""
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
 from htc import pretrained, train
-from htc.bundle_weights import conv_calls, set_identity_norm
 from htc.config import config_from_dict
 from htc.model import build_model
 from train_testutil import TINY, write_config
@@ -16,8 +16,30 @@ from train_testutil import TINY, write_config
 torch.set_num_threads(1)
 
 
+def identity_var(eps: float) -> float:
+    """A float32 running variance v with float32(v + eps) == 1.0 exactly (so 1/sqrt(v + eps) == 1)."""
+    one = np.float32(1.0)
+    v = np.float32(1.0 - eps)
+    for _ in range(4):
+        s = np.float32(v + np.float32(eps))
+        if s == one:
+            return float(v)
+        v = np.nextafter(v, np.float32(0.0) if s > one else np.float32(2.0), dtype=np.float32)
+    raise ValueError(f"no float32 running_var makes var + {eps} exactly 1")
+
+
+def conv_before(norm_name: str) -> str:
+    """The convolution a backbone norm follows, by mmdetection's ResNet names: convK -> bnK,
+    downsample.0 -> downsample.1."""
+    if norm_name.endswith("downsample.1"):
+        return norm_name[:-1] + "0"
+    head, _, last = norm_name.rpartition(".")
+    return f"{head}.conv{last[len('bn'):]}"
+
+
 def folded_model(seed: int = 3):
-    """A tiny HTC with non-trivial norms, then folded as htc.bundle_weights leaves them."""
+    """A tiny HTC with non-trivial norms, then folded as the shipped checkpoint's are (each
+    norm an identity plus the folded bias: weight 1, mean 0, var + eps exactly 1)."""
     torch.manual_seed(seed)
     cfg = config_from_dict(copy.deepcopy(TINY))
     model = build_model(cfg).eval()
@@ -35,11 +57,16 @@ def folded_model(seed: int = 3):
         before = model.backbone(image)[-1]
     modules = dict(model.named_modules())
     with torch.no_grad():
-        for conv_name, norm_name in conv_calls(model)[1].items():
-            conv, norm = modules[conv_name], modules[norm_name]
+        for norm_name, norm in list(modules.items()):
+            if not isinstance(norm, nn.BatchNorm2d):
+                continue
+            conv = modules[conv_before(norm_name)]
             scale = norm.weight / (norm.running_var + norm.eps).sqrt()
             conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            set_identity_norm(norm, norm.bias - norm.running_mean * scale)
+            norm.bias.copy_(norm.bias - norm.running_mean * scale)
+            norm.weight.fill_(1.0)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(identity_var(norm.eps))
         after = model.backbone(image)[-1]
     assert torch.allclose(before, after, atol=1e-4)  # folding keeps the eval function
     return model, cfg, image
