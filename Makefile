@@ -4,9 +4,6 @@ PYTHON := /usr/bin/python3
 # Go lives at /usr/local/go on machines of this kind, even where PATH lacks it.
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
-# Go's SIMD package (simd/archsimd, Go 1.26) runs the box stages' RoIAlign
-# (cascade/roialign_simd_amd64.go); without it the scalar loop is ~5x slower.
-export GOEXPERIMENT := simd
 BIN := bin/htcstream
 
 .PHONY: run test setup build vet test-go test-python clean

@@ -169,7 +169,8 @@ func block(c *build.Context, n int, dst, img, cb, k, xsp, xend reg.Register, ysE
 	c.Label(l("col"))
 	c.CMPQ(xp, xend)
 	c.JAE(operand.LabelRef(l("cols_done")))
-	// the weight's product on vectors, as the archsimd kernel had it: wy*wx
+	// the weight's product on vectors: a scalar MULSS is legacy SSE between
+	// AVX instructions, which stalls
 	wv, o := c.YMM(), c.GP64()
 	c.VBROADCASTSS(operand.Mem{Base: xp, Disp: wOffset}, wv)
 	c.VMULPS(wv, wy, wv)
