@@ -124,7 +124,7 @@ func (detectionsUser) SinkName() string { return "detections" }
 
 func (u detectionsUser) Write(o *Output) error {
 	fd := record.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name,
-		Width: o.Frame.Width, Height: o.Frame.Height, Detections: o.Result.Detections}
+		Width: o.Frame.Width, Height: o.Frame.Height, Keyframe: o.Keyframe, Detections: o.Result.Detections}
 	if o.Result.Semantic != nil && u.s.Stuff != nil {
 		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
 	}

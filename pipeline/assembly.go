@@ -197,8 +197,10 @@ func Execute(cfg RunConfig, opt Options) error {
 		return err
 	}
 	sources := make([]Source, len(cams))
+	schedules := make([]Schedule, len(cams))
 	drawers := perStreamDrawer{}
 	for i, cam := range cams {
+		schedules[i] = cam.Schedule(parsed[i].Kind.Live())
 		live := cam.Live
 		icfg := live.ingestConfig()
 		icfg.Loop = cam.Loop && !parsed[i].Kind.Live()
@@ -218,6 +220,7 @@ func Execute(cfg RunConfig, opt Options) error {
 		Detectors:  counted,
 		Filters:    filters,
 		Trackers:   events.trackers,
+		Schedules:  schedules,
 		Sources:    sources,
 		Drawer:     drawers,
 		Sinks:      out.sinksFor,
@@ -234,7 +237,11 @@ func Execute(cfg RunConfig, opt Options) error {
 		if sum.DecodeErrors > 0 {
 			damage = fmt.Sprintf(", %d decode errors (damaged input: pictures lost or concealed)", sum.DecodeErrors)
 		}
-		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %.1f fps\n", s.Name(), sum.In, sum.Out, sum.Dropped, damage, sum.FPS)
+		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %.1f fps", s.Name(), sum.In, sum.Out, sum.Dropped, damage, sum.FPS)
+		if key, prop, still := metrics.ScheduleCounts(s.Name()); prop+still > 0 {
+			fmt.Fprintf(opt.Stdout, "; the model ran on %d keyframes, %d frames propagated, %d still", key, prop, still)
+		}
+		fmt.Fprintln(opt.Stdout)
 	}
 	out.report(opt.Stdout, interrupted.Load() != nil)
 	events.report(opt.Stdout)

@@ -20,6 +20,7 @@ import (
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/ingest"
 	"github.com/htcstream/htcstream/internal/install"
+	"github.com/htcstream/htcstream/motion"
 	"github.com/htcstream/htcstream/overlay"
 	"github.com/htcstream/htcstream/stream/encode"
 	"github.com/htcstream/htcstream/stream/web"
@@ -48,7 +49,12 @@ type RunConfig struct {
 	// camera named after its file name with the global settings.
 	Sources []string `yaml:"sources"`
 	Loop    bool     `yaml:"loop"`
-	Outputs struct {
+	// Interval, Timing and Motion are every camera's keyframe schedule
+	// (docs/outputs.md, "Every frame"); cameras override them.
+	Interval Interval     `yaml:"interval"`
+	Timing   Timing       `yaml:"timing"`
+	Motion   MotionConfig `yaml:"motion"`
+	Outputs  struct {
 		// Video: one annotated mp4; with several cameras NAME-<camera>.mp4.
 		Video string `yaml:"video"`
 		// Detections: one JSON-lines file for all cameras.
@@ -204,6 +210,50 @@ type CameraConfig struct {
 	Events EventRules `yaml:"events"`
 	// Zones: named polygons, [[x, y], ...] relative to the frame (0..1).
 	Zones map[string]Zone `yaml:"zones"`
+	// Interval: how often the model sees this camera's frames: auto (the
+	// newest frame when the model is free; live sources' default) or N
+	// (every Nth frame; files' default 1). Timing: live (every frame at
+	// once with the latest tracks; live sources' default) or smooth (hold
+	// up to one interval and interpolate; files' default).
+	Interval Interval `yaml:"interval"`
+	Timing   Timing   `yaml:"timing"`
+	// Motion gates the model on motion (default on for live sources, off
+	// for files).
+	Motion MotionConfig `yaml:"motion"`
+}
+
+// MotionConfig is a camera's motion gating: when nothing moves in the
+// picture and no track moves, the model is not run.
+type MotionConfig struct {
+	// Enabled: default on for live sources, off for files.
+	Enabled *bool `yaml:"enabled"`
+	// The detector's settings (frame_height, threshold, contour_area,
+	// frame_alpha, lightning_threshold, mask polygons); zero: Frigate's
+	// defaults.
+	motion.Config `yaml:",inline"`
+	// MaxInterval forces a keyframe after this long without one, so new
+	// still objects are found (default 10s).
+	MaxInterval time.Duration `yaml:"max_interval"`
+}
+
+// Schedule is the camera's keyframe policy for its kind of source.
+func (cam CameraConfig) Schedule(live bool) Schedule {
+	sch := Schedule{Interval: cam.Interval, Timing: cam.Timing, MaxInterval: cam.Motion.MaxInterval}
+	if sch.Interval == 0 && live {
+		sch.Interval = IntervalAuto
+	}
+	if sch.Timing == "" && live {
+		sch.Timing = TimingLive
+	}
+	on := live
+	if cam.Motion.Enabled != nil {
+		on = *cam.Motion.Enabled
+	}
+	if on {
+		mc := cam.Motion.Config
+		sch.Motion = &mc
+	}
+	return sch
 }
 
 // Camera is a camera with everything resolved: its name, its source and
@@ -349,6 +399,12 @@ func (c RunConfig) cameraDefaults() CameraConfig {
 	cam.Events = c.Events.EventRules
 	cam.Events.Labels = append([]string(nil), c.Events.Labels...)
 	cam.Events.Zones = append([]string(nil), c.Events.Zones...)
+	cam.Interval, cam.Timing, cam.Motion = c.Interval, c.Timing, c.Motion
+	if c.Motion.Enabled != nil {
+		on := *c.Motion.Enabled
+		cam.Motion.Enabled = &on // decoding a camera's keys must not write into the globals
+	}
+	cam.Motion.Mask = append([]motion.Polygon(nil), c.Motion.Mask...)
 	return cam
 }
 
@@ -577,6 +633,17 @@ func (c RunConfig) Validate() error {
 		}
 	}
 	checkLive("live.", c.Live)
+	checkSchedule := func(prefix string, cam CameraConfig) {
+		// the source's kind is known only when it opens: a live camera
+		// with timing smooth and no interval is refused then
+		if err := cam.Schedule(false).validate(); err != nil {
+			bad("%s%s", prefix, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
+		}
+		if cam.Motion.MaxInterval < 0 {
+			bad("%smotion.max_interval %v is negative", prefix, cam.Motion.MaxInterval)
+		}
+	}
+	checkSchedule("", c.cameraDefaults())
 	for _, name := range slices.Sorted(maps.Keys(c.Cameras)) {
 		cam := c.Cameras[name]
 		p := "cameras." + name + "."
@@ -592,6 +659,7 @@ func (c RunConfig) Validate() error {
 		checkLive(p+"live.", cam.Live)
 		checkRules(bad, p+"events.", cam.Events, cam.Zones, true)
 		checkZones(bad, p+"zones.", cam.Zones)
+		checkSchedule(p, cam)
 	}
 	c.validateEvents(bad)
 	if err := errors.Join(errs...); err != nil {

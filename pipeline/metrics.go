@@ -69,6 +69,8 @@ type MetricsConfig struct {
 //	htcstream_latency_seconds{camera}  histogram, capture to drawn
 //	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
 //	htcstream_events_total{camera,type}  events made (new, update, end)
+//	htcstream_schedule_frames_total{camera,kind}  keyframe, propagated, still (model skipped: no motion)
+//	htcstream_model_fps{camera}  keyframes a second; htcstream_motion{camera}  1 while something moves
 //	htcstream_snapshots_total{camera,result}  saved, failed, skipped (worker behind)
 //	htcstream_snapshot_files, htcstream_snapshot_bytes  kept on disk
 //	htcstream_mqtt_published_total, _dropped_total, _errors_total; htcstream_mqtt_connected, _queued
@@ -89,6 +91,7 @@ type Metrics struct {
 	sinkDrops  *prometheus.CounterVec
 	events     *prometheus.CounterVec
 	snapshots  *prometheus.CounterVec
+	sched      *schedMetrics
 }
 
 type streamMetrics struct {
@@ -166,6 +169,7 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 		info, m.latency, m.stages, m.batches, m.detections, m.reconnects, m.sinkDrops,
 		m.events, m.snapshots, streamCollector{m},
 	)
+	m.sched = newSchedMetrics(m.reg)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }

@@ -1,17 +1,21 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/infer"
+	"github.com/htcstream/htcstream/track"
 )
 
 // Source produces the decoded frames of one stream.
@@ -34,6 +38,11 @@ type Output struct {
 	Result cascade.Result
 	// Latency is capture-to-drawn time.
 	Latency time.Duration
+	// Keyframe says the model ran on this frame. Propagated says its
+	// detections are tracks carried to it (Predictor), not the model's
+	// own; in live timing a keyframe's frame leaves before its result and
+	// is both.
+	Keyframe, Propagated bool
 }
 
 // Sink consumes the outputs of one or several streams. Write is called from
@@ -70,6 +79,12 @@ type Config struct {
 	// Trackers, when set, follow source i's instances (Trackers[i]; nil:
 	// untracked) on the stream's output goroutine, never on inference's.
 	Trackers []Tracker
+	// Schedules, when set, gives source i its keyframe policy
+	// (Schedules[i]; the zero Schedule: the model on every frame). A
+	// stream whose model skips frames needs its tracker to be a Predictor
+	// (a plain track.Tracker is made when Trackers[i] is nil): it carries
+	// the tracks to the frames the model did not see.
+	Schedules []Schedule
 	// Drawer annotates frames before the sinks see them; nil leaves frames
 	// as decoded.
 	Drawer Drawer
@@ -98,9 +113,11 @@ type ResultFilter func(r *cascade.Result)
 // Tracker follows one stream's instances across its frames. Its methods
 // are called from the stream's output goroutine only, in frame order.
 type Tracker interface {
-	// Track is called for every frame after the stream's filter and
-	// before drawing. It sets each detection's TrackID and may drop
-	// detections.
+	// Track is called for every keyframe (every frame the model saw)
+	// after the stream's filter and before drawing. It sets each
+	// detection's TrackID and may drop detections. In live timing a
+	// keyframe's result comes after its frame left: o.Frame is then the
+	// model's copy of it, drawn for Drawn but sent to no sink.
 	Track(o *Output)
 	// Drawn is called after drawing, before the sinks get o; it must not
 	// modify o.
@@ -110,6 +127,14 @@ type Tracker interface {
 	End()
 }
 
+// Predictor is a Tracker that carries its tracks to the frames the model
+// did not see: the tracks matched at the last Track call, each with the
+// box its motion model gives for the frame at pts (track.Tracker.Predict).
+// It must not change the tracker.
+type Predictor interface {
+	Predict(pts time.Duration) []track.Predicted
+}
+
 // inFlight is how many frames of one stream may be between its source and
 // its sink queues: a stream whose outputs are slow to leave stops taking
 // frames from its source instead of stalling inference for the others.
@@ -117,7 +142,49 @@ const inFlight = 4
 
 type item struct {
 	stream int
-	frame  *decode.Frame
+	s      *slot
+}
+
+// slot is one frame on its way from its source to its sinks, in the
+// stream's order queue. A keyframe's result is set by inference, which
+// then closes done.
+type slot struct {
+	frame *decode.Frame
+	// model is what the model reads: frame itself, or a copy when frame
+	// may be drawn on before the model is done (live timing).
+	model *decode.Frame
+	key   bool
+	still bool // not a keyframe because nothing moved
+	sc    *scheduler
+	res   cascade.Result
+	done  chan struct{}
+}
+
+func (s *slot) ready() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// newSlot decides whether f is a keyframe (sc nil: always) and, when the
+// frame will be drawn before the model is done, gives the model a copy.
+func newSlot(f *decode.Frame, sc *scheduler, copyForModel bool) *slot {
+	s := &slot{frame: f, model: f, sc: sc, key: true}
+	if sc != nil {
+		s.key, s.still = sc.decide(f)
+	}
+	if s.key {
+		s.done = make(chan struct{})
+		if copyForModel {
+			c := *f
+			c.RGB = slices.Clone(f.RGB)
+			s.model = &c
+		}
+	}
+	return s
 }
 
 // StreamError reports that one stream failed; the others went on.
@@ -186,11 +253,55 @@ func Run(drain, hard context.Context, cfg Config) error {
 		errMu.Unlock()
 	}
 
-	// Every stream holds inFlight credits: a frame takes one on its way in
-	// and gives it back once it has left for the sink queues.
+	// Each stream's keyframe policy, and the tracker that fills the frames
+	// the model skips.
+	scheds := make([]*scheduler, len(cfg.Sources))
+	preds := make([]Predictor, len(cfg.Sources))
+	trackers := make([]Tracker, len(cfg.Sources))
+	copy(trackers, cfg.Trackers)
+	for i, src := range cfg.Sources {
+		var sch Schedule
+		if i < len(cfg.Schedules) {
+			sch = cfg.Schedules[i]
+		}
+		if err := sch.validate(); err != nil {
+			return errors.Join(fmt.Errorf("stream %s: %w", names[i], err), closeSinks())
+		}
+		if sch.everyFrame() {
+			continue
+		}
+		sc, err := newScheduler(names[i], sch, src.Live(), cfg.Metrics)
+		if err != nil {
+			return errors.Join(err, closeSinks())
+		}
+		scheds[i] = sc
+		if trackers[i] == nil {
+			pt, err := newPlainTracker()
+			if err != nil {
+				return errors.Join(err, closeSinks())
+			}
+			trackers[i] = pt
+		}
+		p, ok := trackers[i].(Predictor)
+		if !ok {
+			return errors.Join(fmt.Errorf("stream %s: its tracker cannot carry tracks to the frames the model skips (no Predict)", names[i]), closeSinks())
+		}
+		preds[i] = p
+	}
+
+	// Every stream holds credits (inFlight, and as many as smooth timing
+	// holds back): a frame takes one on its way in and gives it back once
+	// it has left for the sink queues.
 	credits := make([]chan struct{}, len(cfg.Sources))
+	orders := make([]chan *slot, len(cfg.Sources))
 	for i := range credits {
-		credits[i] = make(chan struct{}, inFlight)
+		n := inFlight
+		if scheds[i] != nil {
+			n += scheds[i].sch.hold()
+		}
+		credits[i] = make(chan struct{}, n)
+		// never full: a frame is in it only while it holds a credit
+		orders[i] = make(chan *slot, n)
 	}
 	detectorOf := func(i int) Detector {
 		if i < len(cfg.Detectors) && cfg.Detectors[i] != nil {
@@ -212,15 +323,17 @@ func Run(drain, hard context.Context, cfg Config) error {
 		detGroup[i] = g
 	}
 
-	// Sources -> one shared channel, through a per-source mailbox for live
-	// sources (newest frame wins) or a blocking hand-over for files.
+	// Sources -> each stream's order queue (every frame, in capture order)
+	// and, for keyframes, one shared channel to the batcher.
 	in := make(chan item)
 	var srcWG sync.WaitGroup
 	for i, src := range cfg.Sources {
 		srcWG.Add(1)
 		go func(i int, src Source) {
 			defer srcWG.Done()
-			if err := runSource(drain, hard, i, src, in, credits[i], cfg.Metrics); err != nil && !errors.Is(err, context.Canceled) {
+			defer close(orders[i])
+			f := feed{i: i, in: in, order: orders[i], credits: credits[i], m: cfg.Metrics, sc: scheds[i]}
+			if err := f.run(drain, hard, src); err != nil && !errors.Is(err, context.Canceled) {
 				cfg.Logger.Error("stream failed", "stream", names[i], "err", err)
 				fail(&StreamError{Stream: names[i], Err: err})
 			}
@@ -234,7 +347,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 	// The shared batcher groups same-sized frames of all streams.
 	batches := make(chan []item)
 	b := infer.NewBatcher(cfg.Batch, func(it item) string {
-		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.frame.Width, it.frame.Height)
+		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.s.model.Width, it.s.model.Height)
 	})
 	go func() {
 		if err := b.Run(hard, in, batches); err != nil && !errors.Is(err, context.Canceled) {
@@ -242,46 +355,41 @@ func Run(drain, hard context.Context, cfg Config) error {
 		}
 	}()
 
-	// Per-stream output queues keep each stream's order; as a stream never
-	// has more than inFlight frames out, inference never waits on them.
-	outs := make([]chan *Output, len(cfg.Sources))
+	// Per-stream output goroutines keep each stream's order; as a stream
+	// never has more frames out than its credits, inference never waits
+	// on them.
+	modelDone := make(chan struct{})
 	var sinkWG sync.WaitGroup
-	for i := range outs {
-		outs[i] = make(chan *Output, inFlight)
+	for i := range cfg.Sources {
 		var filter ResultFilter
 		if i < len(cfg.Filters) {
 			filter = cfg.Filters[i]
 		}
-		var tracker Tracker
-		if i < len(cfg.Trackers) {
-			tracker = cfg.Trackers[i]
+		var sch Schedule
+		if scheds[i] != nil {
+			sch = scheds[i].sch
 		}
-		st := streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter, tracker: tracker,
-			drawer: cfg.Drawer, metrics: cfg.Metrics, queue: cfg.SinkQueue, onDrop: cfg.OnSinkDrop}
+		st := &streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter, tracker: trackers[i],
+			drawer: cfg.Drawer, metrics: cfg.Metrics, queue: cfg.SinkQueue, onDrop: cfg.OnSinkDrop,
+			sch: sch, sc: scheds[i], pred: preds[i], modelDone: modelDone}
 		sinkWG.Add(1)
 		go func(i int) {
 			defer sinkWG.Done()
-			if err := st.run(hard, outs[i], sinks[i]); err != nil {
+			if err := st.run(hard, orders[i], sinks[i]); err != nil {
 				cfg.Logger.Error("stream output failed", "stream", names[i], "err", err)
 				fail(&StreamError{Stream: names[i], Err: err})
 			}
 		}(i)
 	}
 
-	inferErr := runInference(hard, batches, func(i int) Detector { return dets[detGroup[i]] }, outs, cfg.Metrics)
-	for _, o := range outs {
-		close(o)
-	}
-	sinkWG.Wait()
+	inferErr := runInference(batches, func(i int) Detector { return dets[detGroup[i]] }, cfg.Metrics)
+	close(modelDone)
 	if inferErr != nil && !errors.Is(inferErr, context.Canceled) {
 		fail(inferErr)
-		// Unblock the sources so their goroutines end.
+		// Stop the sources: without a model their keyframes never come.
 		stopDrain()
 	}
-	// Sources may still be blocked handing over a frame after a model
-	// failure: drain and discard until they have all ended.
-	for range in {
-	}
+	sinkWG.Wait()
 	srcWG.Wait()
 	if err := closeSinks(); err != nil {
 		fail(err)
@@ -291,56 +399,114 @@ func Run(drain, hard context.Context, cfg Config) error {
 	return errors.Join(errs...)
 }
 
-// runSource runs one source, handing its frames to in; each frame first
-// takes one of the stream's credits (given back when it reaches the sinks).
-func runSource(drain, hard context.Context, i int, src Source, in chan<- item, credits chan struct{}, m *Metrics) error {
+// feed runs one source, handing every frame to the stream's order queue
+// and its keyframes to the batcher; each frame first takes one of the
+// stream's credits (given back when it reaches the sinks).
+type feed struct {
+	i       int
+	in      chan<- item
+	order   chan<- *slot
+	credits chan struct{}
+	m       *Metrics
+	sc      *scheduler // nil: every frame is a keyframe
+}
+
+func (fd feed) run(drain, hard context.Context, src Source) error {
 	name := src.Name()
 	if !src.Live() {
 		return src.Run(drain, func(f *decode.Frame) bool {
-			m.frameIn(name)
+			fd.m.frameIn(name)
 			select {
-			case credits <- struct{}{}:
+			case fd.credits <- struct{}{}:
 			case <-hard.Done():
 				return false
 			}
+			s := newSlot(f, fd.sc, false)
+			fd.order <- s
+			if !s.key {
+				return true
+			}
 			select {
-			case in <- item{i, f}:
+			case fd.in <- item{fd.i, s}:
 				return true
 			case <-hard.Done():
-				<-credits
 				return false
 			}
 		})
 	}
-	// A live source writes into a one-frame mailbox, replacing a frame
-	// that still waits there (counted as dropped); a forwarder takes a
-	// credit, then the newest frame, and hands it on. emit never blocks:
-	// it is the mailbox's only sender.
+	if fd.sc == nil {
+		return fd.mailbox(drain, hard, src)
+	}
+	// A live source with a schedule: every frame goes out at once, as long
+	// as the stream's outputs keep up (else it is dropped, counted); the
+	// keyframes go to the model through a forwarder, so emit never blocks.
+	keys := make(chan *slot, maxLiveKeys+1)
+	fwdDone := make(chan struct{})
+	go func() {
+		defer close(fwdDone)
+		for s := range keys {
+			select {
+			case fd.in <- item{fd.i, s}:
+			case <-hard.Done():
+				return
+			}
+		}
+	}()
+	smooth := fd.sc.sch.smooth()
+	err := src.Run(drain, func(f *decode.Frame) bool {
+		fd.m.frameIn(name)
+		select {
+		case fd.credits <- struct{}{}:
+		default:
+			fd.m.frameDropped(name)
+			return true
+		}
+		s := newSlot(f, fd.sc, !smooth)
+		fd.order <- s
+		if s.key {
+			// never blocks: the scheduler keeps fewer keyframes at the model
+			keys <- s
+		}
+		return true
+	})
+	close(keys)
+	<-fwdDone
+	return err
+}
+
+// mailbox runs a live source whose model sees every frame it outputs: the
+// source writes into a one-frame mailbox, replacing a frame that still
+// waits there (counted as dropped); a forwarder takes a credit, then the
+// newest frame, and hands it on. emit never blocks: it is the mailbox's
+// only sender.
+func (fd feed) mailbox(drain, hard context.Context, src Source) error {
+	name := src.Name()
 	mailbox := make(chan *decode.Frame, 1)
 	fwdDone := make(chan struct{})
 	go func() {
 		defer close(fwdDone)
 		for {
 			select {
-			case credits <- struct{}{}:
+			case fd.credits <- struct{}{}:
 			case <-hard.Done():
 				return
 			}
 			f, ok := <-mailbox
 			if !ok {
-				<-credits
+				<-fd.credits
 				return
 			}
+			s := newSlot(f, nil, false)
+			fd.order <- s
 			select {
-			case in <- item{i, f}:
+			case fd.in <- item{fd.i, s}:
 			case <-hard.Done():
-				<-credits
 				return
 			}
 		}
 	}()
 	err := src.Run(drain, func(f *decode.Frame) bool {
-		m.frameIn(name)
+		fd.m.frameIn(name)
 		select {
 		case mailbox <- f:
 			return true
@@ -348,7 +514,7 @@ func runSource(drain, hard context.Context, i int, src Source, in chan<- item, c
 		}
 		select {
 		case <-mailbox:
-			m.frameDropped(name)
+			fd.m.frameDropped(name)
 		default:
 		}
 		mailbox <- f
@@ -359,9 +525,9 @@ func runSource(drain, hard context.Context, i int, src Source, in chan<- item, c
 	return err
 }
 
-// runInference runs the detector on every batch and routes each frame's
-// result to its stream's queue.
-func runInference(ctx context.Context, batches <-chan []item, detectorOf func(stream int) Detector, outs []chan *Output, m *Metrics) error {
+// runInference runs the detector on every batch and hands each keyframe
+// its result.
+func runInference(batches <-chan []item, detectorOf func(stream int) Detector, m *Metrics) error {
 	// On an early return keep reading, so the batcher is never stuck on a
 	// send; after the loop the channel is closed and this ends at once.
 	defer func() {
@@ -373,7 +539,8 @@ func runInference(ctx context.Context, batches <-chan []item, detectorOf func(st
 	for batch := range batches {
 		imgs := make([]cascade.Image, len(batch))
 		for k, it := range batch {
-			imgs[k] = cascade.Image{Width: it.frame.Width, Height: it.frame.Height, Pix: it.frame.RGB, Order: infer.RGB}
+			f := it.s.model
+			imgs[k] = cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
 		}
 		t0 := time.Now()
 		// a batch holds frames of one detector only (the batch key says so)
@@ -383,19 +550,19 @@ func runInference(ctx context.Context, batches <-chan []item, detectorOf func(st
 		}
 		m.batch(len(batch), time.Since(t0), tm)
 		for k, it := range batch {
-			select {
-			// the stream's output goroutine names the output (streamOut.run)
-			case outs[it.stream] <- &Output{Frame: it.frame, Result: res[k]}:
-			case <-ctx.Done():
-				return ctx.Err()
+			it.s.res = res[k]
+			close(it.s.done)
+			if it.s.sc != nil {
+				it.s.sc.modelDone()
 			}
 		}
 	}
 	return nil
 }
 
-// streamOut is the output side of one stream: filter, draw, then hand each
-// frame to every sink's queue.
+// streamOut is the output side of one stream: filter and track the
+// keyframes, carry the tracks to the other frames, draw, then hand each
+// frame to every sink's queue, in capture order.
 type streamOut struct {
 	name    string
 	live    bool
@@ -406,67 +573,378 @@ type streamOut struct {
 	metrics *Metrics
 	queue   int
 	onDrop  func(stream, sink string)
+
+	sch       Schedule
+	sc        *scheduler // nil: every frame is a keyframe
+	pred      Predictor  // nil: every frame is a keyframe
+	modelDone <-chan struct{}
+
+	qs   []*sinkQueue
+	errs []error
+	// prev: the tracks as seen on the last keyframe applied, at prevPTS
+	prev     []track.Predicted
+	prevPTS  time.Duration
+	havePrev bool
 }
 
-// run consumes the stream's outputs until outs is closed, then waits for
-// every sink queue to empty (or, on a hard stop, to be abandoned). A failing
+// run consumes the stream's order queue until it is closed and every
+// keyframe's result is in (or the model is gone), then waits for every
+// sink queue to empty (or, on a hard stop, to be abandoned). A failing
 // sink is reported once and dropped; the others go on.
-func (st streamOut) run(ctx context.Context, outs <-chan *Output, sinks []Sink) error {
-	qs := make([]*sinkQueue, len(sinks))
+//
+// Smooth timing (and every stream whose model sees every frame) keeps the
+// frames not yet out in held: a keyframe leaves once its result is in,
+// the frames before it are interpolated between the keyframes on both
+// sides, and a frame waits for the next keyframe at most the schedule's
+// hold, after which the tracks are carried to it as in live timing. Live
+// timing sends every frame at once and applies each keyframe's result
+// when it arrives (late: in order, as inference keeps it).
+func (st *streamOut) run(ctx context.Context, order <-chan *slot, sinks []Sink) error {
+	st.qs = make([]*sinkQueue, len(sinks))
 	for k, s := range sinks {
-		qs[k] = newSinkQueue(s, k, st.queue)
-		go qs[k].run(ctx)
+		st.qs[k] = newSinkQueue(s, k, st.queue)
+		go st.qs[k].run(ctx)
 	}
 	if st.tracker != nil {
 		defer st.tracker.End()
 	}
-	var errs []error
-	for o := range outs {
-		if ctx.Err() != nil {
-			<-st.credits
-			continue // hard stop: drop what is left, keep draining
+	smooth := st.pred == nil || st.sch.smooth()
+	var held, late []*slot
+	open, dead := true, false
+	modelDone, stop := st.modelDone, ctx.Done()
+	for {
+		if smooth {
+			held = st.flush(ctx, held, !open, dead)
 		}
-		o.Stream = st.name
-		if st.filter != nil {
-			st.filter(&o.Result)
-		}
-		if st.tracker != nil {
-			t0 := time.Now()
-			st.tracker.Track(o)
-			st.metrics.stage("track", time.Since(t0))
-		}
-		st.metrics.detected(st.name, o.Result.Detections)
-		if st.drawer != nil {
-			t0 := time.Now()
-			if err := st.drawer.Draw(o); err != nil {
-				errs = append(errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
-			}
-			st.metrics.draw(time.Since(t0))
-		}
-		if st.tracker != nil {
-			st.tracker.Drawn(o)
-		}
-		o.Latency = time.Since(o.Frame.Captured)
-		for _, q := range qs {
-			if st.live {
-				if q.offer(o) && st.onDrop != nil {
-					st.onDrop(st.name, q.name)
+		var wait <-chan struct{}
+		if smooth {
+			for _, h := range held {
+				if h.key {
+					wait = h.done
+					break
 				}
-			} else {
-				q.put(ctx, o)
 			}
+		} else if len(late) > 0 {
+			wait = late[0].done
 		}
-		<-st.credits
-		st.metrics.frameOut(st.name, o.Latency)
+		if !open && (wait == nil || dead) && (!smooth || len(held) == 0) {
+			break
+		}
+		var in <-chan *slot
+		if open {
+			in = order
+		}
+		select {
+		case s, ok := <-in:
+			switch {
+			case !ok:
+				open = false
+			case ctx.Err() != nil:
+				<-st.credits // hard stop: drop what is left, keep draining
+			case smooth:
+				held = append(held, s)
+			default:
+				for len(late) > 0 && late[0].ready() {
+					st.lateResult(late[0])
+					late = late[1:]
+				}
+				if s.key && s.ready() {
+					st.keyframe(ctx, s)
+					continue
+				}
+				if s.key {
+					late = append(late, s)
+				}
+				st.propagate(ctx, s)
+			}
+		case <-wait:
+			if !smooth {
+				st.lateResult(late[0])
+				late = late[1:]
+			}
+		case <-modelDone:
+			// inference has ended: a keyframe without its result now
+			// never gets one
+			dead, modelDone = true, nil
+			if !smooth {
+				for len(late) > 0 && late[0].ready() {
+					st.lateResult(late[0])
+					late = late[1:]
+				}
+				late = nil
+			}
+		case <-stop:
+			stop = nil
+			for range held {
+				<-st.credits
+			}
+			held, late = nil, nil
+		}
 	}
-	for _, q := range qs {
+	for _, q := range st.qs {
 		close(q.ch)
 	}
-	for _, q := range qs {
+	for _, q := range st.qs {
 		<-q.done
 		if q.err != nil {
-			errs = append(errs, q.err)
+			st.errs = append(st.errs, q.err)
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(st.errs...)
+}
+
+// flush sends what can leave from the front of held and returns the rest:
+// final says no more frames come, dead that no more results come.
+func (st *streamOut) flush(ctx context.Context, held []*slot, final, dead bool) []*slot {
+	for len(held) > 0 {
+		h := held[0]
+		if h.key {
+			if !h.ready() {
+				if !dead {
+					return held
+				}
+				<-st.credits // the model failed: this frame has no result
+				held = held[1:]
+				continue
+			}
+			st.keyframe(ctx, h)
+			held = held[1:]
+			continue
+		}
+		j := slices.IndexFunc(held, func(s *slot) bool { return s.key })
+		if j > 0 && held[j].ready() {
+			// Apply the next keyframe first, so that the frames before it
+			// are drawn between the tracks on both sides.
+			k := held[j]
+			ko := st.apply(k.frame, k.res)
+			next := st.snapshot(k.frame.PTS)
+			pair := pairTracks(st.prev, next)
+			for _, h := range held[:j] {
+				st.interpolate(ctx, h, next, pair, k.frame.PTS)
+			}
+			st.send(ctx, ko, k)
+			st.prev, st.prevPTS, st.havePrev = next, k.frame.PTS, true
+			held = held[j+1:]
+			continue
+		}
+		if j > 0 && !dead {
+			return held // its keyframe is coming
+		}
+		if len(held) <= st.sch.hold() && !final && !dead {
+			return held // the next keyframe may still come
+		}
+		st.propagate(ctx, h)
+		held = held[1:]
+	}
+	return held
+}
+
+// apply filters and tracks a keyframe's result.
+func (st *streamOut) apply(f *decode.Frame, res cascade.Result) *Output {
+	o := &Output{Stream: st.name, Frame: f, Result: res, Keyframe: true}
+	if st.filter != nil {
+		st.filter(&o.Result)
+	}
+	if st.tracker != nil {
+		t0 := time.Now()
+		st.tracker.Track(o)
+		st.metrics.stage("track", time.Since(t0))
+	}
+	st.metrics.detected(st.name, o.Result.Detections)
+	return o
+}
+
+// snapshot is the tracks as the last keyframe saw them, and tells the
+// scheduler whether one of them moves.
+func (st *streamOut) snapshot(pts time.Duration) []track.Predicted {
+	if st.pred == nil {
+		return nil
+	}
+	ps := st.pred.Predict(pts)
+	if st.sc != nil {
+		moving := false
+		for _, p := range ps {
+			if p.Speed > movingSpeed {
+				moving = true
+				break
+			}
+		}
+		st.sc.moving.Store(moving)
+	}
+	return ps
+}
+
+// keyframe sends a keyframe with the model's result.
+func (st *streamOut) keyframe(ctx context.Context, s *slot) {
+	o := st.apply(s.frame, s.res)
+	if st.pred != nil {
+		st.prev, st.prevPTS, st.havePrev = st.snapshot(s.frame.PTS), s.frame.PTS, true
+	}
+	st.send(ctx, o, s)
+}
+
+// lateResult applies a keyframe's result that came after its frame left
+// (live timing): the tracks move; the model's copy of the frame is drawn
+// for the tracker's snapshots and goes to no sink.
+func (st *streamOut) lateResult(s *slot) {
+	o := st.apply(s.model, s.res)
+	st.prev, st.prevPTS, st.havePrev = st.snapshot(s.model.PTS), s.model.PTS, true
+	if st.drawer != nil {
+		if err := st.drawer.Draw(o); err != nil {
+			st.errs = append(st.errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
+		}
+	}
+	if st.tracker != nil {
+		st.tracker.Drawn(o)
+	}
+}
+
+// propagate sends a frame with the tracks of the last keyframe, each
+// where its motion model puts it on this frame.
+func (st *streamOut) propagate(ctx context.Context, s *slot) {
+	f := s.frame
+	o := &Output{Stream: st.name, Frame: f, Keyframe: s.key, Propagated: true,
+		Result: cascade.Result{Width: f.Width, Height: f.Height}}
+	if st.pred != nil && st.havePrev {
+		for _, p := range st.pred.Predict(f.PTS) {
+			st.addTrack(o, p, p.Box, p)
+		}
+	}
+	st.send(ctx, o, s)
+}
+
+// interpolate sends a frame between the last keyframe (st.prev) and the
+// next one (next, at pts1; pair[i] is the index in st.prev of next[i]'s
+// object, -1 when none): each object seen on both moves in a straight line
+// between where they saw it; one seen on one side only stays where that
+// side saw it for the half of the gap nearer to it (when it came or went
+// in between is not known; the model saw it there).
+func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Predicted, pair []int, pts1 time.Duration) {
+	f := s.frame
+	if !st.havePrev || pts1 <= st.prevPTS || f.PTS < st.prevPTS || f.PTS > pts1 {
+		st.propagate(ctx, s) // a looping file's jump back: no straight line
+		return
+	}
+	a := float32(f.PTS-st.prevPTS) / float32(pts1-st.prevPTS)
+	o := &Output{Stream: st.name, Frame: f, Keyframe: s.key, Propagated: true,
+		Result: cascade.Result{Width: f.Width, Height: f.Height}}
+	paired := make([]bool, len(st.prev))
+	for i, p1 := range next {
+		k := pair[i]
+		if k < 0 {
+			if a >= 0.5 {
+				st.addTrack(o, p1, p1.Seen, p1)
+			}
+			continue
+		}
+		paired[k] = true
+		p0 := st.prev[k]
+		box := track.LerpBox(p0.Seen, p1.Seen, a)
+		// the mask of the nearer keyframe, moved with the box
+		src := p0
+		if a >= 0.5 {
+			src = p1
+		}
+		src.ID = p1.ID // a track confirmed on the later keyframe keeps its id
+		st.addTrack(o, src, box, src)
+	}
+	if a < 0.5 {
+		for k, p0 := range st.prev {
+			if !paired[k] {
+				st.addTrack(o, p0, p0.Seen, p0)
+			}
+		}
+	}
+	st.send(ctx, o, s)
+}
+
+// pairTracks pairs the objects of two keyframes: the same track first;
+// then, closest first, the objects of one class whose centres are less
+// than the larger box's size apart. A small object moving fast loses its
+// track between keyframes far apart (its boxes no longer overlap), yet is
+// plainly the same object.
+func pairTracks(prev, next []track.Predicted) []int {
+	pair := make([]int, len(next))
+	used := make([]bool, len(prev))
+	for i, p1 := range next {
+		pair[i] = slices.IndexFunc(prev, func(p track.Predicted) bool { return p.Key == p1.Key })
+		if pair[i] >= 0 {
+			used[pair[i]] = true
+		}
+	}
+	type cand struct {
+		i, k int
+		d    float32
+	}
+	var cs []cand
+	for i, p1 := range next {
+		if pair[i] >= 0 {
+			continue
+		}
+		for k, p0 := range prev {
+			if used[k] || p0.ClassID != p1.ClassID {
+				continue
+			}
+			dx := (p0.Seen[0] + p0.Seen[2] - p1.Seen[0] - p1.Seen[2]) / 2
+			dy := (p0.Seen[1] + p0.Seen[3] - p1.Seen[1] - p1.Seen[3]) / 2
+			size := max(p0.Seen[2]-p0.Seen[0], p0.Seen[3]-p0.Seen[1], p1.Seen[2]-p1.Seen[0], p1.Seen[3]-p1.Seen[1])
+			d := float32(math.Hypot(float64(dx), float64(dy))) / size
+			if d < 1 {
+				cs = append(cs, cand{i, k, d})
+			}
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.d, b.d) })
+	for _, c := range cs {
+		if pair[c.i] < 0 && !used[c.k] {
+			pair[c.i], used[c.k] = c.k, true
+		}
+	}
+	return pair
+}
+
+// addTrack adds a track's detection at box, its mask moved there from
+// where m saw it.
+func (st *streamOut) addTrack(o *Output, p track.Predicted, box [4]float32, m track.Predicted) {
+	f := o.Frame
+	wm := track.WarpMask(m.Mask, m.Seen, box, f.Width, f.Height)
+	o.Result.Detections = append(o.Result.Detections, detection.Detection{
+		Box: detection.Box{X1: box[0], Y1: box[1], X2: box[2], Y2: box[3]}, Score: p.Score, Label: p.ClassID,
+		Class: p.Label, Mask: wm, TrackID: p.ID, Propagated: true,
+	})
+}
+
+// send draws a frame and hands it to every sink's queue, then gives back
+// its credit.
+func (st *streamOut) send(ctx context.Context, o *Output, s *slot) {
+	if st.drawer != nil {
+		t0 := time.Now()
+		if err := st.drawer.Draw(o); err != nil {
+			st.errs = append(st.errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
+		}
+		st.metrics.draw(time.Since(t0))
+	}
+	if st.tracker != nil && !o.Propagated {
+		st.tracker.Drawn(o)
+	}
+	o.Latency = time.Since(o.Frame.Captured)
+	for _, q := range st.qs {
+		if st.live {
+			if q.offer(o) && st.onDrop != nil {
+				st.onDrop(st.name, q.name)
+			}
+		} else {
+			q.put(ctx, o)
+		}
+	}
+	<-st.credits
+	st.metrics.frameOut(st.name, o.Latency)
+	switch {
+	case s.key:
+		st.metrics.scheduled(st.name, "keyframe")
+	case s.still:
+		st.metrics.scheduled(st.name, "still")
+	default:
+		st.metrics.scheduled(st.name, "propagated")
+	}
 }

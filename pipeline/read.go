@@ -13,11 +13,10 @@ import (
 // source ends, maxFrames (> 0) frames were read, or fn returns an error
 // (returned as it is). eval and bench read their frames with it.
 func ReadSource(ctx context.Context, location string, maxFrames int, fn func(*decode.Frame) error) error {
-	src, err := ingest.Parse(location)
+	s, err := OpenSource(location, maxFrames)
 	if err != nil {
 		return err
 	}
-	s := Limited(&IngestSource{ID: StreamName(location, map[string]bool{}), Source: src}, maxFrames)
 	var fnErr error
 	err = s.Run(ctx, func(f *decode.Frame) bool {
 		fnErr = fn(f)
@@ -27,4 +26,14 @@ func ReadSource(ctx context.Context, location string, maxFrames int, fn func(*de
 		return fnErr
 	}
 	return err
+}
+
+// OpenSource is a video, image folder or stream as a run's Source, through
+// the same source code as a run, stopping after maxFrames (> 0) frames.
+func OpenSource(location string, maxFrames int) (Source, error) {
+	src, err := ingest.Parse(location)
+	if err != nil {
+		return nil, err
+	}
+	return Limited(&IngestSource{ID: StreamName(location, map[string]bool{}), Source: src}, maxFrames), nil
 }

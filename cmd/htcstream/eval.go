@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/htcstream/htcstream/pipeline"
 	"github.com/htcstream/htcstream/pipeline/evaluate"
 )
 
@@ -18,6 +19,8 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 	images := fs.String("images", "", "image folder of a COCO instances JSON (default: ROOT/images/SPLIT for ROOT/annotations/instances_SPLIT.json, else the JSON's folder)")
 	out := fs.String("out", "", "write the stats (and the run's settings) as JSON here")
 	results := fs.String("results", "", "also write the detections as a COCO results JSON here")
+	interval := fs.String("interval", "1", "the model sees every Nth frame and the tracker carries the masks to the others, as in run")
+	timing := fs.String("timing", "", "frames between keyframes: smooth (interpolated between the keyframes on both sides; the default for files) or live (carried forward from the last keyframe only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,21 +32,28 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := evaluate.Eval(context.Background(), evaluate.EvalConfig{Model: spec, Data: *data, Images: *images, Log: stderr})
+	iv, err := pipeline.ParseInterval(*interval)
+	if err != nil {
+		return err
+	}
+	sch := pipeline.Schedule{Interval: iv, Timing: pipeline.Timing(*timing)}
+	r, err := evaluate.Eval(context.Background(), evaluate.EvalConfig{Model: spec, Data: *data, Images: *images, Log: stderr,
+		Schedule: sch})
 	if err != nil {
 		return err
 	}
 	report := map[string]any{
 		"model": r.Bundle, "data": *data, "images": r.Images, "detections": len(r.Detections),
 		"views": r.Views, "seconds_per_image": r.Elapsed.Seconds() / float64(r.Images),
+		"interval": iv.String(), "timing": *timing, "keyframes": r.Keyframes,
 	}
 	for _, s := range r.Stats {
 		fmt.Fprintf(stdout, "Evaluate annotation type *%s*\n%s\n", s.Type, s.Stats)
 		report[string(s.Type)] = s.Stats
 	}
 	n := float64(r.Images)
-	fmt.Fprintf(stdout, "%d images, %d views each, %.1f ms/image (graphs %.1f ms, roi align %.1f ms, other Go steps %.1f ms)\n",
-		r.Images, r.Views, ms(r.Elapsed)/n, ms(r.Timings.Graph())/n, ms(r.Timings.RoIAlign)/n, ms(r.Timings.Go())/n)
+	fmt.Fprintf(stdout, "%d images, %d views each, %.1f ms/image (graphs %.1f ms, roi align %.1f ms, other Go steps %.1f ms); interval %s: the model ran on %d frames\n",
+		r.Images, r.Views, ms(r.Elapsed)/n, ms(r.Timings.Graph())/n, ms(r.Timings.RoIAlign)/n, ms(r.Timings.Go())/n, iv, r.Keyframes)
 	if *results != "" {
 		if err := writeJSON(*results, r.Detections); err != nil {
 			return err

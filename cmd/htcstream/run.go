@@ -33,6 +33,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	transport := fs.String("rtsp-transport", def.Live.Transport, "RTSP transport: tcp or udp")
 	hwDecode := fs.String("hw-decode", def.Live.HWDecode, "hardware decoding: cuda or vaapi (falls back to software with a log line)")
 	maxFrames := fs.Int("max-frames", 0, "stop each source after this many frames (0: no limit)")
+	interval := fs.String("interval", "", "how often the model sees a camera's frames: auto (the newest frame whenever the model is free; live sources' default) or N (every Nth frame; files' default 1); the tracker carries the masks to the other frames")
+	timing := fs.String("timing", "", "frames between keyframes: live (drawn at once with the latest tracks; live sources' default) or smooth (held up to one interval, interpolated; files' default)")
+	motionOn := fs.Bool("motion", false, "skip the model while nothing moves (default: on for live sources, off for files; --motion=false turns it off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -86,6 +89,18 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	set("stuff-tint", func() { cfg.Overlay.StuffTint = float32(*stuff) })
 	set("rtsp-transport", func() { cfg.Live.Transport = *transport })
 	set("hw-decode", func() { cfg.Live.HWDecode = *hwDecode })
+	set("interval", func() {
+		if iv, err := pipeline.ParseInterval(*interval); err != nil {
+			flagErr = err
+		} else {
+			cfg.Interval = iv
+		}
+	})
+	set("timing", func() { cfg.Timing = pipeline.Timing(*timing) })
+	set("motion", func() {
+		on := *motionOn
+		cfg.Motion.Enabled = &on
+	})
 	if flagErr != nil {
 		return flagErr
 	}

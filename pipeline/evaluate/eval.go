@@ -14,7 +14,6 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/coco"
 	"github.com/htcstream/htcstream/decode"
-	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/pipeline"
 )
 
@@ -28,6 +27,10 @@ type EvalConfig struct {
 	// ROOT/images/SPLIT for ROOT/annotations/instances_SPLIT.json, else
 	// the JSON's folder.
 	Images string
+	// Schedule is the keyframe policy, as a run's (zero: the model on
+	// every frame); the tracker carries the detections to the frames the
+	// model skips.
+	Schedule pipeline.Schedule
 	// Log hears a warning when the set lists pictures that were not read;
 	// on a terminal it shows a progress line too.
 	Log io.Writer
@@ -42,6 +45,8 @@ type EvalResult struct {
 	// others count as missed).
 	Images, Listed int
 	Views          int
+	// Keyframes is how many frames the model ran on.
+	Keyframes int
 	// Detections are every image's, as a COCO results file holds them.
 	Detections []coco.Detection
 	// Stats are the bbox and segm scores, in that order.
@@ -77,21 +82,22 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 	var done atomic.Int64
 	start := time.Now()
 	progress := pipeline.StartProgress(cfg.Log, &done, int64(len(gt.Images)))
-	err = pipeline.ReadSource(ctx, location, 0, func(f *decode.Frame) error {
-		id, ok := idOf(f)
+	src, err := pipeline.OpenSource(location, 0)
+	if err != nil {
+		return nil, err
+	}
+	// The frames go through a run's pipeline with one sink, so that a
+	// schedule picks, tracks and propagates exactly as a run does.
+	td := &timedDetector{d: md}
+	collect := sinkFunc(func(o *pipeline.Output) error {
+		id, ok := idOf(o.Frame)
 		if !ok {
 			return nil // a picture of the folder that the set does not list
 		}
-		img := cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
-		res, t, err := md.Detect([]cascade.Image{img})
-		if err != nil {
-			return fmt.Errorf("image %d: %w", id, err)
-		}
-		r.Timings.Add(t)
 		r.Images++
 		done.Add(1)
-		for _, d := range res[0].Detections {
-			rle, err := coco.EncodeRegion(d.Mask.X, d.Mask.Y, d.Mask.W, d.Mask.H, d.Mask.Bits, img.Width, img.Height)
+		for _, d := range o.Result.Detections {
+			rle, err := coco.EncodeRegion(d.Mask.X, d.Mask.Y, d.Mask.W, d.Mask.H, d.Mask.Bits, o.Frame.Width, o.Frame.Height)
 			if err != nil {
 				return fmt.Errorf("image %d: %w", id, err)
 			}
@@ -103,6 +109,11 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 		}
 		return nil
 	})
+	err = pipeline.Run(ctx, ctx, pipeline.Config{
+		Sources: []pipeline.Source{src}, Detector: td, Schedules: []pipeline.Schedule{cfg.Schedule},
+		Sinks: func(string) ([]pipeline.Sink, error) { return []pipeline.Sink{collect}, nil },
+	})
+	r.Timings, r.Keyframes = td.tm, td.frames
 	progress()
 	if err != nil {
 		return nil, err
@@ -189,3 +200,24 @@ func defaultImageDir(ann string) string {
 	}
 	return filepath.Clean(dir)
 }
+
+// timedDetector adds up the model's timings and counts the frames it saw.
+// The pipeline calls it from one goroutine.
+type timedDetector struct {
+	d      pipeline.Detector
+	tm     cascade.Timings
+	frames int
+}
+
+func (t *timedDetector) Detect(frames []cascade.Image) ([]cascade.Result, cascade.Timings, error) {
+	res, tm, err := t.d.Detect(frames)
+	t.tm.Add(tm)
+	t.frames += len(frames)
+	return res, tm, err
+}
+
+// sinkFunc is a Sink that calls itself for every output.
+type sinkFunc func(o *pipeline.Output) error
+
+func (f sinkFunc) Write(o *pipeline.Output) error { return f(o) }
+func (f sinkFunc) Close() error                   { return nil }

@@ -44,7 +44,10 @@ type FrameDetections struct {
 	File string
 	// Width and Height are the frame's size, the size of every mask's RLE.
 	Width, Height int
-	Detections    []detection.Detection
+	// Keyframe says the model ran on this frame (the line's "keyframe");
+	// the other frames' detections were carried there by the tracker.
+	Keyframe   bool
+	Detections []detection.Detection
 	// Stuff lists the stuff regions of the frame's semantic map, largest
 	// first; nil when no map was made (the line then has no "stuff").
 	Stuff []Region
@@ -64,6 +67,7 @@ type jsonLine struct {
 	File       string          `json:"file,omitempty"`
 	Width      int             `json:"width"`
 	Height     int             `json:"height"`
+	Keyframe   bool            `json:"keyframe"`
 	Detections []jsonDetection `json:"detections"`
 	Stuff      *[]jsonRegion   `json:"stuff,omitempty"`
 }
@@ -193,7 +197,7 @@ func (s *JSONSink) format(fd FrameDetections) error {
 	}
 	line := jsonLine{
 		Stream: fd.Stream, Seq: fd.Seq, PTSms: float64(fd.PTS) / float64(time.Millisecond),
-		File: fd.File, Width: fd.Width, Height: fd.Height, Detections: dets,
+		File: fd.File, Width: fd.Width, Height: fd.Height, Keyframe: fd.Keyframe, Detections: dets,
 	}
 	if !fd.Time.IsZero() {
 		line.Time = fd.Time.UTC().Format(timeFormat)

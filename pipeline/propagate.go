@@ -1,0 +1,60 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/htcstream/htcstream/detection"
+	"github.com/htcstream/htcstream/track"
+)
+
+// plainTracker is the tracker of a stream whose model skips frames but
+// which has no events: only what propagation needs, the tracks and their
+// ids.
+type plainTracker struct{ tr *track.Tracker }
+
+func newPlainTracker() (*plainTracker, error) {
+	// Every detection the stream keeps starts a track: nothing here waits
+	// for a confirmed event, and a detection without a track would show
+	// on its keyframe only (the stream's filter has already dropped what
+	// it does not want).
+	s := track.DefaultSettings()
+	s.LowScore, s.HighScore, s.NewTrackScore = 0, 0, 0
+	tr, err := track.NewTracker(s)
+	if err != nil {
+		return nil, err
+	}
+	return &plainTracker{tr: tr}, nil
+}
+
+// Track implements Tracker.
+func (p *plainTracker) Track(o *Output) {
+	p.tr.Update(o.Frame.Seq, o.Frame.PTS, o.Result.Detections)
+}
+
+// Drawn implements Tracker.
+func (p *plainTracker) Drawn(*Output) {}
+
+// End implements Tracker.
+func (p *plainTracker) End() { p.tr.EndAll() }
+
+// Predict implements Predictor.
+func (p *plainTracker) Predict(pts time.Duration) []track.Predicted { return p.tr.Predict(pts) }
+
+// Predict implements Predictor. The camera's own filter (thresholds,
+// classes, area) applies to the tracks carried as to the detections drawn:
+// the tracker also follows detections below them.
+func (s *EventStage) Predict(pts time.Duration) []track.Predicted {
+	ps := s.tr.Predict(pts)
+	if s.cfg.Keep == nil {
+		return ps
+	}
+	kept := ps[:0]
+	for _, p := range ps {
+		d := detection.Detection{Box: detection.Box{X1: p.Seen[0], Y1: p.Seen[1], X2: p.Seen[2], Y2: p.Seen[3]}, Score: p.Score,
+			Label: p.ClassID, Class: p.Label}
+		if s.cfg.Keep(&d) {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}

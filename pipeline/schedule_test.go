@@ -1,0 +1,218 @@
+package pipeline
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/htcstream/htcstream/cascade"
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/detection"
+)
+
+// walkSource emits frames of a square walking right 2 px a frame; the
+// square's position is written in the frame's first pixels so a detector
+// can find it. Frames are 25 fps in pts; gone, when > 0, is the first
+// frame without the square.
+type walkSource struct {
+	name  string
+	live  bool
+	n     int
+	every time.Duration // wall-clock gap between frames (live)
+	gone  int
+}
+
+const walkW, walkH = 160, 64
+
+func walkBox(seq int) detection.Box {
+	x := float32(4 + 2*seq)
+	return detection.Box{X1: x, Y1: 16, X2: x + 20, Y2: 46}
+}
+
+func (s *walkSource) Name() string { return s.name }
+func (s *walkSource) Live() bool   { return s.live }
+func (s *walkSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
+	for i := 0; i < s.n; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rgb := make([]byte, walkW*walkH*3)
+		rgb[0], rgb[1] = byte(i), byte(i>>8)
+		if s.gone > 0 && i >= s.gone {
+			rgb[2] = 1 // nothing there
+		}
+		f := &decode.Frame{StreamID: s.name, Seq: int64(i), PTS: time.Duration(i) * 40 * time.Millisecond,
+			Width: walkW, Height: walkH, RGB: rgb, Captured: time.Now()}
+		if !emit(f) {
+			return nil
+		}
+		if s.every > 0 {
+			time.Sleep(s.every)
+		}
+	}
+	return nil
+}
+
+// walkDetector finds the walking square, with its full mask, taking delay
+// per batch; it records the frames it saw.
+type walkDetector struct {
+	delay time.Duration
+	mu    sync.Mutex
+	seen  []int
+}
+
+func (d *walkDetector) Detect(frames []cascade.Image) ([]cascade.Result, cascade.Timings, error) {
+	time.Sleep(d.delay)
+	out := make([]cascade.Result, len(frames))
+	for k, f := range frames {
+		seq := int(f.Pix[0]) | int(f.Pix[1])<<8
+		d.mu.Lock()
+		d.seen = append(d.seen, seq)
+		d.mu.Unlock()
+		out[k] = cascade.Result{Width: f.Width, Height: f.Height}
+		if f.Pix[2] != 0 {
+			continue
+		}
+		b := walkBox(seq)
+		m := detection.Mask{X: int(b.X1), Y: int(b.Y1), W: int(b.Width()), H: int(b.Height())}
+		m.Bits = make([]byte, m.W*m.H)
+		for i := range m.Bits {
+			m.Bits[i] = 1
+		}
+		out[k].Detections = []detection.Detection{{Box: b, Score: 0.9, Label: 0, Mask: m}}
+	}
+	return out, cascade.Timings{}, nil
+}
+
+// outSink keeps every output as it came.
+type outSink struct {
+	mu   sync.Mutex
+	outs []Output
+}
+
+func (s *outSink) Write(o *Output) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outs = append(s.outs, *o)
+	return nil
+}
+func (s *outSink) Close() error { return nil }
+
+func runWalk(t *testing.T, src *walkSource, det *walkDetector, sch Schedule) ([]Output, *Metrics) {
+	t.Helper()
+	sink := &outSink{}
+	met := NewMetrics("cpu")
+	err := Run(context.Background(), context.Background(), Config{
+		Sources:   []Source{src},
+		Detector:  det,
+		Schedules: []Schedule{sch},
+		Sinks:     func(string) ([]Sink, error) { return []Sink{sink}, nil },
+		Metrics:   met,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sink.outs, met
+}
+
+func TestIntervalOnAFileInterpolatesEveryFrame(t *testing.T) {
+	det := &walkDetector{}
+	outs, met := runWalk(t, &walkSource{name: "f", n: 40}, det, Schedule{Interval: 3})
+	if len(outs) != 40 {
+		t.Fatalf("%d frames out of 40", len(outs))
+	}
+	for i, o := range outs {
+		if o.Frame.Seq != int64(i) {
+			t.Fatalf("output %d is frame %d", i, o.Frame.Seq)
+		}
+		if o.Keyframe != (i%3 == 0) || o.Propagated == o.Keyframe {
+			t.Fatalf("frame %d: keyframe %v propagated %v", i, o.Keyframe, o.Propagated)
+		}
+		if len(o.Result.Detections) != 1 {
+			// the last frames after the last keyframe are propagated, all
+			// the others interpolated: the square is on every one
+			t.Fatalf("frame %d: %d detections", i, len(o.Result.Detections))
+		}
+		got, want := o.Result.Detections[0].Box, walkBox(i)
+		if d := got.X1 - want.X1; d > 1.5 || d < -1.5 || got.Width() != want.Width() {
+			t.Fatalf("frame %d: box %v, square at %v", i, got, want)
+		}
+		m := o.Result.Detections[0].Mask
+		if m.W != 20 || m.H != 30 || m.X != int(got.X1+0.5) {
+			t.Fatalf("frame %d: mask at %d,%d %dx%d, box %v", i, m.X, m.Y, m.W, m.H, got)
+		}
+	}
+	if !slices.Equal(det.seen, []int{0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39}) {
+		t.Fatalf("the model saw %v", det.seen)
+	}
+	if k, p, s := met.ScheduleCounts("f"); k != 14 || p != 26 || s != 0 {
+		t.Fatalf("counts: %d keyframes, %d propagated, %d still", k, p, s)
+	}
+}
+
+// A track that the model stopped seeing is never drawn on a later frame:
+// neither between the keyframes around its end nor after them.
+func TestPropagationNeverDrawsAGoneTrack(t *testing.T) {
+	for _, timing := range []Timing{TimingSmooth, TimingLive} {
+		det := &walkDetector{}
+		outs, _ := runWalk(t, &walkSource{name: "f", n: 60, gone: 31}, det, Schedule{Interval: 4, Timing: timing})
+		if len(outs) != 60 {
+			t.Fatalf("%s: %d frames out", timing, len(outs))
+		}
+		// Smooth timing knows the next keyframe (32) before drawing: the
+		// square stays for the first half of the gap after its last
+		// keyframe (28), as the model saw it there, then never again. Live
+		// timing draws the track until the result of keyframe 32 says it
+		// is gone, and never again after.
+		lastSeen, firstEmpty := 28, -1
+		for i, o := range outs {
+			if i > lastSeen && len(o.Result.Detections) == 0 && firstEmpty < 0 {
+				firstEmpty = i
+			}
+			if firstEmpty >= 0 && len(o.Result.Detections) > 0 {
+				t.Fatalf("%s: frame %d draws the square after frame %d had it gone", timing, i, firstEmpty)
+			}
+		}
+		if timing == TimingSmooth && firstEmpty != lastSeen+2 || firstEmpty < 0 || firstEmpty > 45 {
+			t.Fatalf("%s: the square is drawn until frame %d, its last keyframe was %d", timing, firstEmpty, lastSeen)
+		}
+		if len(outs[lastSeen].Result.Detections) != 1 || len(outs[lastSeen-1].Result.Detections) != 1 {
+			t.Fatalf("%s: the square is missing before it left", timing)
+		}
+	}
+}
+
+// A live camera at 25 fps against a model ten times slower: every frame
+// still goes out, in order, nearly all of them with the square, and the
+// model ran on a fraction of them.
+func TestLiveAutoAnnotatesEveryFrame(t *testing.T) {
+	det := &walkDetector{delay: 120 * time.Millisecond}
+	outs, met := runWalk(t, &walkSource{name: "cam", live: true, n: 75, every: 12 * time.Millisecond}, det,
+		Schedule{Interval: IntervalAuto})
+	in, out, dropped := met.Snapshot("cam")
+	if in != 75 || int(out) != len(outs) || out+dropped != in || float64(out) < 0.95*75 {
+		t.Fatalf("in %d out %d dropped %d", in, out, dropped)
+	}
+	annotated := 0
+	for i, o := range outs {
+		if i > 0 && o.Frame.Seq <= outs[i-1].Frame.Seq {
+			t.Fatalf("out of order at %d", i)
+		}
+		if len(o.Result.Detections) == 1 {
+			annotated++
+		}
+		if o.Latency > 100*time.Millisecond {
+			t.Errorf("frame %d waited %v: live timing must not wait for the model", o.Frame.Seq, o.Latency)
+		}
+	}
+	// before the first result nothing is known: only those frames are bare
+	if annotated < len(outs)-20 {
+		t.Fatalf("%d of %d frames annotated", annotated, len(outs))
+	}
+	k, _, _ := met.ScheduleCounts("cam")
+	if k < 2 || k > 20 || int(k) != len(det.seen) {
+		t.Fatalf("%d keyframes counted, model ran on %v", k, det.seen)
+	}
+}
