@@ -176,9 +176,10 @@ func displayName(kind Provider) string {
 	return "CUDA"
 }
 
-// needs is what ONNX Runtime 1.22's GPU build runs on (onnxruntime.ai, the
-// CUDA and TensorRT execution provider pages: CUDA 12.x with cuDNN 9.x;
-// TensorRT 10.9).
+// needs is what ONNX Runtime's GPU build runs on: for 1.22, CUDA 12.x with
+// cuDNN 9.x and TensorRT 10.9 (onnxruntime.ai, the CUDA and TensorRT
+// execution provider pages). Not re-checked for the pinned 1.31 (no GPU
+// here).
 func needs(kind Provider) string {
 	if kind == TensorRT {
 		return "TensorRT 10.9, CUDA 12 and cuDNN 9"

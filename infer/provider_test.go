@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
@@ -77,7 +78,7 @@ func TestGPUProviderMissingIsOneClearError(t *testing.T) {
 			msg := err.Error()
 			kind, _, _ := ParseProvider(string(c.asked))
 			for _, want := range []string{c.says, "has no " + displayName(kind) + " provider", c.file, "libonnxruntime.so.1",
-				"1.22.0", "--ort-lib", LibraryEnv, "onnxruntime-linux-x64-gpu-1.22.0.tgz", "CUDA 12", "cuDNN 9", "--provider cpu"} {
+				install.Pinned().Version, "--ort-lib", LibraryEnv, "onnxruntime-linux-x64-gpu-" + install.Pinned().Version + ".tgz", "CUDA 12", "cuDNN 9", "--provider cpu"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("%s(%s): %q does not say %q", name, c.asked, msg, want)
 				}

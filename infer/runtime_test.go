@@ -11,6 +11,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/internal/pyenv"
 )
 
@@ -70,8 +71,8 @@ func TestFindLibraryNamesAllPlaces(t *testing.T) {
 }
 
 func TestRuntimeVersion(t *testing.T) {
-	if v := RuntimeVersion(); v != "1.22.0" {
-		t.Fatalf("loaded onnxruntime %q, want 1.22.0", v)
+	if v, want := RuntimeVersion(), install.Pinned().Version; v != want {
+		t.Fatalf("loaded onnxruntime %q, want %s (internal/install/onnxruntime.env)", v, want)
 	}
 }
 

@@ -3,10 +3,12 @@ package infer
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/htcstream/htcstream/internal/cores"
+	"github.com/htcstream/htcstream/internal/install"
 )
 
 // Provider names an ONNX Runtime execution provider.
@@ -79,11 +81,11 @@ func OpenSession(path string, o SessionOptions) (*Session, error) {
 	}
 	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("read graph %s: %w", path, err)
+		return nil, fmt.Errorf("read graph %s: %w", path, missingKernel(err))
 	}
 	sess, err := ort.NewDynamicAdvancedSession(path, names(ins), names(outs), opts)
 	if err != nil {
-		return nil, fmt.Errorf("open graph %s: %w", path, err)
+		return nil, fmt.Errorf("open graph %s: %w", path, missingKernel(err))
 	}
 	s := &Session{path: path, sess: sess, Inputs: ins, Outputs: outs, Provider: provider}
 	if o.IOBinding == BindOn || (o.IOBinding == BindAuto && provider != CPU) {
@@ -198,4 +200,38 @@ func Float32Output(v ort.Value) ([]float32, []int64, error) {
 		return nil, nil, errors.New("output is not a float32 tensor")
 	}
 	return t.GetData(), t.GetShape(), nil
+}
+
+// ErrMissingKernel is returned (wrapped) when the loaded ONNX Runtime has no
+// kernel for an operator a graph uses: the graph needs a newer runtime.
+var ErrMissingKernel = errors.New("operator not in this ONNX Runtime")
+
+// kernelNeeds names the ONNX Runtime releases known to run an operator that
+// older ones lack. DeformConv (ONNX opset 19, the DCN models' deformable
+// convolution) has no kernel in 1.22; 1.30.0 and 1.31.1 run it and match
+// torchvision's deform_conv2d (TestDeformConvMatchesTorchvision).
+var kernelNeeds = map[string]string{
+	"DeformConv": "ONNX Runtime 1.30 or newer (scripts/setup installs " + install.Pinned().Version + ")",
+}
+
+// missingKernel turns ONNX Runtime's "Could not find an implementation for
+// OP(V) node" into one line naming the operator, the loaded runtime and the
+// runtime the operator needs; other errors pass through.
+func missingKernel(err error) error {
+	msg := err.Error()
+	const marker = "Could not find an implementation for "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return err
+	}
+	op := msg[i+len(marker):]
+	if j := strings.IndexAny(op, "( "); j >= 0 {
+		op = op[:j]
+	}
+	needs := kernelNeeds[op]
+	if needs == "" {
+		needs = "a newer ONNX Runtime"
+	}
+	return fmt.Errorf("%w: the graph uses %s, which ONNX Runtime %s has no kernel for; it needs %s (--ort-lib or $%s)",
+		ErrMissingKernel, op, RuntimeVersion(), needs, LibraryEnv)
 }

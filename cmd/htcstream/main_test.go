@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/install"
 )
 
 func call(args ...string) (code int, stdout, stderr string) {
@@ -22,7 +24,7 @@ func TestVersionNamesTheLoadedLibraries(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"htcstream   " + version, "opencv      4.6", "ffmpeg      5.1", "onnxruntime 1.22.0"} {
+	for _, want := range []string{"htcstream   " + version, "opencv      4.6", "ffmpeg      5.1", "onnxruntime " + install.Pinned().Version} {
 		if !strings.Contains(out, want) {
 			t.Errorf("version output lacks %q:\n%s", want, out)
 		}

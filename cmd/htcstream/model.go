@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/htcstream/htcstream/infer"
+	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/pipeline"
 )
 
@@ -29,7 +30,7 @@ type modelFlags struct {
 func (m *modelFlags) register(fs *pflag.FlagSet, threshold float64) {
 	fs.StringVar(&m.bundle, "model", "", "model bundle directory (default: the bundled "+pipeline.DefaultBundleDir+", found beside the executable)")
 	fs.StringVar(&m.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $"+infer.LibraryEnv+", then "+infer.ProjectLibrary+")")
-	fs.StringVar(&m.provider, "provider", "cpu", "execution provider: cpu, cuda[:N] or tensorrt[:N] (N: the GPU; needs a GPU build of ONNX Runtime 1.22 via --ort-lib, else an error)")
+	fs.StringVar(&m.provider, "provider", "cpu", "execution provider: cpu, cuda[:N] or tensorrt[:N] (N: the GPU; needs a GPU build of ONNX Runtime "+install.Pinned().Version+" via --ort-lib, else an error)")
 	fs.IntVar(&m.threads, "threads", 0, "intra-op threads per graph (0: the cores this process may use: affinity mask, cgroup CPU quota; at most four per core)")
 	fs.StringVar(&m.tta, "tta", "", "test scales LONGxSHORT[,LONGxSHORT...] (default: the bundle's first test scale; several = multi-scale TTA)")
 	fs.BoolVar(&m.flip, "flip", false, "add a horizontally flipped view of every scale (TTA)")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/install"
 )
 
 // TestGPUProviderOnTheCPULibraryIsOneLine asks run, eval and bench (by flag
@@ -51,7 +53,7 @@ func TestGPUProviderOnTheCPULibraryIsOneLine(t *testing.T) {
 		}
 		want := []string{"htcstream " + c.args[0] + ": ", c.says, c.lacks}
 		if c.code == 1 {
-			want = append(want, "--ort-lib", "HTCSTREAM_ORT_LIB", "GPU build", "1.22.0", "CUDA 12", "--provider cpu")
+			want = append(want, "--ort-lib", "HTCSTREAM_ORT_LIB", "GPU build", install.Pinned().Version, "CUDA 12", "--provider cpu")
 		}
 		for _, w := range want {
 			if !strings.Contains(msg, w) {
