@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// migrations are NNN_name.sql files, applied in order, each once, each in
-// its own transaction. Both databases run the same files, so they use only
+// migrations are NNN_name.sql files, applied in order, each once, all in
+// one transaction at open. Both databases run the same files, so they use only
 // the SQL the two share.
 //
 //go:embed migrations/*.sql

@@ -52,6 +52,7 @@ type Writer struct {
 
 	mu      sync.Mutex
 	queue   []Event
+	segs    []Segment
 	closed  bool
 	lastErr string
 
@@ -123,12 +124,36 @@ func (w *Writer) Put(e Event) error {
 	return nil
 }
 
+// PutSegment queues a recording segment (a recorder's closed or growing
+// file) and returns at once, as Put does; segments share the queue's bound.
+func (w *Writer) PutSegment(g Segment) error {
+	if g.Camera == "" || g.Path == "" {
+		return errors.New("event store: a segment needs a camera and a path")
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	if len(w.segs) >= w.cfg.Queue {
+		w.segs = w.segs[1:]
+		w.dropped.Add(1)
+	}
+	w.segs = append(w.segs, g)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // Stats returns the counters.
 func (w *Writer) Stats() WriterStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return WriterStats{Written: w.written.Load(), Dropped: w.dropped.Load(), Errors: w.errs.Load(), Pruned: w.pruned.Load(),
-		Queued: len(w.queue), LastError: w.lastErr}
+		Queued: len(w.queue) + len(w.segs), LastError: w.lastErr}
 }
 
 // Close stops taking events and keeps writing what is queued for at most
@@ -156,6 +181,9 @@ func (w *Writer) run() {
 	prune := time.NewTimer(0)
 	defer prune.Stop()
 	for {
+		if w.writeSegments() {
+			continue
+		}
 		w.mu.Lock()
 		batch := w.queue
 		w.queue = nil
@@ -188,13 +216,46 @@ func (w *Writer) run() {
 			prune.Reset(w.cfg.PruneEvery)
 		case <-w.stop:
 			w.mu.Lock()
-			empty := len(w.queue) == 0
+			empty := len(w.queue) == 0 && len(w.segs) == 0
 			w.mu.Unlock()
 			if empty {
 				return
 			}
 		}
 	}
+}
+
+// writeSegments writes the queued segments, oldest first, and says
+// whether it did anything (so that the loop comes round again). A failed
+// write keeps the rest queued and waits as a failed event batch does.
+func (w *Writer) writeSegments() bool {
+	w.mu.Lock()
+	if len(w.segs) == 0 {
+		w.mu.Unlock()
+		return false
+	}
+	g := w.segs[0]
+	w.mu.Unlock()
+	if err := w.cfg.Store.PutSegment(w.ctx, g); err != nil {
+		w.errs.Add(1)
+		w.setErr(err)
+		if w.ctx.Err() != nil {
+			w.dropRest()
+			return false
+		}
+		select {
+		case <-time.After(w.cfg.MinBackoff):
+		case <-w.ctx.Done():
+		}
+		return true
+	}
+	w.mu.Lock()
+	if len(w.segs) > 0 && w.segs[0] == g {
+		w.segs = w.segs[1:]
+	}
+	w.mu.Unlock()
+	w.setErr(nil)
+	return true
 }
 
 // requeue puts a failed batch back in front of what came meanwhile, within
@@ -213,8 +274,8 @@ func (w *Writer) requeue(batch []Event) {
 func (w *Writer) dropRest() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.dropped.Add(uint64(len(w.queue)))
-	w.queue = nil
+	w.dropped.Add(uint64(len(w.queue) + len(w.segs)))
+	w.queue, w.segs = nil, nil
 }
 
 // setErr logs an error once while it repeats, and the recovery.

@@ -183,3 +183,31 @@ func TestHandler(t *testing.T) {
 		t.Errorf("POST: %d", resp.StatusCode)
 	}
 }
+
+// Segments go through the writer as events do: queued, written in order,
+// a growing segment's later call updating its row.
+func TestWriterSegments(t *testing.T) {
+	s := openT(t, Config{Path: filepath.Join(t.TempDir(), "e.db")})
+	w, err := NewWriter(WriterConfig{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Segment{Camera: "front", Path: "/rec/front/a.mp4", Start: t0, End: t0.Add(time.Minute), Bytes: 100, Worker: "w1"}
+	for i := range 3 {
+		g.End, g.Bytes = t0.Add(time.Duration(i+1)*time.Minute), int64(100*(i+1))
+		if err := w.PutSegment(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.PutSegment(Segment{Camera: "front"}); err == nil {
+		t.Fatal("a segment without a path was taken")
+	}
+	w.Close()
+	got, err := s.Segments(context.Background(), SegmentQuery{Camera: "front"})
+	if err != nil || len(got) != 1 || got[0].Bytes != 300 || !got[0].End.Equal(t0.Add(3*time.Minute)) {
+		t.Fatalf("%+v, %v", got, err)
+	}
+	if st := w.Stats(); st.Queued != 0 || st.Errors != 0 {
+		t.Fatalf("%+v", st)
+	}
+}
