@@ -79,6 +79,10 @@ type Event struct {
 	// result), SnapshotURL where a client fetches it; empty when none.
 	Snapshot    string
 	SnapshotURL string
+	// ClipURL, on end events of a recording camera, is where a client
+	// fetches the event's clip (cut from the recordings, pre- and post-roll
+	// included, when first asked for); empty otherwise.
+	ClipURL string
 }
 
 // EventID is the default event ID: "<camera>-<first seen, Unix ms>-<track
@@ -131,6 +135,7 @@ type eventJSON struct {
 	Zones        []string   `json:"zones"`
 	Snapshot     string     `json:"snapshot,omitempty"`
 	SnapshotURL  string     `json:"snapshot_url,omitempty"`
+	ClipURL      string     `json:"clip_url,omitempty"`
 }
 
 // timeLayout is RFC 3339 in UTC with milliseconds.
@@ -193,7 +198,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		BestScore: e.BestScore, BestBox: e.BestBox, BestPTSms: ms(e.BestPTS),
 		StageScores: e.StageScores, Width: e.Width, Height: e.Height, Mask: e.Mask,
 		EnteredZones: e.EnteredZones, Zones: e.Zones,
-		Snapshot: e.Snapshot, SnapshotURL: e.SnapshotURL,
+		Snapshot: e.Snapshot, SnapshotURL: e.SnapshotURL, ClipURL: e.ClipURL,
 	}
 	if j.ID == "" {
 		j.ID = EventID(e.Camera, e.FirstSeen, e.TrackID)
@@ -233,7 +238,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		Score: j.Score, Box: j.Box, BestScore: j.BestScore, BestBox: j.BestBox, BestPTS: dur(j.BestPTSms),
 		StageScores: j.StageScores, Width: j.Width, Height: j.Height, Mask: j.Mask,
 		EnteredZones: j.EnteredZones, Zones: j.Zones,
-		Snapshot: j.Snapshot, SnapshotURL: j.SnapshotURL,
+		Snapshot: j.Snapshot, SnapshotURL: j.SnapshotURL, ClipURL: j.ClipURL,
 	}
 	return nil
 }

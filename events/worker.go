@@ -34,6 +34,9 @@ type WorkerConfig struct {
 	// SnapshotURL, when set (the web server serves the snapshots), is the
 	// URL path events give their snapshot under: SnapshotURL/camera/file.
 	SnapshotURL string
+	// ClipURL, when set, is the URL path end events give their clip under:
+	// ClipURL/camera/<event id>.mp4.
+	ClipURL string
 	// Publishers get every event, in order.
 	Publishers []Publisher
 	// CountSnapshots, when set, counts n snapshots "saved", "failed" or
@@ -198,6 +201,13 @@ func (w *Worker) do(j *Job) {
 	for _, pe := range j.Events {
 		ev := pe.Event
 		ev.Snapshot = w.paths[ev.ID]
+		if ev.Type == EventEnd && w.cfg.ClipURL != "" {
+			id := ev.ID
+			if id == "" {
+				id = EventID(ev.Camera, ev.FirstSeen, ev.TrackID)
+			}
+			ev.ClipURL = w.cfg.ClipURL + "/" + cam + "/" + id + ".mp4"
+		}
 		if ev.Snapshot != "" && w.cfg.SnapshotURL != "" {
 			ev.SnapshotURL = w.cfg.SnapshotURL + "/" + cam + "/" + filepath.Base(ev.Snapshot)
 		}

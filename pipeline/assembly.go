@@ -127,7 +127,12 @@ func Execute(cfg RunConfig, opt Options) error {
 	}
 	metrics := NewMetricsWith(MetricsConfig{Version: opt.Version, Provider: string(b.Provider()),
 		Model: filepath.Base(cfg.Model.Bundle), Classes: classes})
-	events, err := newEventOutputs(cfg, cams, classes, metrics, opt.Logger)
+	recs, err := newRecordings(cams, metrics, opt.Logger)
+	if err != nil {
+		return err
+	}
+	defer recs.Close() // after the sources ended: the last segments close whole
+	events, err := newEventOutputs(cfg, cams, classes, metrics, opt.Logger, recs)
 	if err != nil {
 		return err
 	}
@@ -177,7 +182,8 @@ func Execute(cfg RunConfig, opt Options) error {
 			return err
 		}
 		defer hub.Close()
-		routes := web.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health, SnapshotDir: cfg.Events.Snapshots.Dir}
+		routes := web.Routes{Hub: hub, Metrics: metrics, Health: metrics.Health, SnapshotDir: cfg.Events.Snapshots.Dir,
+			Recordings: recs.SegmentDir, Clip: recs.Clip}
 		if events.db != nil {
 			routes.API = store.Handler(events.db.db, opt.Logger)
 		}
@@ -204,6 +210,9 @@ func Execute(cfg RunConfig, opt Options) error {
 		live := cam.Live
 		icfg := live.ingestConfig()
 		icfg.Loop = cam.Loop && !parsed[i].Kind.Live()
+		if r, ok := recs.byCamera[cam.Name]; ok {
+			icfg.Tap = r
+		}
 		sources[i] = Limited(&IngestSource{ID: cam.Name, Source: parsed[i], Config: icfg, Metrics: metrics}, opt.MaxFrames)
 		o := cam.Overlay
 		drawers[cam.Name] = &OverlayDrawer{Renderer: overlay.NewRenderer(o.style(), classes), HUD: o.HUD,

@@ -74,7 +74,10 @@ type RunConfig struct {
 	Live LiveConfig `yaml:"live"`
 	// Events: tracking, events and snapshots (cameras override the rules
 	// in cameras.NAME.events); MQTT and Webhooks: where events go.
-	Events   EventsConfig    `yaml:"events"`
+	Events EventsConfig `yaml:"events"`
+	// Record: continuous recording of each camera's own video (cameras
+	// override it in cameras.NAME.record).
+	Record   RecordConfig    `yaml:"record"`
 	MQTT     MQTTConfig      `yaml:"mqtt"`
 	Webhooks []WebhookConfig `yaml:"webhooks"`
 
@@ -220,6 +223,8 @@ type CameraConfig struct {
 	// Motion gates the model on motion (default on for live sources, off
 	// for files).
 	Motion MotionConfig `yaml:"motion"`
+	// Record: this camera's recording over the global record: section.
+	Record RecordConfig `yaml:"record"`
 }
 
 // MotionConfig is a camera's motion gating: when nothing moves in the
@@ -276,6 +281,7 @@ func DefaultRunConfig() RunConfig {
 	c.Live = LiveConfig{Transport: ingest.DefaultTransport, OpenTimeout: ingest.DefaultOpenTimeout,
 		ReadTimeout: ingest.DefaultReadTimeout, MaxBackoff: ingest.DefaultMaxBackoff}
 	c.Events = defaultEvents()
+	c.Record = defaultRecord()
 	c.MQTT = defaultMQTT()
 	return c
 }
@@ -405,6 +411,7 @@ func (c RunConfig) cameraDefaults() CameraConfig {
 		cam.Motion.Enabled = &on // decoding a camera's keys must not write into the globals
 	}
 	cam.Motion.Mask = append([]motion.Polygon(nil), c.Motion.Mask...)
+	cam.Record = c.Record
 	return cam
 }
 
@@ -454,6 +461,7 @@ func (c *RunConfig) Resolve() ([]Camera, error) {
 	c.Server.TLSKey = abs(c.Server.TLSKey)
 	c.Events.Snapshots.Dir = abs(c.Events.Snapshots.Dir)
 	c.Events.Store.Path = abs(c.Events.Store.Path)
+	c.Record.Dir = abs(c.Record.Dir)
 	c.MQTT.CAFile = abs(c.MQTT.CAFile)
 	c.MQTT.CertFile = abs(c.MQTT.CertFile)
 	c.MQTT.KeyFile = abs(c.MQTT.KeyFile)
@@ -475,6 +483,7 @@ func (c *RunConfig) Resolve() ([]Camera, error) {
 		cam.URL = sourcePath(cam.URL, abs)
 		cam.Outputs.Video = abs(cam.Outputs.Video)
 		cam.Outputs.Detections = abs(cam.Outputs.Detections)
+		cam.Record.Dir = abs(cam.Record.Dir)
 		cams = append(cams, Camera{Name: name, CameraConfig: cam})
 	}
 	for _, raw := range c.Sources {
@@ -660,8 +669,10 @@ func (c RunConfig) Validate() error {
 		checkRules(bad, p+"events.", cam.Events, cam.Zones, true)
 		checkZones(bad, p+"zones.", cam.Zones)
 		checkSchedule(p, cam)
+		cam.Record.check(bad, p+"record.")
 	}
 	c.validateEvents(bad)
+	c.Record.check(bad, "record.")
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}

@@ -28,6 +28,10 @@ type EventStageConfig struct {
 	// SnapshotURL, when set (the web server serves the store), is the
 	// URL path events give their snapshot under: SnapshotURL/camera/file.
 	SnapshotURL string
+	// ClipURL, when set (the camera records and the web server serves),
+	// is the URL path end events give their clip under:
+	// ClipURL/camera/<event id>.mp4, cut when first asked for.
+	ClipURL string
 	// Publishers get every event, in order.
 	Publishers []events.Publisher
 	Metrics    *Metrics
@@ -101,7 +105,7 @@ func NewEventStage(cfg EventStageConfig) (*EventStage, error) {
 			s.labels[slices.Index(cfg.Classes, l)] = true
 		}
 	}
-	w := events.WorkerConfig{Camera: cfg.Camera, SnapshotURL: cfg.SnapshotURL, Publishers: cfg.Publishers, Logger: cfg.Logger,
+	w := events.WorkerConfig{Camera: cfg.Camera, SnapshotURL: cfg.SnapshotURL, ClipURL: cfg.ClipURL, Publishers: cfg.Publishers, Logger: cfg.Logger,
 		CountSnapshots: func(result string, n int) { cfg.Metrics.snapshot(cfg.Camera, result, n) }}
 	if cfg.Store != nil {
 		w.Snapshots = cfg.Store

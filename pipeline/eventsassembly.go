@@ -23,7 +23,7 @@ type eventOutputs struct {
 // newEventOutputs starts the event sinks and makes the cameras' stages.
 // Close them with close, after the run (the stages end with their
 // streams).
-func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics, log *slog.Logger) (*eventOutputs, error) {
+func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics, log *slog.Logger, recs *recordings) (*eventOutputs, error) {
 	e := &eventOutputs{trackers: make([]Tracker, len(cams))}
 	tracked := false
 	for _, c := range cams {
@@ -80,6 +80,9 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		}
 		e.store = st
 	}
+	if len(recs.byCamera) > 0 {
+		pubs = append(pubs, recs) // it remembers each event's window for its clip
+	}
 	m.WatchEventSinks(e.mqtt, e.hooks, names, e.store)
 	snapshotURL := ""
 	if e.store != nil && cfg.Outputs.Serve != "" {
@@ -93,9 +96,13 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", c.Name, err)
 		}
+		clipURL := ""
+		if _, rec := recs.byCamera[c.Name]; rec && cfg.Outputs.Serve != "" {
+			clipURL = "/clips" // the server cuts and serves them (recordings.Clip)
+		}
 		stage, err := NewEventStage(EventStageConfig{Camera: c.Name, Classes: classes, Rules: c.Events, Zones: c.Zones,
 			Keep: keep, Store: e.store, Clean: cfg.Events.Snapshots.Frame == "clean", Publishers: pubs, Metrics: m, Logger: log,
-			SnapshotURL: snapshotURL})
+			SnapshotURL: snapshotURL, ClipURL: clipURL})
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: events: %w", c.Name, err)
 		}

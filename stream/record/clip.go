@@ -61,7 +61,7 @@ func CutClip(dir, camera string, from, to time.Time, out string) (time.Duration,
 	if len(use) == 0 {
 		return 0, fmt.Errorf("clip %s %s..%s: %w", camera, from.Format(time.RFC3339), to.Format(time.RFC3339), ErrNoFootage)
 	}
-	c := &clipWriter{path: out, from: from, to: to}
+	c := &clipWriter{path: out, from: from, to: to, lastDTS: -1}
 	defer c.free()
 	for _, s := range use {
 		if err := c.copySegment(s.path, s.start); err != nil {
@@ -86,6 +86,9 @@ type clipWriter struct {
 	zero     time.Time       // the wall clock of the clip's first packet
 	gop      []*astiav.Packet
 	gopAt    []time.Time
+	lastDTS  int64 // output time base; -1 before the first packet
+	shift    int64 // this segment's correction, output time base
+	segFirst bool  // the next packet is its segment's first written
 	started  bool
 	done     bool
 	last     time.Duration
@@ -122,6 +125,7 @@ func (c *clipWriter) copySegment(path string, start time.Time) error {
 	pkt := astiav.AllocPacket()
 	defer pkt.Free()
 	itb := ist.TimeBase()
+	c.segFirst, c.shift = true, 0
 	for !c.done {
 		if err := in.ReadFrame(pkt); err != nil {
 			if errors.Is(err, astiav.ErrEof) {
@@ -191,15 +195,34 @@ func (c *clipWriter) write(pkt *astiav.Packet, itb astiav.Rational, at time.Time
 	if p, d := pkt.Pts(), pkt.Dts(); p != astiav.NoPtsValue && d != astiav.NoPtsValue {
 		off = av(time.Duration(float64(p-d)*itb.ToDouble()*float64(time.Second)), c.tb)
 	}
+	// A segment's name is when its first packet arrived, which a source's
+	// start-up burst makes late: where that puts a segment's start before
+	// the end of the one before, it moves on to follow it.
+	if c.segFirst {
+		c.segFirst = false
+		if d := t - off; c.lastDTS >= 0 && d <= c.lastDTS {
+			c.shift = c.lastDTS + 1 - d
+		}
+	}
+	t += c.shift
+	dts := t - off
+	if dts <= c.lastDTS {
+		dts = c.lastDTS + 1
+		t = max(t, dts)
+	}
+	c.lastDTS = dts
 	pkt.SetPts(t)
-	pkt.SetDts(t - off)
+	pkt.SetDts(dts)
 	pkt.SetDuration(0)
 	pkt.SetStreamIndex(c.st.Index())
 	pkt.SetPos(-1)
 	if rel > c.last {
 		c.last = rel
 	}
-	return c.fc.WriteInterleavedFrame(pkt)
+	if err := c.fc.WriteInterleavedFrame(pkt); err != nil {
+		return fmt.Errorf("clip %s: write: %w", c.path, err)
+	}
+	return nil
 }
 
 func av(d time.Duration, tb astiav.Rational) int64 {

@@ -13,7 +13,15 @@ import (
 
 // publicPaths are served without credentials: the viewer page, which asks
 // for the token itself, and /healthz (its per-source details need them).
-var publicPaths = []string{"/", "/index.html", "/viewer.js", "/viewer.css", "/healthz"}
+var publicPaths = []string{"/", "/index.html", "/viewer.js", "/review.js", "/viewer.css", "/healthz"}
+
+// MediaCookie carries the page's token for what a browser fetches by
+// itself, without the page's headers: event snapshots, clips and recordings
+// in <img> and <video>. It opens GET and HEAD only, so a request that
+// changes something (WHEP) still needs the Authorization header, which
+// another site's page cannot send; SameSite=Strict keeps other sites'
+// pages from sending the cookie at all.
+const MediaCookie = "htcstream_token"
 
 // protect wraps the routes in the server's checks, in this order: the
 // Host header (DNS rebinding), CORS (a preflight from an allowed origin is
@@ -135,6 +143,11 @@ func (s *Server) authorized(r *http.Request) bool {
 	auth := r.Header.Get("Authorization")
 	if s.cfg.Token != "" {
 		if scheme, tok, ok := strings.Cut(auth, " "); ok && strings.EqualFold(scheme, "Bearer") && secretEqual(strings.TrimSpace(tok), s.cfg.Token) {
+			return true
+		}
+	}
+	if s.cfg.Token != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if c, err := r.Cookie(MediaCookie); err == nil && secretEqual(c.Value, s.cfg.Token) {
 			return true
 		}
 	}

@@ -33,6 +33,12 @@ type LabelScore struct {
 	Score float32 `json:"score"`
 	// TrackID is the instance's track on a tracked camera; absent without.
 	TrackID uint64 `json:"track_id,omitempty"`
+	// StageScores are each cascade stage's own score for the label, shown
+	// beside the ensemble's Score; absent when the model gave none.
+	StageScores []float32 `json:"stage_scores,omitempty"`
+	// Propagated: the tracker carried it to this frame; the model did not
+	// see it here.
+	Propagated bool `json:"propagated,omitempty"`
 }
 
 // MaxSummaryLabels bounds the labels sent per frame: a detection message is
@@ -44,7 +50,9 @@ const MaxSummaryLabels = 64
 func Summarize(dets []detection.Detection) Summary {
 	s := Summary{Count: len(dets), Labels: make([]LabelScore, 0, min(len(dets), MaxSummaryLabels))}
 	for i := 0; i < len(dets) && i < MaxSummaryLabels; i++ {
-		s.Labels = append(s.Labels, LabelScore{Label: dets[i].Class, Score: dets[i].Score, TrackID: dets[i].TrackID})
+		d := &dets[i]
+		s.Labels = append(s.Labels, LabelScore{Label: d.Class, Score: d.Score, TrackID: d.TrackID,
+			StageScores: d.StageScores, Propagated: d.Propagated})
 	}
 	return s
 }

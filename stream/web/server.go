@@ -206,6 +206,14 @@ type Routes struct {
 	// API, when set, serves /api/ (the event store's store.Handler:
 	// /api/events, /api/recordings) behind the same credentials.
 	API http.Handler
+	// Recordings, when set, names the folder of a camera's recording
+	// segments (ok false: the camera does not record), served at GET
+	// /recordings/{camera}/{file}.mp4 with byte ranges, for seeking.
+	Recordings func(camera string) (dir string, ok bool)
+	// Clip, when set, returns the file of an event's clip for GET
+	// /clips/{camera}/{event id}.mp4; an error wrapping a "not found" kind
+	// (any error) answers 404.
+	Clip func(camera, file string) (path string, err error)
 }
 
 // SourceHealth is one source's entry in GET /healthz.
@@ -296,6 +304,16 @@ func (s *Server) routes(r Routes) *http.ServeMux {
 	if r.API != nil {
 		mux.Handle("/api/", r.API)
 	}
+	if r.Recordings != nil {
+		mux.HandleFunc("/recordings/{camera}/{file}", func(w http.ResponseWriter, req *http.Request) {
+			serveRecording(w, req, r.Recordings)
+		})
+	}
+	if r.Clip != nil {
+		mux.HandleFunc("/clips/{camera}/{file}", func(w http.ResponseWriter, req *http.Request) {
+			serveClip(w, req, r.Clip)
+		})
+	}
 	if r.Hub != nil {
 		mux.Handle("/", r.Hub)
 	}
@@ -319,6 +337,47 @@ func serveSnapshotFile(w http.ResponseWriter, r *http.Request, dir string) {
 	}
 	w.Header().Set("Cache-Control", "private, max-age=3600")
 	http.ServeFile(w, r, filepath.Join(dir, cam, file))
+}
+
+// recordingName is what a recorder names its segments (record.segmentName).
+var recordingName = regexp.MustCompile(`^[A-Za-z0-9_-]+-\d{8}T\d{6}\.\d{3}Z\.mp4$`)
+
+// serveRecording answers GET /recordings/{camera}/{file}.mp4 from the
+// camera's recording folder; http.ServeFile answers byte ranges, so a
+// player seeks without fetching the whole segment.
+func serveRecording(w http.ResponseWriter, r *http.Request, dirOf func(string) (string, bool)) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	cam, file := r.PathValue("camera"), r.PathValue("file")
+	dir, ok := dirOf(cam)
+	if !ok || !snapshotName.MatchString(cam) || !recordingName.MatchString(file) || !strings.HasPrefix(file, cam+"-") {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Cache-Control", "private, no-cache") // the newest segment grows
+	http.ServeFile(w, r, filepath.Join(dir, file))
+}
+
+// serveClip answers GET /clips/{camera}/{event id}.mp4.
+func serveClip(w http.ResponseWriter, r *http.Request, clip func(string, string) (string, error)) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	cam, file := r.PathValue("camera"), r.PathValue("file")
+	if !snapshotName.MatchString(cam) || !snapshotName.MatchString(file) || !strings.HasSuffix(file, ".mp4") {
+		http.NotFound(w, r)
+		return
+	}
+	path, err := clip(cam, file)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("no clip %s for camera %s: %v", file, cam, err), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Cache-Control", "private, max-age=60")
+	http.ServeFile(w, r, path)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request, report func() []SourceHealth) {

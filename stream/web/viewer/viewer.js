@@ -26,7 +26,7 @@ function takeTokenFromFragment() {
   const frag = new URLSearchParams(location.hash.slice(1));
   if (!frag.has('token')) return false;
   const t = frag.get('token');
-  if (t) localStorage.setItem(TOKEN_KEY, t);
+  if (t) setToken(t);
   frag.delete('token');
   const rest = frag.toString();
   history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
@@ -41,6 +41,20 @@ window.addEventListener('hashchange', () => {
   refreshList();
 });
 
+// setToken keeps the token, also as the cookie that lets <img> and <video>
+// fetch snapshots, clips and recordings (they cannot send headers); the
+// server takes the cookie for reading only.
+function setToken(t) {
+  if (t) {
+    localStorage.setItem(TOKEN_KEY, t);
+    document.cookie = `htcstream_token=${encodeURIComponent(t)}; path=/; SameSite=Strict${location.protocol === 'https:' ? '; Secure' : ''}`;
+  } else {
+    localStorage.removeItem(TOKEN_KEY);
+    document.cookie = 'htcstream_token=; path=/; max-age=0; SameSite=Strict';
+  }
+}
+if (localStorage.getItem(TOKEN_KEY)) setToken(localStorage.getItem(TOKEN_KEY));
+
 function authHeaders(extra = {}) {
   const t = localStorage.getItem(TOKEN_KEY);
   return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
@@ -50,7 +64,7 @@ function authHeaders(extra = {}) {
 function askToken(res) {
   if (!/bearer/i.test(res.headers.get('WWW-Authenticate') || '')) return false;
   const had = localStorage.getItem(TOKEN_KEY) !== null;
-  localStorage.removeItem(TOKEN_KEY);
+  setToken('');
   $('#auth-msg').textContent = had ? 'the token was refused' : '';
   $('#auth').hidden = false;
   $('#token').focus();
@@ -59,7 +73,7 @@ function askToken(res) {
 
 $('#auth').addEventListener('submit', (e) => {
   e.preventDefault();
-  localStorage.setItem(TOKEN_KEY, $('#token').value.trim());
+  setToken($('#token').value.trim());
   $('#token').value = '';
   $('#auth').hidden = true;
   refreshList();
@@ -107,6 +121,7 @@ async function refreshList() {
     return tr;
   }));
   for (const s of streams) {
+    if ($('#tab-live').hidden) break; // video plays on the live tab only
     if (players.has(s.id) || stoppedByUser.has(s.id)) continue;
     if (only.length && !only.includes(s.id)) continue;
     play(s.id);
@@ -206,7 +221,14 @@ async function play(id) {
     st.labelsSeq = m.seq;
     if (synced) { st.labelsRtp = m.rtp_ts; st.synced++; }
     $('.count', node).textContent = `${m.count} detection${m.count === 1 ? '' : 's'}`;
-    $('.labels', node).replaceChildren(...m.labels.map((l) => el('span', `${l.label}${l.track_id ? ' #' + l.track_id : ''} ${l.score.toFixed(2)}`, 'chip')));
+    $('.labels', node).replaceChildren(...m.labels.map((l) => {
+      const c = el('span', `${l.label}${l.track_id ? ' #' + l.track_id : ''} ${l.score.toFixed(2)}`, 'chip');
+      if (l.stage_scores) c.title = window.stageText ? window.stageText(l.stage_scores, l.score) : '';
+      if (l.propagated) c.classList.add('propagated');
+      c.tabIndex = 0; // a tap shows the title's stage scores on phones too
+      return c;
+    }));
+    if (m.keyframe !== undefined) $('.model', node).textContent = m.keyframe ? '· model' : '· tracked';
     $('.det', node).classList.toggle('lagging', !synced);
     $('.det', node).title = synced ? `detections of frame ${m.seq}, the one shown` : 'the newest detections; they may lag or lead the picture';
   };

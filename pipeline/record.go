@@ -1,0 +1,224 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/stream/record"
+)
+
+// RecordConfig is a camera's continuous recording (README, "Recordings and
+// review"; docs/recordings.md).
+type RecordConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Dir holds a folder per camera: its segments, and its event clips
+	// under clips/.
+	Dir string `yaml:"dir"`
+	// Segment is a segment's length; a new one starts at the first
+	// keyframe after it.
+	Segment time.Duration `yaml:"segment"`
+	Retain  struct {
+		// Days: segments older than this go (0: kept).
+		Days float64 `yaml:"days"`
+		// MaxBytes: the camera's segments stay within this (0: no limit).
+		MaxBytes int64 `yaml:"max_bytes"`
+	} `yaml:"retain"`
+	// Mode is source: the camera's own packets, copied, never re-encoded.
+	// (Drawn frames go to outputs.video.)
+	Mode string `yaml:"mode"`
+	// Clip is the footage an event's clip takes before its first frame
+	// and after its last.
+	Clip struct {
+		Pre  time.Duration `yaml:"pre"`
+		Post time.Duration `yaml:"post"`
+	} `yaml:"clip"`
+}
+
+func defaultRecord() RecordConfig {
+	var r RecordConfig
+	r.Dir = "recordings"
+	r.Segment = 10 * time.Minute
+	r.Mode = "source"
+	r.Clip.Pre, r.Clip.Post = 5*time.Second, 5*time.Second
+	return r
+}
+
+func (r RecordConfig) check(bad func(string, ...any), p string) {
+	switch r.Mode {
+	case "source":
+	case "annotated":
+		bad("%smode annotated is not built; record the drawn frames with outputs.video, or use mode: source", p)
+	default:
+		bad("%smode %q: want source", p, r.Mode)
+	}
+	if r.Segment < time.Second {
+		bad("%ssegment %v: want at least 1s", p, r.Segment)
+	}
+	if !(r.Retain.Days >= 0) {
+		bad("%sretain.days %v: want 0 (keep) or more", p, r.Retain.Days)
+	}
+	if r.Retain.MaxBytes < 0 {
+		bad("%sretain.max_bytes %d is negative", p, r.Retain.MaxBytes)
+	}
+	if r.Clip.Pre < 0 || r.Clip.Post < 0 {
+		bad("%sclip pre/post %v/%v: want 0 or more", p, r.Clip.Pre, r.Clip.Post)
+	}
+	if r.Enabled && r.Dir == "" {
+		bad("%sdir is empty", p)
+	}
+}
+
+// recordings are the run's recorders, one per recording camera, and the
+// windows of the events whose clips they can cut.
+type recordings struct {
+	byCamera map[string]*record.Recorder
+	clip     map[string]RecordConfig // camera -> its settings
+
+	mu      sync.Mutex
+	windows map[string]clipWindow // event id -> window
+	order   []string
+}
+
+type clipWindow struct {
+	camera      string
+	first, last time.Time
+}
+
+// maxClipWindows bounds the events remembered for clips: the clips of
+// older ones are cut when asked only if already cut.
+const maxClipWindows = 10000
+
+func newRecordings(cams []Camera, m *Metrics, log *slog.Logger) (*recordings, error) {
+	rs := &recordings{byCamera: map[string]*record.Recorder{}, clip: map[string]RecordConfig{}, windows: map[string]clipWindow{}}
+	for _, c := range cams {
+		rc := c.Record
+		if !rc.Enabled {
+			continue
+		}
+		rec, err := record.NewRecorder(record.SegmentConfig{Dir: rc.Dir, Camera: c.Name, Segment: rc.Segment,
+			RetainAge: time.Duration(rc.Retain.Days * 24 * float64(time.Hour)), RetainBytes: rc.Retain.MaxBytes, Logger: log})
+		if err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("%w: camera %s: record: %v", ErrConfig, c.Name, err)
+		}
+		rs.byCamera[c.Name] = rec
+		rs.clip[c.Name] = rc
+		m.watchRecorder(c.Name, rec)
+		log.Info("recording", "camera", c.Name, "dir", rec.Dir(), "segment", rc.Segment)
+	}
+	return rs, nil
+}
+
+// Close ends every recording, closing the segments in progress.
+func (rs *recordings) Close() {
+	if rs == nil {
+		return
+	}
+	for _, r := range rs.byCamera {
+		r.Close()
+	}
+}
+
+// Publish implements EventPublisher: it remembers the window of every event
+// of a recording camera, for its clip.
+func (rs *recordings) Publish(ev events.Event) error {
+	if _, ok := rs.byCamera[ev.Camera]; !ok {
+		return nil
+	}
+	id := ev.ID
+	if id == "" {
+		id = events.EventID(ev.Camera, ev.FirstSeen, ev.TrackID)
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if _, ok := rs.windows[id]; !ok {
+		rs.order = append(rs.order, id)
+		if len(rs.order) > maxClipWindows {
+			delete(rs.windows, rs.order[0])
+			rs.order = rs.order[1:]
+		}
+	}
+	rs.windows[id] = clipWindow{camera: ev.Camera, first: ev.FirstSeen, last: ev.LastSeen}
+	return nil
+}
+
+// SegmentDir is the folder of a camera's segments; ok is false when the
+// camera does not record.
+func (rs *recordings) SegmentDir(camera string) (string, bool) {
+	r, ok := rs.byCamera[camera]
+	if !ok {
+		return "", false
+	}
+	return r.Dir(), true
+}
+
+var clipFile = regexp.MustCompile(`^([A-Za-z0-9_-]+-\d+-\d+)\.mp4$`)
+
+// ErrNoClip: no clip can be had for that event (unknown, or not recorded).
+var ErrNoClip = errors.New("no clip")
+
+// Clip returns the file of an event's clip, cutting it from the recordings
+// the first time it is asked for once its post-roll is recorded. Before
+// then it cuts what is there without keeping it.
+func (rs *recordings) Clip(camera, file string) (string, error) {
+	rc, ok := rs.clip[camera]
+	m := clipFile.FindStringSubmatch(file)
+	if !ok || m == nil {
+		return "", ErrNoClip
+	}
+	dir := filepath.Join(rs.byCamera[camera].Dir(), "clips")
+	path := filepath.Join(dir, file)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	rs.mu.Lock()
+	w, ok := rs.windows[m[1]]
+	rs.mu.Unlock()
+	if !ok || w.camera != camera {
+		return "", ErrNoClip
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	end := w.last.Add(rc.Clip.Post)
+	final := time.Now().After(end.Add(2 * time.Second)) // the fragment after end is on disk
+	out := path
+	if !final {
+		out = filepath.Join(dir, ".preview-"+file)
+	}
+	if _, err := record.CutClip(rc.Dir, camera, w.first.Add(-rc.Clip.Pre), end, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// watchRecorder exports a recorder's counters in /metrics.
+func (m *Metrics) watchRecorder(camera string, r *record.Recorder) {
+	if m == nil {
+		return
+	}
+	lbl := prometheus.Labels{"camera": camera}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "htcstream_recording_bytes", Help: "Bytes of the camera's recording segments on disk.", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().DiskBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "htcstream_recording_files", Help: "The camera's recording segments on disk.", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().Files) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "htcstream_recording_segments_total", Help: "Recording segments completed.", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().Segments) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "htcstream_recording_packets_total", Help: "Video packets written to recordings.", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().Packets) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "htcstream_recording_packets_dropped_total", Help: "Video packets not recorded (queue full, waiting for a keyframe).", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "htcstream_recording_segments_deleted_total", Help: "Recording segments removed by retention.", ConstLabels: lbl},
+			func() float64 { return float64(r.Stats().Deleted) }),
+	)
+}

@@ -1,0 +1,189 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/internal/mediatest"
+)
+
+// liveHTTP serves the sample as a live MPEG-TS stream at its own pace,
+// looped, from the ffmpeg CLI's HTTP server: a camera as ingest meets one.
+func liveHTTP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	url := "http://" + addr + "/yard.ts"
+	cmd := exec.Command("ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", sampleVideo,
+		"-c", "copy", "-f", "mpegts", "-listen", "1", url)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// ffmpeg's -listen 1 serves one client and no probe: the camera's
+	// retries (from 0.5 s) find it listening
+	return url
+}
+
+// A recording camera: its own packets go into MP4 segments while the run
+// goes on, the web API serves them with byte ranges behind the token, an
+// event's end carries a clip_url whose clip is cut from the recordings, and
+// /metrics says what is on disk.
+func TestRunRecordsAndCutsClips(t *testing.T) {
+	src := liveHTTP(t)
+	dir := t.TempDir()
+	var (
+		mu  sync.Mutex
+		evs []events.Event
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev events.Event
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &ev); err == nil {
+			mu.Lock()
+			evs = append(evs, ev)
+			mu.Unlock()
+		}
+	}))
+	defer hook.Close()
+
+	cfg := DefaultRunConfig()
+	cfg.Model.Bundle = "../" + DefaultBundleDir
+	cfg.Cameras = map[string]CameraConfig{}
+	cam := cfg.cameraDefaults()
+	cam.URL = src
+	cam.Record.Enabled = true
+	cam.Record.Dir = filepath.Join(dir, "rec")
+	cam.Record.Segment = 2 * time.Second
+	cam.Record.Clip.Pre, cam.Record.Clip.Post = time.Second, time.Second
+	cam.Events = cfg.Events.EventRules
+	cam.Events.Enabled = true
+	cam.Events.Tracker.MaxMisses = 5 // tracks end soon after the loop's cut
+	cfg.Cameras["yard"] = cam
+	cfg.Events.Enabled = true
+	cfg.Webhooks = []WebhookConfig{{URL: hook.URL + "/events"}}
+	cfg.Outputs.Serve = "127.0.0.1:0"
+	const token = "rec-test-token-0123456789"
+	cfg.Server.Token = token
+
+	out := &lineWriter{lines: make(chan string, 16)}
+	stop := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
+	var base string
+	select {
+	case l := <-out.lines:
+		if !strings.HasPrefix(l, "preview: ") {
+			t.Fatalf("first line %q", l)
+		}
+		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
+	case err := <-done:
+		t.Fatalf("run ended at once: %v", err)
+	}
+	get := func(path string, hdr map[string]string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+
+	// an end event with its clip, and its post-roll on disk
+	var end events.Event
+	deadline := time.Now().Add(90 * time.Second)
+	for end.ClipURL == "" {
+		mu.Lock()
+		for _, e := range evs {
+			if e.Type == events.EventEnd && e.ClipURL != "" && time.Since(e.LastSeen) > 4*time.Second {
+				end = e
+			}
+		}
+		mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no end event with a clip_url in 90 s (%d events)", len(evs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if want := fmt.Sprintf("/clips/yard/%s.mp4", end.ID); end.ClipURL != want {
+		t.Fatalf("clip_url %q, want %q", end.ClipURL, want)
+	}
+	if resp, _ := get(end.ClipURL, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a clip without the token: %s", resp.Status)
+	}
+	resp, body := get(end.ClipURL, bearer)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "video/mp4" {
+		t.Fatalf("clip: %s %s", resp.Status, body)
+	}
+	clip := filepath.Join(dir, "clip.mp4")
+	os.WriteFile(clip, body, 0o644)
+	info := mediatest.Probe(t, clip)
+	dur, _ := strconv.ParseFloat(info.Format.Duration, 64)
+	// pre- and post-roll of 1 s each; the start goes back to a keyframe
+	// (one a second in the sample)
+	want := end.LastSeen.Sub(end.FirstSeen).Seconds() + 2
+	if info.Streams[0].CodecName != "h264" || dur < want-0.5 || dur > want+1.5 {
+		t.Fatalf("clip of a %.1f s event: %.2f s of %s, want about %.1f s of h264", end.LastSeen.Sub(end.FirstSeen).Seconds(), dur, info.Streams[0].CodecName, want)
+	}
+	// the page's media cookie opens it too (for <video>)
+	if resp, _ := get(end.ClipURL, map[string]string{"Cookie": "htcstream_token=" + token}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("clip with the media cookie: %s", resp.Status)
+	}
+
+	segs, _ := filepath.Glob(filepath.Join(dir, "rec", "yard", "yard-*.mp4"))
+	if len(segs) < 2 {
+		t.Fatalf("segments: %v", segs)
+	}
+	resp, body = get("/recordings/yard/"+filepath.Base(segs[0]), map[string]string{"Authorization": "Bearer " + token, "Range": "bytes=0-99"})
+	if resp.StatusCode != http.StatusPartialContent || len(body) != 100 {
+		t.Fatalf("a range of a segment: %s, %d bytes", resp.Status, len(body))
+	}
+	if resp, _ := get("/recordings/yard/..%2f..%2fetc%2fpasswd", bearer); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a path out of the folder: %s", resp.Status)
+	}
+	_, metrics := get("/metrics", bearer)
+	m := regexp.MustCompile(`(?m)^htcstream_recording_bytes\{camera="yard"\} (\S+)$`).FindSubmatch(metrics)
+	if m == nil {
+		t.Fatalf("no htcstream_recording_bytes for yard in /metrics")
+	}
+	if v, _ := strconv.ParseFloat(string(m[1]), 64); v <= 0 {
+		t.Fatalf("htcstream_recording_bytes %v", v)
+	}
+
+	stop <- os.Interrupt
+	if err := <-done; err != nil && !strings.Contains(err.Error(), "interrupt") {
+		t.Fatalf("run: %v", err)
+	}
+	segs, _ = filepath.Glob(filepath.Join(dir, "rec", "yard", "yard-*.mp4"))
+	for _, s := range segs {
+		if p := mediatest.Probe(t, s); p.Streams[0].CodecName != "h264" {
+			t.Errorf("segment %s: %+v", s, p)
+		}
+	}
+	t.Logf("%d segments; clip of event %s (%.1f s): %.2f s", len(segs), end.ID, end.LastSeen.Sub(end.FirstSeen).Seconds(), dur)
+}
