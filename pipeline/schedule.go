@@ -88,8 +88,8 @@ type Schedule struct {
 	// Interval: 0 or 1 every frame; N every Nth; IntervalAuto the newest
 	// frame when the model is free for this camera.
 	Interval Interval
-	// Timing of the frames between keyframes; "" is smooth for a numeric
-	// interval on a file, live otherwise.
+	// Timing of the frames between keyframes; "" is live for a live
+	// source or interval auto, smooth otherwise.
 	Timing Timing
 	// Motion, when set, runs the model only on frames where something
 	// moves or a track moves (or after MaxInterval without a keyframe).
@@ -132,13 +132,9 @@ func (s Schedule) validate() error {
 	return nil
 }
 
-// smooth says whether the stream holds frames to interpolate.
-func (s Schedule) smooth() bool {
-	if s.Timing != "" {
-		return s.Timing == TimingSmooth
-	}
-	return s.Interval > 1
-}
+// smooth says whether the stream holds frames to interpolate (Timing
+// set: newScheduler fills it in).
+func (s Schedule) smooth() bool { return s.Timing == TimingSmooth }
 
 // hold is how many frames may wait for the next keyframe in smooth timing.
 func (s Schedule) hold() int {
@@ -186,6 +182,12 @@ func newScheduler(name string, sch Schedule, live bool, m *Metrics) (*scheduler,
 	}
 	if sch.MaxInterval == 0 {
 		sch.MaxInterval = DefaultMaxInterval
+	}
+	if sch.Timing == "" {
+		sch.Timing = TimingSmooth
+		if live || sch.Interval == IntervalAuto {
+			sch.Timing = TimingLive
+		}
 	}
 	sc := &scheduler{name: name, sch: sch, live: live, m: m, sinceKey: math.MaxInt / 2}
 	if sch.Motion != nil {

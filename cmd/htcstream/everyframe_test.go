@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// jsonFrame is what these tests read of a detections line.
+type jsonFrame struct {
+	Seq        int64 `json:"seq"`
+	Keyframe   bool  `json:"keyframe"`
+	Detections []struct {
+		Propagated bool `json:"propagated"`
+	} `json:"detections"`
+}
+
+func readLines(t *testing.T, path string) []jsonFrame {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []jsonFrame
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var l jsonFrame
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("line %d: %v", len(out)+1, err)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// A camera that shows a still scene for 12 s, then a box moving in: with
+// motion gating the model runs on the first frame and once per
+// max_interval while nothing moves, then on the frames that move; every
+// frame is still in the outputs, the skipped ones propagated.
+func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
+	dir := t.TempDir()
+	clip := filepath.Join(dir, "still-then-motion.mp4")
+	// 10 fps: 120 still frames, then 30 with a box walking in from the left
+	args := []string{"-v", "error", "-f", "lavfi", "-i", "color=c=0x506070:s=320x240:r=10:d=15",
+		"-f", "lavfi", "-i", "color=c=white:s=50x50:r=10:d=15",
+		"-filter_complex", "[0]drawbox=x=20:y=20:w=60:h=40:color=0xc0a080:t=fill[bg];" +
+			"[bg][1]overlay=x='if(gte(t,12),-60+(t-12)*80,-1000)':y=120:eval=frame",
+		"-frames:v", "150", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", clip}
+	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	cfg := filepath.Join(dir, "motion.yaml")
+	if err := os.WriteFile(cfg, []byte("motion:\n  enabled: true\n  max_interval: 5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	jsonl := filepath.Join(dir, "out.jsonl")
+	code, out, errOut := call("run", "--model", bundle, "--config", cfg, "--detections", jsonl, clip)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := readLines(t, jsonl)
+	if len(lines) != 150 {
+		t.Fatalf("%d lines for 150 frames", len(lines))
+	}
+	still, moving := 0, 0
+	for i, l := range lines {
+		if l.Seq != int64(i) {
+			t.Fatalf("line %d is frame %d", i, l.Seq)
+		}
+		for _, d := range l.Detections {
+			if d.Propagated == l.Keyframe {
+				t.Fatalf("frame %d: keyframe %v with a detection propagated %v", i, l.Keyframe, d.Propagated)
+			}
+		}
+		switch {
+		case !l.Keyframe:
+		case i < 120:
+			still++
+		case i > 122: // the box is in the picture from frame 122 on
+			moving++
+		}
+	}
+	// 12 s still with max_interval 5 s: frames 0, 50 and 100
+	if still > 1+12/5 {
+		t.Fatalf("the model ran on %d still frames, at most %d expected", still, 1+12/5)
+	}
+	if moving < 20 {
+		t.Fatalf("the model ran on %d of the 27 frames where the box moves", moving)
+	}
+	if !strings.Contains(out, "still") {
+		t.Errorf("the summary does not count the still frames:\n%s", out)
+	}
+}
