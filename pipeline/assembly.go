@@ -87,8 +87,8 @@ func Execute(cfg RunConfig, opt Options) error {
 		return fmt.Errorf("%w: no camera or source given", ErrConfig)
 	}
 	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" && !camerasWrite(cams) &&
-		cfg.MQTT.Broker == "" && len(cfg.Webhooks) == 0 {
-		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve (or a camera's outputs, or mqtt/webhooks for events)", ErrConfig)
+		cfg.MQTT.Broker == "" && len(cfg.Webhooks) == 0 && !cfg.Events.Store.enabled() {
+		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve (or a camera's outputs, or mqtt/webhooks/events.store for events)", ErrConfig)
 	}
 	if err := distinctOutputs(cfg, cams); err != nil {
 		return err
