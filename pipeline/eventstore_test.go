@@ -168,3 +168,90 @@ func TestRunTwoWorkersOneStore(t *testing.T) {
 	}
 	t.Logf("%d events in the store: %v", len(evs), per)
 }
+
+// A recording camera with a store: each closed segment is listed by
+// /api/recordings (its file on disk, its size), and an ended event in
+// /api/events carries its clip_url.
+func TestRunListsRecordingsInTheStore(t *testing.T) {
+	src := liveHTTP(t)
+	dir := t.TempDir()
+	cfg := DefaultRunConfig()
+	cfg.Model.Bundle = "../" + DefaultBundleDir
+	cfg.Cameras = map[string]CameraConfig{}
+	cam := cfg.cameraDefaults()
+	cam.URL = src
+	cam.Record.Enabled = true
+	cam.Record.Dir = filepath.Join(dir, "rec")
+	cam.Record.Segment = 2 * time.Second
+	cam.Events = cfg.Events.EventRules
+	cam.Events.Enabled = true
+	cam.Events.Tracker.MaxMisses = 5
+	cfg.Cameras["yard"] = cam
+	cfg.Events.Enabled = true
+	cfg.Events.Store = StoreConfig{Driver: "sqlite", Path: filepath.Join(dir, "events.db"), RetainDays: 30, Queue: 1000}
+	cfg.Outputs.Serve = "127.0.0.1:0"
+	const token = "store-rec-token-0123456789"
+	cfg.Server.Token = token
+
+	out := &lineWriter{lines: make(chan string, 16)}
+	stop := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
+	t.Cleanup(func() {
+		select {
+		case stop <- os.Interrupt:
+		default:
+		}
+		<-done
+	})
+	var base string
+	select {
+	case l := <-out.lines:
+		base = strings.Fields(strings.TrimPrefix(l, "preview: "))[0]
+	case err := <-done:
+		t.Fatalf("run ended at once: %v", err)
+	}
+	get := func(path string, into any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s %s", path, resp.Status, b)
+		}
+		if err := json.Unmarshal(b, into); err != nil {
+			t.Fatalf("%s: %s: %v", path, b, err)
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	var segs struct{ Segments []store.Segment }
+	var clipped *store.Event
+	for len(segs.Segments) < 2 || clipped == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("in 90 s: %d segments listed, an ended event with a clip: %v\n%s", len(segs.Segments), clipped != nil, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+		get("api/recordings?camera=yard", &segs)
+		var evs struct{ Events []store.Event }
+		get("api/events?camera=yard", &evs)
+		for _, e := range evs.Events {
+			if e.Ended && e.ClipURL != "" {
+				clipped = &e
+			}
+		}
+	}
+	for _, g := range segs.Segments {
+		st, err := os.Stat(g.Path)
+		if err != nil || st.Size() != g.Bytes || g.Camera != "yard" || !g.End.After(g.Start) {
+			t.Errorf("segment %+v: on disk %v", g, err)
+		}
+	}
+	if want := "/clips/yard/" + clipped.ID + ".mp4"; clipped.ClipURL != want {
+		t.Errorf("clip_url %q, want %q", clipped.ClipURL, want)
+	}
+}

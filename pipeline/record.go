@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,25 @@ type recordings struct {
 	mu      sync.Mutex
 	windows map[string]clipWindow // event id -> window
 	order   []string
+
+	// onSegment, once the event store is open, hears of every closed
+	// segment (on the recorder's goroutine); set after the recorders
+	// start, hence atomic.
+	onSegment atomic.Pointer[func(record.Segment)]
+}
+
+// segmentClosed is every recorder's OnSegment.
+func (rs *recordings) segmentClosed(g record.Segment) {
+	if f := rs.onSegment.Load(); f != nil {
+		(*f)(g)
+	}
+}
+
+// listSegments makes f hear of every segment closed from now on.
+func (rs *recordings) listSegments(f func(record.Segment)) {
+	if rs != nil {
+		rs.onSegment.Store(&f)
+	}
 }
 
 type clipWindow struct {
@@ -105,7 +125,7 @@ func newRecordings(cams []Camera, m *Metrics, log *slog.Logger) (*recordings, er
 			continue
 		}
 		rec, err := record.NewRecorder(record.SegmentConfig{Dir: rc.Dir, Camera: c.Name, Segment: rc.Segment,
-			RetainAge: time.Duration(rc.Retain.Days * 24 * float64(time.Hour)), RetainBytes: rc.Retain.MaxBytes, Logger: log})
+			RetainAge: time.Duration(rc.Retain.Days * 24 * float64(time.Hour)), RetainBytes: rc.Retain.MaxBytes, OnSegment: rs.segmentClosed, Logger: log})
 		if err != nil {
 			rs.Close()
 			return nil, fmt.Errorf("%w: camera %s: record: %v", ErrConfig, c.Name, err)
