@@ -293,6 +293,24 @@ func TestParityResized(t *testing.T) {
 	checkParity(t, dir, 0.05)
 }
 
+// TestParityDCN is TestParityResized on a DCN model: a ResNet-50-shaped
+// backbone (small width) whose layer2-4 3x3 convs are deformable
+// (mmdetection's dconv c3-c5), offsets spread to about 1 px, exported as ONNX
+// DeformConv at opset 19 (training/htc/dcn.py) and compared at the same
+// tolerances. It needs an ONNX Runtime with DeformConv (1.30 or newer).
+func TestParityDCN(t *testing.T) {
+	skipUnlessExporting(t)
+	dir := filepath.Join(t.TempDir(), "dcn")
+	cmd := exec.Command(pyenv.Interpreter, "tests/parity_testutil.py", "--dcn", "--out", dir)
+	cmd.Dir = "../training"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("parity_testutil --dcn: %v\n%s", err, out)
+	} else {
+		t.Logf("%s", out)
+	}
+	checkParity(t, dir, 0.05)
+}
+
 // detectTraced runs a model with options o on img and returns its
 // detections and the graphs' intermediates (detectTrace).
 func detectTraced(t *testing.T, b *infer.Bundle, o Options, img Image) ([]detection.Detection, *detectTrace) {

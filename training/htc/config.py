@@ -31,6 +31,15 @@ import yaml
 
 
 @dataclass
+class DCNConfig:
+    # mmdetection's stage_with_dcn: which of layer1..layer4 get deformable 3x3 convs
+    # (the model zoo's "dconv c3-c5" is [false, true, true, true]); all false: none.
+    stages: List[bool] = field(default_factory=lambda: [False, False, False, False])
+    # offset groups of each deformable conv (dcn=dict(type='DCN', deform_groups=1))
+    deform_groups: int = 1
+
+
+@dataclass
 class BackboneConfig:
     depth: int = 50
     # Channels of the stem and layer1's bottleneck; 64 is torchvision's ResNet.
@@ -49,6 +58,8 @@ class BackboneConfig:
     # (relative paths: against the config file's folder, else the working
     # directory). Empty: random initialisation.
     pretrained: str = ""
+    # Deformable convolution (htc.dcn), mmdetection's dcn + stage_with_dcn.
+    dcn: DCNConfig = field(default_factory=DCNConfig)
 
 
 @dataclass
@@ -384,6 +395,12 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         fail("model.backbone.groups", "and width_per_group must be >= 1")
     if (m.backbone.groups, m.backbone.width_per_group) != (1, 64) and m.backbone.depth < 50:
         fail("model.backbone.groups", f"ResNeXt needs bottleneck blocks (depth 50 or 101), got depth {m.backbone.depth}")
+    if len(m.backbone.dcn.stages) != 4:
+        fail("model.backbone.dcn.stages", f"want 4 flags (layer1..layer4), got {m.backbone.dcn.stages}")
+    if m.backbone.dcn.deform_groups < 1:
+        fail("model.backbone.dcn.deform_groups", "must be >= 1")
+    if any(m.backbone.dcn.stages) and m.backbone.depth < 50:
+        fail("model.backbone.dcn.stages", f"deformable convolution needs bottleneck blocks (depth 50 or 101), got depth {m.backbone.depth}")
     if m.backbone.norm not in ("frozen", "batch"):
         fail("model.backbone.norm", f"must be 'frozen' or 'batch', got {m.backbone.norm!r}")
     bad = [s for s in m.semantic_fusion if s not in ("bbox", "mask")]

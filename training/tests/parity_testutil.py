@@ -50,12 +50,15 @@ def frame(h: int = 300, w: int = 400, seed: int = 1) -> np.ndarray:
     return img
 
 
-def random_model(image: np.ndarray, seed: int = 0):
+def random_model(image: np.ndarray, seed: int = 0, dcn: bool = False):
     """The small HTC from seeded random weights, its output layers rescaled on ``image`` so
     that their outputs have a chosen spread (RPN objectness logits std 1, class logits std 1.5
-    plus a bias, mask logits std 3, deltas std 0.1)."""
+    plus a bias, mask logits std 3, deltas std 0.1). With ``dcn`` the backbone is a ResNet-50
+    shape with deformable convs in layer2-4 (htc.dcn), their offsets spread to std 1 px so
+    that the taps really sample between pixels."""
     torch.manual_seed(seed)
-    cfg = small_config()
+    cfg = small_config(backbone={"depth": 50, "dcn": {"stages": [False, True, True, True], "deform_groups": 1}}) \
+        if dcn else small_config()
     cfg.data.test_scale = [320, 320]
     model = build_model(cfg).eval()
     g = torch.Generator().manual_seed(seed + 1)
@@ -66,6 +69,9 @@ def random_model(image: np.ndarray, seed: int = 0):
         layers[f"reg{t}"] = (head.fc_reg, 0.1)
     for t, head in enumerate(model.roi_head.mask_head):
         layers[f"mask{t}"] = (head.conv_logits, 3.0)
+    for name, mod in model.backbone.named_modules():
+        if name.endswith("conv2.conv_offset"):
+            layers[name] = (mod, 1.0)
     with torch.no_grad():
         for layer, _ in layers.values():
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
@@ -92,6 +98,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dcn", action="store_true", help="deformable convs in the backbone's layer2-4 (DCN c3-c5)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
@@ -99,8 +106,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     image = out / "frame.png"
     Image.fromarray(frame(), mode="RGB").save(image)
-    model, cfg = random_model(frame())
-    export.export_bundle(model, cfg, out, name="parity_random", things=THINGS, stuff=STUFF, fixture_image=image,
+    model, cfg = random_model(frame(), dcn=args.dcn)
+    export.export_bundle(model, cfg, out, name="parity_random_dcn" if args.dcn else "parity_random", things=THINGS, stuff=STUFF, fixture_image=image,
                          tta_scales=[[320, 320], [416, 416]])
     image.unlink()
     print(f"parity_testutil: wrote {out} in {time.monotonic() - t0:.1f} s")

@@ -11,6 +11,7 @@ import onnx
 import torch
 from torch import nn
 
+from .. import dcn
 from ..config import Config
 from ..model.detector import HTC
 from .backbone import BackboneGraph
@@ -60,6 +61,8 @@ def _axes() -> Dict[str, Dict[int, str]]:
 def _export(module: nn.Module, args: tuple, path: Path, kind: str) -> None:
     inputs, outputs = names(kind, "inputs"), names(kind, "outputs")
     axes = _axes()
+    # a DCN backbone's deform_conv2d becomes ONNX DeformConv, and its graph opset 19 (htc.dcn)
+    dcn.register_symbolic(OPSET)
     with warnings.catch_warnings():
         # torchvision's tracing notes, aligned RoIAlign's opset-16 remark, shape-inference notices
         warnings.simplefilter("ignore")
@@ -67,6 +70,7 @@ def _export(module: nn.Module, args: tuple, path: Path, kind: str) -> None:
                           output_names=outputs, dynamic_axes={k: v for k, v in axes.items()
                                                               if k in set(inputs) | set(outputs)},
                           do_constant_folding=True)
+    dcn.raise_opset(path, OPSET)
 
 
 @torch.no_grad()

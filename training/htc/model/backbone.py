@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..dcn import DeformConv2dPack, check_stages
+
 
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm with fixed statistics and a trainable affine.
@@ -105,12 +107,18 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int, downsample: Optional[nn.Module],
-                 norm: str, groups: int = 1, width_per_group: int = 64) -> None:
+                 norm: str, groups: int = 1, width_per_group: int = 64, deform_groups: int = 0) -> None:
         super().__init__()
         inner = int(planes * (width_per_group / 64.0)) * groups
         self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
         self.bn1 = _norm_layer(norm, inner)
-        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, groups=groups, bias=False)
+        if deform_groups:
+            # mmdetection's dcn=dict(type='DCN') on the stage: conv2 keeps its name, its
+            # offsets are conv2.conv_offset (htc.dcn)
+            self.conv2 = DeformConv2dPack(inner, inner, 3, stride=stride, padding=1, groups=groups,
+                                          deform_groups=deform_groups)
+        else:
+            self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, groups=groups, bias=False)
         self.bn2 = _norm_layer(norm, inner)
         self.conv3 = nn.Conv2d(inner, planes * self.expansion, 1, bias=False)
         self.bn3 = _norm_layer(norm, planes * self.expansion)
@@ -143,11 +151,15 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, *, depth: int, width: int = 64, frozen_stages: int = 1, norm: str = "frozen",
-                 groups: int = 1, width_per_group: int = 64) -> None:
+                 groups: int = 1, width_per_group: int = 64, dcn_stages: Sequence[bool] = (False,) * 4,
+                 deform_groups: int = 1) -> None:
         super().__init__()
         if depth not in _ARCHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_ARCHS)}, got {depth}")
         block, layers = _ARCHS[depth]
+        check_stages(dcn_stages, deform_groups)
+        if any(dcn_stages) and block is not Bottleneck:
+            raise ValueError("deformable convolution (dcn) needs bottleneck blocks (depth 50 or 101)")
         self.frozen_stages = frozen_stages
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = _norm_layer(norm, width)
@@ -166,8 +178,9 @@ class ResNet(nn.Module):
                         nn.Conv2d(in_channels, planes * block.expansion, 1, stride=stride, bias=False),
                         _norm_layer(norm, planes * block.expansion),
                     )
+                extra = {"deform_groups": deform_groups} if dcn_stages[i] else {}
                 blocks.append(block(in_channels, planes, stride if b == 0 else 1, downsample, norm,
-                                    groups=groups, width_per_group=width_per_group))
+                                    groups=groups, width_per_group=width_per_group, **extra))
                 in_channels = planes * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.out_channels.append(in_channels)

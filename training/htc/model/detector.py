@@ -93,7 +93,8 @@ class HTC(nn.Module):
         self.cfg = cfg
         self.backbone = ResNet(depth=cfg.backbone.depth, width=cfg.backbone.width,
                                frozen_stages=cfg.backbone.frozen_stages, norm=cfg.backbone.norm,
-                               groups=cfg.backbone.groups, width_per_group=cfg.backbone.width_per_group)
+                               groups=cfg.backbone.groups, width_per_group=cfg.backbone.width_per_group,
+                               dcn_stages=cfg.backbone.dcn.stages, deform_groups=cfg.backbone.dcn.deform_groups)
         self.neck = FPN(in_channels=self.backbone.out_channels, out_channels=cfg.neck.out_channels)
         self.rpn_head = RPNHead(in_channels=cfg.neck.out_channels, cfg=cfg.rpn, size_divisor=size_divisor)
         self.roi_head = HTCRoIHead(cfg, in_channels=cfg.neck.out_channels)
