@@ -592,7 +592,8 @@ type streamOut struct {
 // sink queue to empty (or, on a hard stop, to be abandoned). A failing
 // sink is reported once and dropped; the others go on.
 //
-// Smooth timing (and every stream whose model sees every frame) keeps the
+// Smooth timing (and every stream whose model sees every frame, and files
+// in live timing, with a hold of 0) keeps the
 // frames not yet out in held: a keyframe leaves once its result is in,
 // the frames before it are interpolated between the keyframes on both
 // sides, and a frame waits for the next keyframe at most the schedule's
@@ -608,7 +609,10 @@ func (st *streamOut) run(ctx context.Context, order <-chan *slot, sinks []Sink) 
 	if st.tracker != nil {
 		defer st.tracker.End()
 	}
-	smooth := st.pred == nil || st.sch.smooth()
+	// A file in live timing still waits for each keyframe's result (it
+	// loses nothing by waiting) but never looks ahead: its frames carry
+	// the tracks forward from the last keyframe, as a camera's would.
+	smooth := st.pred == nil || st.sch.smooth() || !st.live
 	var held, late []*slot
 	open, dead := true, false
 	modelDone, stop := st.modelDone, ctx.Done()
