@@ -276,7 +276,7 @@ def build_split(cfg: Config, root: Path, split: str, train: bool) -> SplitData:
     else:
         seg_dir = None
     if train:
-        transforms = build_transforms(True, d.img_scales, "value", d.flip_ratio)
+        transforms = build_transforms(True, d.img_scales, d.multiscale_mode, d.flip_ratio)
     else:
         transforms = build_transforms(False, d.test_scale)
     coco = CocoDataset(ann, img_dir, seg_dir, transforms=transforms, mean=d.mean, std=d.std, filter_empty=train,

@@ -174,6 +174,10 @@ class DataConfig:
     num_val_images: int = 0
     # [long edge, short edge] upper bounds; one is picked per training image.
     img_scales: List[List[int]] = field(default_factory=lambda: [[1333, 800]])
+    # mmdetection's multiscale_mode: "value" picks one of img_scales per image; "range"
+    # draws the long and the short edge between two pairs (the DCN row's "mstrain 400-1400":
+    # img_scales [[1600, 400], [1600, 1400]]).
+    multiscale_mode: str = "value"
     test_scale: List[int] = field(default_factory=lambda: [1333, 800])
     flip_ratio: float = 0.5
     size_divisor: int = 32
@@ -431,6 +435,10 @@ def validate(cfg: Config, source: str = "<config>") -> None:
         fail("data.dataset", f"must be 'coco' or 'synthetic', got {d.dataset!r}")
     if not d.img_scales or any(len(s) != 2 for s in d.img_scales):
         fail("data.img_scales", "must be a non-empty list of [long, short] pairs")
+    if d.multiscale_mode not in ("value", "range"):
+        fail("data.multiscale_mode", f"must be 'value' or 'range', got {d.multiscale_mode!r}")
+    if d.multiscale_mode == "range" and len(d.img_scales) != 2:
+        fail("data.img_scales", f"'range' mode needs exactly two [long, short] pairs, got {len(d.img_scales)}")
     if len(d.test_scale) != 2:
         fail("data.test_scale", "must be a [long, short] pair")
     if len(d.mean) != 3 or len(d.std) != 3:

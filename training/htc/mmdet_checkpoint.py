@@ -25,8 +25,11 @@ What is read:
 
 Loading is strict: a tensor the model lacks, a tensor the checkpoint lacks or
 a shape that differs is one error naming the tensor with its mmdetection
-name. Deformable convolution (the DCN rows of the model zoo) is refused by
-name. What v1's coordinate conventions differ in (+1 box widths, unaligned
+name. Deformable convolution (the DCN rows of the model zoo, mmcv's
+``DeformConv2dPack``: ``layerN.M.conv2.conv_offset.{weight,bias}`` in 2.x,
+``layerN.M.conv2_offset.*`` in v1) is read too: the stages that hold it and
+its offset groups come from the tensors (``htc.dcn``); modulated DCN (v2,
+``mdconv``) is refused naming its layer. What v1's coordinate conventions differ in (+1 box widths, unaligned
 RoIAlign) is not reproduced: v1 weights run with the 2.x test procedure.
 """
 
@@ -49,10 +52,11 @@ from .data.cocostuff import COCO_THING_NAMES, COCOSTUFF_NAMES, NUM_COCOSTUFF_CHA
 
 V2, V1 = "mmdetection 2.x", "mmdetection v1"
 _HEADS = ("bbox_head.", "mask_head.", "semantic_head.")
-# Names that only deformable convolution layers have (mmcv's DeformConv2dPack /
-# ModulatedDeformConv2dPack keep their offsets in ``conv_offset``; v1 named them
-# ``conv2_offset``).
-_DCN = re.compile(r"(conv_offset|conv2_offset|\.dcn\.)")
+# mmdetection v1's name for a deformable bottleneck conv's offset conv; 2.x (mmcv's
+# DeformConv2dPack) keeps it inside the conv as conv2.conv_offset.
+_V1_OFFSET = re.compile(r"^(backbone\.layer\d+\.\d+\.)conv2_offset\.")
+# offsets per kernel tap and offset group: (dy, dx) for DCN; DCNv2 adds a mask channel
+_TAPS = 3 * 3
 # (blocks per stage, bottleneck?) -> depth
 _DEPTHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
            ((3, 4, 23, 3), True): 101}
@@ -98,10 +102,6 @@ def state_dict_of(obj: Dict[str, Any], path: Path) -> Dict[str, torch.Tensor]:
 
 
 def detect_layout(sd: Dict[str, torch.Tensor], path: Path) -> str:
-    dcn = sorted(k for k in sd if _DCN.search(k))
-    if dcn:
-        raise CheckpointError(f"{path}: {dcn[0]} is a deformable convolution (DCN) layer, which htcstream does not "
-                              "support; use an HTC checkpoint without DCN (R-50, R-101, X-101 32x4d or 64x4d)")
     if any(k.startswith("roi_head.bbox_head.") for k in sd):
         return V2
     if any(k.startswith("bbox_head.") for k in sd):
@@ -140,6 +140,20 @@ def infer_model(sd: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
     inner, per_group = _shape(sd, "backbone.layer1.0.conv2.weight", path)[:2]
     groups = inner // per_group
     width_per_group = inner // groups * 64 // width if bottleneck else 64
+    dcn_stages, deform_groups = [], 1
+    for i in range(1, 5):
+        key = f"backbone.layer{i}.0.conv2.conv_offset.weight"
+        dcn_stages.append(key in sd)
+        if key in sd:
+            ch = _shape(sd, key, path)[0]
+            if ch % (2 * _TAPS):
+                kind = "modulated deformable convolution (DCNv2, mdconv)" if ch % (3 * _TAPS) == 0 else \
+                    "a deformable convolution of unknown form"
+                raise CheckpointError(f"{path}: {key} has {ch} offset channels: {kind}, which htcstream does not "
+                                      f"support (DCN v1, {2 * _TAPS} channels per offset group, is)")
+            deform_groups = ch // (2 * _TAPS)
+    if any(dcn_stages) and not bottleneck:
+        raise CheckpointError(f"{path}: deformable convolution in a ResNet without bottleneck blocks")
     neck = _shape(sd, "neck.lateral_convs.0.conv.weight", path)[0]
     anchors = _shape(sd, "rpn_head.rpn_cls.weight", path)[0]
     if anchors != 3:
@@ -158,7 +172,8 @@ def infer_model(sd: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
         "num_classes": cls_rows - 1,
         "mask_info_flow": "roi_head.mask_head.1.conv_res.conv.weight" in sd,
         "backbone": {"depth": depth, "width": width, "groups": groups, "width_per_group": width_per_group,
-                     "frozen_stages": 1, "norm": "frozen"},
+                     "frozen_stages": 1, "norm": "frozen",
+                     "dcn": {"stages": dcn_stages, "deform_groups": deform_groups}},
         "neck": {"out_channels": neck},
         "roi": {
             "num_stages": stages,
@@ -204,6 +219,7 @@ def to_v2_names(sd: Dict[str, torch.Tensor], layout: str) -> Dict[str, torch.Ten
     for k, v in sd.items():
         if k.startswith("mask_head.0.conv_res."):
             continue  # v1 builds conv_res on every mask head; the first one never runs
+        k = _V1_OFFSET.sub(r"\1conv2.conv_offset.", k)
         out["roi_head." + k if k.startswith(_HEADS) else k] = v
     for t in range(_count(out, "roi_head.bbox_head.{}.")):
         for p in ("weight", "bias"):
@@ -221,6 +237,8 @@ def to_v2_names(sd: Dict[str, torch.Tensor], layout: str) -> Dict[str, torch.Ten
 def _mmdet_name(key: str, layout: str) -> str:
     if layout == V1 and key.startswith("roi_head."):
         return key[len("roi_head."):]
+    if layout == V1:
+        return key.replace(".conv2.conv_offset.", ".conv2_offset.")
     return key
 
 

@@ -6,7 +6,7 @@ FusedSemanticHead) and its checkpoint container, independently of
 htc.model, so that a test loading them checks the import against
 mmdetection, not against our own names.
 
-    /usr/bin/python3 tests/mmdet_testutil.py --out X.pth [--layout v2|v1] [--depth 50] [--groups 1 --width-per-group 64]
+    /usr/bin/python3 tests/mmdet_testutil.py --out X.pth [--layout v2|v1] [--depth 50] [--groups 1 --width-per-group 64] [--dcn]
 
 writes one (the Go end-to-end test uses this).
 """
@@ -62,7 +62,8 @@ def _shapes(*, depth: int, groups: int, width_per_group: int, layout: str, num_c
             bn(f"{pre}.bn1", inner)
             conv(f"{pre}.conv2", inner, inner // groups, 3, bias=False)
             if dcn and i > 0:
-                conv(f"{pre}.conv2.conv_offset", 18, inner, 3)
+                # mmcv's DeformConv2dPack (2.x) / v1's separate conv2_offset: 2 * 3 * 3 offsets
+                conv(f"{pre}.conv2_offset" if layout == "v1" else f"{pre}.conv2.conv_offset", 18, inner, 3)
             bn(f"{pre}.bn2", inner)
             conv(f"{pre}.conv3", planes * 4, inner, 1, bias=False)
             bn(f"{pre}.bn3", planes * 4)
@@ -153,9 +154,10 @@ def main(argv=None) -> int:
     p.add_argument("--depth", type=int, choices=sorted(BLOCKS), default=50)
     p.add_argument("--groups", type=int, default=1)
     p.add_argument("--width-per-group", type=int, default=64)
+    p.add_argument("--dcn", action="store_true", help="deformable convs in c3-c5 (the model zoo's dconv rows)")
     args = p.parse_args(argv)
     ckpt = mmdet_htc_checkpoint(depth=args.depth, groups=args.groups, width_per_group=args.width_per_group,
-                                layout=args.layout)
+                                layout=args.layout, dcn=args.dcn)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, args.out)
     return 0

@@ -126,9 +126,39 @@ def test_v1_errors_use_v1_names():
         mc.load(Path("x.pth"), obj=v1)
 
 
-def test_dcn_is_refused_by_layer_name():
+def test_x101_64x4d_dcn_layout_loads_strictly():
+    """The strongest released HTC's layout (X-101-64x4d, DCN in c3-c5): stages and offset
+    groups read from the tensors, every tensor placed, offsets in conv2.conv_offset."""
+    ck = mmdet_htc_checkpoint(depth=101, groups=64, width_per_group=4, dcn=True)
+    cfg, out = mc.load(Path("htc_x101_64x4d_fpn_dconv_c3-c5_mstrain_400_1400_16x1_20e_coco.pth"), obj=ck)
+    b = cfg.model.backbone
+    assert (b.depth, b.groups, b.width_per_group) == (101, 64, 4)
+    assert (b.dcn.stages, b.dcn.deform_groups) == ([False, True, True, True], 1)
+    for key in ("backbone.layer3.22.conv2.conv_offset.weight", "backbone.layer4.2.conv2.conv_offset.bias",
+                "backbone.layer2.0.conv2.weight"):
+        assert torch.equal(out["model"][key], ck["state_dict"][key])
+    assert not any("conv_offset" in k for k in out["model"] if k.startswith("backbone.layer1."))
+
+
+def test_v1_dcn_offsets_convert_and_errors_use_v1_names():
+    v1 = mmdet_htc_checkpoint(layout="v1", dcn=True)
+    assert "backbone.layer2.0.conv2_offset.weight" in v1["state_dict"]
+    cfg, out = mc.load(Path("v1.pth"), obj=v1)
+    assert cfg.model.backbone.dcn.stages == [False, True, True, True]
+    assert torch.equal(out["model"]["backbone.layer2.0.conv2.conv_offset.weight"],
+                       v1["state_dict"]["backbone.layer2.0.conv2_offset.weight"])
+    del v1["state_dict"]["backbone.layer3.1.conv2_offset.bias"]
+    with pytest.raises(mc.CheckpointError, match=r"missing tensor backbone\.layer3\.1\.conv2_offset\.bias"):
+        mc.load(Path("v1.pth"), obj=v1)
+
+
+def test_modulated_dcn_is_refused_by_layer_name():
     ck = mmdet_htc_checkpoint(dcn=True)
-    with pytest.raises(mc.CheckpointError, match=r"backbone\.layer2\.0\.conv2\.conv_offset\.\w+ is a deformable"):
+    sd = ck["state_dict"]
+    for k in [k for k in sd if ".conv2.conv_offset." in k]:
+        sd[k] = torch.zeros((27,) + tuple(sd[k].shape[1:]))  # mdconv: dy, dx and a mask per tap
+    with pytest.raises(mc.CheckpointError, match=r"backbone\.layer2\.0\.conv2\.conv_offset\.weight has 27 offset "
+                                                 r"channels: modulated deformable convolution"):
         mc.load(Path("x.pth"), obj=ck)
 
 
@@ -270,12 +300,13 @@ def test_frozen_batchnorm_affine_trains_outside_frozen_stages():
 
 @pytest.mark.parametrize("preset,depth,groups,wpg", [
     ("htc_r50_fpn", 50, 1, 64), ("htc_r50_fpn_20e", 50, 1, 64), ("htc_r101_fpn_20e", 101, 1, 64),
-    ("htc_x101_32x4d_fpn_20e", 101, 32, 4), ("htc_x101_64x4d_fpn_20e", 101, 64, 4)])
+    ("htc_x101_32x4d_fpn_20e", 101, 32, 4), ("htc_x101_64x4d_fpn_20e", 101, 64, 4),
+    ("htc_x101_64x4d_fpn_dconv_c3-c5_mstrain_400_1400_20e", 101, 64, 4)])
 def test_each_model_zoo_preset_takes_its_released_weights(preset, depth, groups, wpg):
     """Every preset of a model-zoo row builds the model its released checkpoint fills, strictly."""
     from htc.config import load_config
 
     cfg = load_config(TRAINING.parent / "configs" / "model" / f"{preset}.yaml")
-    ck = mmdet_htc_checkpoint(depth=depth, groups=groups, width_per_group=wpg)
+    ck = mmdet_htc_checkpoint(depth=depth, groups=groups, width_per_group=wpg, dcn="dconv" in preset)
     sd = mc.to_v2_names(mc.state_dict_of(ck, Path("x.pth")), mc.V2)
     mc.load_strict(build_model(cfg.model), sd, mc.V2, Path(f"{preset}.pth"))
