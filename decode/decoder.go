@@ -61,6 +61,9 @@ type Options struct {
 	// HWDecode asks for hardware decoding: "cuda" or "vaapi"; default
 	// software. Unavailable hardware falls back to software with a log line.
 	HWDecode string
+	// Live says the input is a live stream (a camera, RTSP): its end is a
+	// drop, never a truncated file, whatever length it announced.
+	Live bool
 	// Tap, when set, sees every packet of the video stream before it is
 	// decoded (recording without re-encoding).
 	Tap PacketTap
@@ -99,6 +102,7 @@ type Decoder struct {
 	// declared is the stream's length as its container states it (0 when
 	// unknown); reached is how far the packets read so far went.
 	declared time.Duration
+	live     bool // Options.Live
 	reached  time.Duration
 }
 
@@ -116,7 +120,7 @@ func Open(url string, o Options) (*Decoder, error) {
 // wrapping ErrUnauthorized; one that says nothing until FFmpeg's socket
 // timeout, ErrTimeout.
 func OpenContext(ctx context.Context, url string, o Options) (*Decoder, error) {
-	d := &Decoder{url: url, name: redact.URL(url), id: o.StreamID}
+	d := &Decoder{url: url, name: redact.URL(url), id: o.StreamID, live: o.Live}
 	if d.id == "" {
 		d.id = d.name
 	}
@@ -300,7 +304,9 @@ func (d *Decoder) track(pkt *astiav.Packet) {
 // well short of its declared length. The slack absorbs containers whose
 // stated length rounds up or counts a last frame's display time.
 func (d *Decoder) truncated() error {
-	if d.declared <= 0 {
+	// A live session announcing a range (a server replaying a clip) that
+	// drops has not truncated any file: its caller reports the drop.
+	if d.declared <= 0 || d.live {
 		return nil
 	}
 	slack := max(500*time.Millisecond, d.declared/50, 3*d.frameDur)

@@ -14,6 +14,11 @@ import (
 // name or password, which no retry soon will fix.
 var ErrUnauthorized = errors.New("unauthorized")
 
+// ErrNotFound is wrapped by the error of an Open that the server answered
+// 404: it has no stream at the URL's path, a mistake in the URL that no
+// retry soon will fix.
+var ErrNotFound = errors.New("not found")
+
 // ErrTimeout is wrapped by the error of an Open whose server accepted the
 // connection but did not answer in time: FFmpeg's socket timeout (the
 // "timeout" or "rw_timeout" input option) ran out, or OpenContext's
@@ -44,6 +49,12 @@ func classifyOpen(url, step string, err error, took time.Duration, input map[str
 		return &openError{
 			msg:  "open " + url + ": " + step + "unauthorized: the server refused the credentials (401); check the user name and password in the URL",
 			errs: []error{ErrUnauthorized, err},
+		}
+	}
+	if errors.Is(err, astiav.ErrHttpNotFound) {
+		return &openError{
+			msg:  "open " + url + ": " + step + "not found: the server has no stream at this path (404); check the stream path in the URL",
+			errs: []error{ErrNotFound, err},
 		}
 	}
 	if errors.Is(err, astiav.ErrInvaliddata) || errors.Is(err, astiav.ErrEtimedout) {

@@ -23,6 +23,7 @@ func (r *Runner) runLive(ctx context.Context, emit func(*decode.Frame) error, tl
 		}
 	}
 	failures := 0
+	var liveUntil time.Time // when the last session that gave frames ended
 	for {
 		r.set(Event{State: StateConnecting, Attempt: failures})
 		n, err := r.session(ctx, emit, tl, true)
@@ -35,15 +36,22 @@ func (r *Runner) runLive(ctx context.Context, emit func(*decode.Frame) error, tl
 		}
 		if n > 0 {
 			failures = 0
+			liveUntil = time.Now()
 		}
 		failures++
 		if r.cfg.MaxAttempts > 0 && failures >= r.cfg.MaxAttempts {
 			return r.finish(ctx, fmt.Errorf("source %s: giving up after %d failed attempts in a row: %w", r.name, failures, err))
 		}
 		delay := r.backoff(failures)
-		if errors.Is(err, decode.ErrUnauthorized) {
-			// Credentials do not mend themselves, and a server may lock an
-			// account that keeps failing: wait the longest.
+		if c := r.recentCap(); time.Since(liveUntil) < recentlyLive && delay > c {
+			// A camera that was live a moment ago is likely rebooting or
+			// its network hiccupped: back soon. Full backoff left it dark
+			// up to MaxBackoff after it returned (9 s seen).
+			delay = r.jitter(c)
+		}
+		if errors.Is(err, decode.ErrUnauthorized) || errors.Is(err, decode.ErrNotFound) {
+			// Credentials and paths do not mend themselves, and a server
+			// may lock an account that keeps failing: wait the longest.
 			delay = r.jitter(r.cfg.MaxBackoff)
 		}
 		r.set(Event{State: StateRetrying, Attempt: failures, Delay: delay, Err: err})
@@ -55,6 +63,17 @@ func (r *Runner) runLive(ctx context.Context, emit func(*decode.Frame) error, tl
 		case <-t.C:
 		}
 	}
+}
+
+// recentlyLive is how long after its last frames a source counts as live
+// a moment ago, for recentCap.
+const recentlyLive = time.Minute
+
+// recentCap bounds the backoff of a source that was live within
+// recentlyLive: a fifth of MaxBackoff (2 s by default), at least
+// MinBackoff.
+func (r *Runner) recentCap() time.Duration {
+	return max(r.cfg.MinBackoff, r.cfg.MaxBackoff/5)
 }
 
 // backoff is the wait after the n-th failed attempt in a row (n ≥ 1).

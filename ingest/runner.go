@@ -126,13 +126,23 @@ func (r *Runner) runFile(ctx context.Context, emit func(*decode.Frame) error, tl
 	}
 }
 
-// finish reports how a source that will not be retried ended.
+// ErrStop, returned by emit (or wrapped), ends Run cleanly: the consumer
+// wants no more frames (a frame limit), which is no failure. Run then
+// returns nil.
+var ErrStop = errors.New("the consumer wants no more frames")
+
+// finish reports how a source that will not be retried ended. A cancel or
+// ErrStop is a normal end: the event carries no error (it was logged as
+// err="context canceled").
 func (r *Runner) finish(ctx context.Context, err error) error {
 	var ee *emitError
 	switch {
 	case ctx.Err() != nil:
-		r.set(Event{State: StateEnded, Err: ctx.Err()})
+		r.set(Event{State: StateEnded})
 		return ctx.Err()
+	case errors.As(err, &ee) && errors.Is(ee.err, ErrStop):
+		r.set(Event{State: StateEnded})
+		return nil
 	case errors.As(err, &ee):
 		r.set(Event{State: StateEnded, Err: ee.err})
 		return ee.err
@@ -154,7 +164,8 @@ func (r *Runner) session(ctx context.Context, emit func(*decode.Frame) error, tl
 	if live {
 		octx, cancel = context.WithTimeout(ctx, r.cfg.OpenTimeout)
 	}
-	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions(), HWDecode: r.cfg.HWDecode, Tap: r.cfg.Tap})
+	d, err := decode.OpenContext(octx, r.src.Location, decode.Options{StreamID: r.id, Format: r.src.Format, Input: r.inputOptions(), HWDecode: r.cfg.HWDecode, Tap: r.cfg.Tap,
+		Live: live})
 	timedOut := octx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if err != nil {

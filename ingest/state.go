@@ -59,10 +59,12 @@ type Event struct {
 	// Delay is the wait before the next attempt (retrying).
 	Delay time.Duration
 	// Err is why: the drop or open failure (retrying), the final error
-	// (failed), the context's error when Run was cancelled (ended).
+	// (failed), the consumer's error when emit ended the run (ended). A
+	// normal end (the input's end, a cancel, ErrStop) has none.
 	Err error
 	// Reason names a kind of Err a person can act on, for retrying and
-	// failed: ReasonUnauthorized, ReasonTimedOut, or "" for any other.
+	// failed: ReasonUnauthorized, ReasonNotFound, ReasonTimedOut, or ""
+	// for any other.
 	Reason string
 }
 
@@ -71,6 +73,9 @@ const (
 	// ReasonUnauthorized: the server refused the credentials (401). The
 	// runner waits Config.MaxBackoff before trying again.
 	ReasonUnauthorized = "unauthorized"
+	// ReasonNotFound: the server has no stream at the URL's path (404).
+	// The runner waits Config.MaxBackoff before trying again.
+	ReasonNotFound = "not found"
 	// ReasonTimedOut: the server accepted the connection but did not
 	// answer within the open timeout or FFmpeg's socket timeout, or a live
 	// stream sent no data for the read timeout.
@@ -82,6 +87,8 @@ func reason(err error) string {
 	switch {
 	case errors.Is(err, decode.ErrUnauthorized):
 		return ReasonUnauthorized
+	case errors.Is(err, decode.ErrNotFound):
+		return ReasonNotFound
 	case errors.Is(err, decode.ErrTimeout):
 		return ReasonTimedOut
 	}

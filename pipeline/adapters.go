@@ -212,7 +212,6 @@ func (s *IngestSource) Name() string { return s.ID }
 // Live implements Source.
 func (s *IngestSource) Live() bool { return s.Source.Kind.Live() }
 
-var errConsumerDone = errors.New("consumer wants no more frames")
 
 // Run implements Source.
 func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
@@ -235,11 +234,11 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 	err = r.Run(ctx, func(f *decode.Frame) error {
 		countErrors()
 		if !emit(f) {
-			return errConsumerDone
+			return ingest.ErrStop // a normal end, no error in the log
 		}
 		return nil
 	})
-	if errors.Is(err, errConsumerDone) {
+	if errors.Is(err, ingest.ErrStop) {
 		return nil
 	}
 	return err
