@@ -86,6 +86,20 @@ func Execute(cfg RunConfig, opt Options) error {
 	if len(cams) == 0 {
 		return fmt.Errorf("%w: no camera or source given", ErrConfig)
 	}
+	// Sources first: a bad URL or a missing file is reported before the
+	// outputs are looked at (htcstream run nosuch.mp4 said "nothing to
+	// produce" first) and before the model loads.
+	parsed := make([]ingest.Source, len(cams))
+	for i, cam := range cams {
+		if parsed[i], err = ingest.Parse(cam.URL); err != nil {
+			return fmt.Errorf("camera %s: %w", cam.Name, err)
+		}
+		if src := parsed[i]; src.Kind == ingest.File && !strings.Contains(src.Location, "://") {
+			if _, err := os.Stat(src.Location); err != nil {
+				return fmt.Errorf("camera %s: %w", cam.Name, err)
+			}
+		}
+	}
 	if cfg.Outputs.Video == "" && cfg.Outputs.Detections == "" && cfg.Outputs.Serve == "" && !camerasWrite(cams) &&
 		cfg.MQTT.Broker == "" && len(cfg.Webhooks) == 0 && !cfg.Events.Store.enabled() {
 		return fmt.Errorf("%w: nothing to produce: give --out, --detections and/or --serve (or a camera's outputs, or mqtt/webhooks/events.store for events)", ErrConfig)
@@ -99,13 +113,6 @@ func Execute(cfg RunConfig, opt Options) error {
 		}
 	}
 
-	// Sources first: a bad URL is reported before the model loads.
-	parsed := make([]ingest.Source, len(cams))
-	for i, cam := range cams {
-		if parsed[i], err = ingest.Parse(cam.URL); err != nil {
-			return fmt.Errorf("camera %s: %w", cam.Name, err)
-		}
-	}
 
 	if cfg.Model.Bundle == "" {
 		if cfg.Model.Bundle, err = DefaultBundle(); err != nil {

@@ -59,6 +59,7 @@ func TestBadInputGetsOneLineAndNonZeroExit(t *testing.T) {
 		{[]string{"run", "--threads", "100000", "--out", "o.mp4", clip}, 2, "threads 100000"},
 		{[]string{"bench", "--threads", "100000", "--model", bundle, clip}, 2, "--threads 100000"},
 		{[]string{"run", "--out", "o.mp4", missing}, 1, missing},
+		{[]string{"run", missing}, 1, "missing.mp4: no such file"}, // issue 21: before "nothing to produce"
 		{[]string{"run", "--out", "o.mp4", "gopher://x/y"}, 1, `unknown scheme "gopher"`},
 		{[]string{"run", "--config", badConfig, "--out", "o.mp4", clip}, 2, `line 2: unknown key "model.bundel"`},
 		{[]string{"run", "--model", notBundle, "--out", "o.mp4", clip}, 1, "manifest.yaml"},
