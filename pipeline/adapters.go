@@ -184,7 +184,10 @@ func (HubSink) SinkName() string { return "webrtc" }
 
 func (s HubSink) Write(o *Output) error {
 	f := o.Frame
-	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, web.Summarize(o.Result.Detections))
+	sum := web.Summarize(o.Result.Detections)
+	key := o.Keyframe
+	sum.Keyframe = &key
+	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, sum)
 }
 
 // Close implements Sink: the stream leaves the hub; the hub itself is closed

@@ -145,6 +145,9 @@ func Execute(cfg RunConfig, opt Options) error {
 	}
 	defer events.closeStore() // last: the web server reads it until it stops
 	defer events.close()
+	if events.db != nil {
+		recs.toStore(events.db)
+	}
 
 	drain, stopDrain := context.WithCancel(context.Background())
 	defer stopDrain()

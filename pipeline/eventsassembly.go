@@ -71,7 +71,6 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 	if db != nil {
 		e.db = db
 		pubs = append(pubs, db)
-		recs.listSegments(db.segment)
 	}
 	if s := cfg.Events.Snapshots; s.Dir != "" {
 		st, err := record.NewSnapshotStore(record.SnapshotStoreConfig{Dir: s.Dir, MaxCount: s.MaxCount, MaxAge: s.MaxAge,

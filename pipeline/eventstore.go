@@ -11,7 +11,6 @@ import (
 
 	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/store"
-	"github.com/htcstream/htcstream/stream/record"
 )
 
 // eventStore is the run's event store and the output that feeds it.
@@ -64,13 +63,6 @@ func (e *eventStore) Publish(ev events.Event) error {
 		Zones: ev.EnteredZones, FirstSeen: ev.FirstSeen, LastSeen: ev.LastSeen, Ended: ev.Type == events.EventEnd,
 		BestScore: ev.BestScore, Box: ev.BestBox, Width: ev.Width, Height: ev.Height, StageScores: ev.StageScores,
 		Snapshot: ev.Snapshot, SnapshotURL: ev.SnapshotURL, ClipURL: ev.ClipURL, Worker: e.worker})
-}
-
-// segment lists a recorder's closed segment in the store (queued: the
-// recorder's goroutine never waits for the database).
-func (e *eventStore) segment(g record.Segment) {
-	e.w.PutSegment(store.Segment{Camera: g.Camera, Path: g.Path, Start: g.Start, End: g.Start.Add(g.Duration),
-		Bytes: g.Bytes, Worker: e.worker})
 }
 
 type storeCollector struct{ w *store.Writer }

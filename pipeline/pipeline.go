@@ -914,7 +914,7 @@ func (st *streamOut) addTrack(o *Output, p track.Predicted, box [4]float32, m tr
 	wm := track.WarpMask(m.Mask, m.Seen, box, f.Width, f.Height)
 	o.Result.Detections = append(o.Result.Detections, detection.Detection{
 		Box: detection.Box{X1: box[0], Y1: box[1], X2: box[2], Y2: box[3]}, Score: p.Score, Label: p.ClassID,
-		Class: p.Label, Mask: wm, TrackID: p.ID, Propagated: true,
+		Class: p.Label, StageScores: p.StageScores, Mask: wm, TrackID: p.ID, Propagated: true,
 	})
 }
 

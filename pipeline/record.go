@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/htcstream/htcstream/events"
+	"github.com/htcstream/htcstream/store"
 	"github.com/htcstream/htcstream/stream/record"
 )
 
@@ -88,24 +90,8 @@ type recordings struct {
 	windows map[string]clipWindow // event id -> window
 	order   []string
 
-	// onSegment, once the event store is open, hears of every closed
-	// segment (on the recorder's goroutine); set after the recorders
-	// start, hence atomic.
-	onSegment atomic.Pointer[func(record.Segment)]
-}
-
-// segmentClosed is every recorder's OnSegment.
-func (rs *recordings) segmentClosed(g record.Segment) {
-	if f := rs.onSegment.Load(); f != nil {
-		(*f)(g)
-	}
-}
-
-// listSegments makes f hear of every segment closed from now on.
-func (rs *recordings) listSegments(f func(record.Segment)) {
-	if rs != nil {
-		rs.onSegment.Store(&f)
-	}
+	// store, once the event store is open, lists the segments
+	store atomic.Pointer[eventStore]
 }
 
 type clipWindow struct {
@@ -125,7 +111,8 @@ func newRecordings(cams []Camera, m *Metrics, log *slog.Logger) (*recordings, er
 			continue
 		}
 		rec, err := record.NewRecorder(record.SegmentConfig{Dir: rc.Dir, Camera: c.Name, Segment: rc.Segment,
-			RetainAge: time.Duration(rc.Retain.Days * 24 * float64(time.Hour)), RetainBytes: rc.Retain.MaxBytes, OnSegment: rs.segmentClosed, Logger: log})
+			RetainAge: time.Duration(rc.Retain.Days * 24 * float64(time.Hour)), RetainBytes: rc.Retain.MaxBytes, Logger: log,
+			OnSegment: rs.segmentToStore, OnDelete: rs.forgetSegment})
 		if err != nil {
 			rs.Close()
 			return nil, fmt.Errorf("%w: camera %s: record: %v", ErrConfig, c.Name, err)
@@ -136,6 +123,36 @@ func newRecordings(cams []Camera, m *Metrics, log *slog.Logger) (*recordings, er
 		log.Info("recording", "camera", c.Name, "dir", rec.Dir(), "segment", rc.Segment)
 	}
 	return rs, nil
+}
+
+// toStore lists every segment in the event store from now on: as it
+// starts, as it grows and when it is done; retention's deletions leave it.
+func (rs *recordings) toStore(es *eventStore) { rs.store.Store(es) }
+
+func (rs *recordings) segmentToStore(s record.Segment) {
+	es := rs.store.Load()
+	if es == nil {
+		return
+	}
+	// the writer queues it; a full queue drops the oldest, counted
+	es.w.PutSegment(store.Segment{Camera: s.Camera, Path: s.Path, Start: s.Start, End: s.Start.Add(s.Duration),
+		Bytes: s.Bytes, Worker: es.worker})
+}
+
+func (rs *recordings) forgetSegment(path string) {
+	es := rs.store.Load()
+	if es == nil {
+		return
+	}
+	// off the recorder's goroutine: a slow database never holds up the
+	// recording
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := es.db.DeleteSegment(ctx, es.worker, path); err != nil {
+			slog.Warn("record: the store keeps a deleted segment", "file", path, "err", err)
+		}
+	}()
 }
 
 // Close ends every recording, closing the segments in progress.

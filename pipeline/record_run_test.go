@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/internal/mediatest"
@@ -79,6 +82,8 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 	cam.Events.Tracker.MaxMisses = 5 // tracks end soon after the loop's cut
 	cfg.Cameras["yard"] = cam
 	cfg.Events.Enabled = true
+	cfg.Events.Snapshots.Dir = filepath.Join(dir, "snaps")
+	cfg.Events.Store.Path = filepath.Join(dir, "events.db")
 	cfg.Webhooks = []WebhookConfig{{URL: hook.URL + "/events"}}
 	cfg.Outputs.Serve = "127.0.0.1:0"
 	const token = "rec-test-token-0123456789"
@@ -175,6 +180,36 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 		t.Fatalf("htcstream_recording_bytes %v", v)
 	}
 
+	// the event store lists the segments and the event with its clip
+	_, body = get("/api/recordings?camera=yard", bearer)
+	var recs struct {
+		Segments []struct {
+			Path  string `json:"path"`
+			Start string `json:"start"`
+		} `json:"segments"`
+	}
+	if err := json.Unmarshal(body, &recs); err != nil || len(recs.Segments) < 2 {
+		t.Fatalf("/api/recordings: %v %s", err, body)
+	}
+	for _, g := range recs.Segments {
+		if _, err := os.Stat(g.Path); err != nil {
+			t.Errorf("the store lists %s: %v", g.Path, err)
+		}
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		_, body = get("/api/events?camera=yard&limit=500", bearer)
+		if strings.Contains(string(body), end.ClipURL) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/api/events does not give %s: %.500s", end.ClipURL, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	reviewInChromium(t, base, token, end.ID)
+
 	stop <- os.Interrupt
 	if err := <-done; err != nil && !strings.Contains(err.Error(), "interrupt") {
 		t.Fatalf("run: %v", err)
@@ -186,4 +221,107 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 		}
 	}
 	t.Logf("%d segments; clip of event %s (%.1f s): %.2f s", len(segs), end.ID, end.LastSeen.Sub(end.FirstSeen).Seconds(), dur)
+}
+
+// reviewInChromium opens the page's Events tab in headless Chromium, clicks
+// the event and watches its clip play, then plays a moment of the
+// recordings from the timeline; screenshots of the three tabs go to
+// docs/img with HTCSTREAM_UPDATE_SCREENSHOT=1.
+func reviewInChromium(t *testing.T, base, token, eventID string) {
+	t.Helper()
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("Chromium is needed at %s: run scripts/setup (%v)", chromium, err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"), chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium")), chromedp.WindowSize(1100, 900),
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(alloc)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
+	defer cancelT()
+	shot := func(name string) {
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if os.Getenv("HTCSTREAM_UPDATE_SCREENSHOT") == "1" {
+			os.WriteFile(filepath.Join("..", "docs", "img", name), png, 0o644)
+		}
+	}
+	waitJS := func(what, js string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+			if err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({rec: (() => { const v = document.querySelector('#rec-video'); return v && {src: v.src, err: v.error && v.error.message, code: v.error && v.error.code, rs: v.readyState, ns: v.networkState, t: v.currentTime, d: v.duration, msg: document.querySelector('#rec-msg').textContent, now: document.querySelector('#rec-now').textContent}; })(), det: (document.querySelector('.det') || {}).textContent, chips: [...document.querySelectorAll('.chip')].map(c => c.title), stats: window.__htcstats})`))
+				t.Fatalf("%s: not within %v (%v); page: %.1500s", what, within, err, state)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Live: the grid plays the camera; its labels carry per-stage scores.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#token="+token)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("live video", `(() => { const v = document.querySelector('#players video'); return !!v && v.currentTime > 0.5; })()`, 45*time.Second)
+	waitJS("per-stage scores on a label", `[...document.querySelectorAll('.chip')].some(c => /stage 1 .* ensemble/.test(c.title))`, 30*time.Second)
+	shot("review-live.png")
+
+	// Events: a card per event; a click plays its clip.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#events")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("event cards", `document.querySelectorAll('#event-list .card').length > 0`, 20*time.Second)
+	waitJS("the card's per-stage scores", `/stage 1 .* ensemble/.test(document.querySelector('#event-list .card .stages').textContent)`, 5*time.Second)
+	shot("review-events.png")
+	if clicked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`(() => {
+		const i = eventsShown.findIndex(e => e.id === %q);
+		const card = document.querySelector('#event-list .card[data-index="' + i + '"]');
+		if (!card) return false;
+		card.click();
+		return true;
+	})()`, eventID))); err != nil || !clicked {
+		t.Fatalf("click the event %s's card: %v", eventID, err)
+	}
+	waitJS("the clip playing", `(() => { const v = document.querySelector('#clip video'); return document.querySelector('#clip').open && v.currentTime > 0.5; })()`, 20*time.Second)
+	shot("review-clip.png")
+
+	// Recordings: the day's segments on the timeline; a click plays there.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#recordings")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("segments on the timeline", `document.querySelectorAll('#timeline .seg').length > 0`, 20*time.Second)
+	box, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`(() => { const r = document.querySelector('#timeline .seg').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(box[0], box[1])); err != nil {
+		t.Fatal(err)
+	}
+	waitJS("the recording playing", `document.querySelector('#rec-video').currentTime > 0.5`, 20*time.Second)
+	shot("review-recordings.png")
+
+	// A phone: every tab fits its width (nothing scrolls sideways).
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tab := range []string{"live", "recordings", "events"} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#"+tab)); err != nil {
+			t.Fatal(err)
+		}
+		waitJS("the "+tab+" tab on a phone", `!document.querySelector('#tab-`+tab+`').hidden && document.documentElement.scrollWidth <= window.innerWidth + 1`, 10*time.Second)
+	}
+	shot("review-phone.png")
 }

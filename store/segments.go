@@ -48,6 +48,15 @@ func (s *Store) PutSegment(ctx context.Context, g Segment) error {
 	return nil
 }
 
+// DeleteSegment forgets a segment the worker's retention deleted, so the
+// timeline offers no file that is gone.
+func (s *Store) DeleteSegment(ctx context.Context, worker, path string) error {
+	if _, err := s.db.ExecContext(ctx, rebind(s.driver, "DELETE FROM segments WHERE worker = ? AND path = ?"), worker, path); err != nil {
+		return fmt.Errorf("event store: forget segment %s: %w", path, err)
+	}
+	return nil
+}
+
 // SegmentQuery filters segments. Zero fields do not filter.
 type SegmentQuery struct {
 	Camera string

@@ -18,8 +18,10 @@ type Predicted struct {
 	ID      uint64
 	ClassID int
 	Label   string
-	// Score is the last matched detection's.
-	Score float32
+	// Score and StageScores are the last matched detection's (StageScores
+	// shared with it, not to be modified).
+	Score       float32
+	StageScores []float32
 	// Seen is the last matched detection's box and Mask its mask (W = 0:
 	// none; Bits are the caller's, shared, not to be modified).
 	Seen [4]float32
@@ -52,8 +54,8 @@ func (t *Tracker) Predict(pts time.Duration) []Predicted {
 		if dt > 0 {
 			kf.predict(dt, false)
 		}
-		p := Predicted{Key: tr.key, ClassID: tr.ClassID, Label: tr.Label, Score: tr.Score, Seen: tr.Box, Mask: tr.mask,
-			Box: kf.box()}
+		p := Predicted{Key: tr.key, ClassID: tr.ClassID, Label: tr.Label, Score: tr.Score, StageScores: tr.stages,
+			Seen: tr.Box, Mask: tr.mask, Box: kf.box()}
 		if tr.state == confirmed {
 			p.ID = tr.ID
 		}

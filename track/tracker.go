@@ -78,6 +78,7 @@ type trk struct {
 	kf       kalman
 	pred     [4]float32     // predicted box for this frame
 	mask     detection.Mask // last matched detection's mask
+	stages   []float32      // and its per-stage scores (the caller's; not modified)
 	maskArea int            // set pixels of mask; -1 until counted
 	maskBox  [4]float32     // box of the detection the mask came from
 	key      uint64         // Predicted.Key
@@ -381,7 +382,7 @@ func (t *Tracker) hit(tr *trk, seq int64, pts time.Duration, d *detection.Detect
 	tr.Hits++
 	tr.Misses = 0
 	tr.LastSeq, tr.LastSeen = seq, pts
-	tr.Box, tr.Score = d.Box.XYXY(), d.Score
+	tr.Box, tr.Score, tr.stages = d.Box.XYXY(), d.Score, d.StageScores
 	if maskOK(&d.Mask) {
 		// Kept for the mask tie-break and for Predict; the area is counted
 		// only if the tie-break ever needs it.

@@ -19,7 +19,11 @@ func TestCutClipAcrossSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	var segs []Segment
-	r.cfg.OnSegment = func(s Segment) { segs = append(segs, s) }
+	r.cfg.OnSegment = func(s Segment) {
+		if s.Done {
+			segs = append(segs, s)
+		}
+	}
 	decodeAll(t, src, r, 0)
 	r.Close()
 	if len(segs) != 3 {

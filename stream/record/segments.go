@@ -37,9 +37,12 @@ type SegmentConfig struct {
 	// 40 s at 25 fps). A full queue drops packets up to the next keyframe,
 	// counted, so a slow disk never holds up decoding.
 	Queue int
-	// OnSegment hears of every segment when it closes (the event store
-	// lists them), on the recorder's goroutine.
+	// OnSegment hears of every segment when it opens, every SegmentReport
+	// of video while it grows, and when it closes (the event store lists
+	// them); OnDelete of every segment retention removed. Both are called
+	// on the recorder's goroutine and must return quickly.
 	OnSegment func(Segment)
+	OnDelete  func(path string)
 	Logger    *slog.Logger
 }
 
@@ -51,7 +54,13 @@ type Segment struct {
 	Start    time.Time
 	Duration time.Duration
 	Bytes    int64
+	// Done: the segment is complete; before, it is still being written.
+	Done bool
 }
+
+// SegmentReport is how much video a growing segment gets between its
+// reports to OnSegment.
+const SegmentReport = 10 * time.Second
 
 // RecorderStats are a Recorder's counters, for /metrics.
 type RecorderStats struct {
@@ -202,12 +211,27 @@ func (r *Recorder) Dir() string { return r.dir }
 
 // output is one open segment.
 type output struct {
-	fc      *astiav.FormatContext
-	pb      *astiav.IOContext
-	st      *astiav.Stream
-	seg     Segment
-	base    int64 // the first packet's dts (input time base): the segment's zero
-	lastEnd int64 // pts+duration of the latest packet, input time base
+	fc       *astiav.FormatContext
+	pb       *astiav.IOContext
+	st       *astiav.Stream
+	seg      Segment
+	base     int64 // the first packet's dts (input time base): the segment's zero
+	lastEnd  int64 // pts+duration of the latest packet, input time base
+	reported time.Duration
+}
+
+// report tells OnSegment how far a growing segment has got.
+func (r *Recorder) report(o *output, tb astiav.Rational, at time.Duration) {
+	o.reported = at
+	if r.cfg.OnSegment == nil {
+		return
+	}
+	seg := o.seg
+	seg.Duration = at
+	if st, err := os.Stat(seg.Path); err == nil {
+		seg.Bytes = st.Size()
+	}
+	r.cfg.OnSegment(seg)
 }
 
 func (r *Recorder) run() {
@@ -228,6 +252,7 @@ func (r *Recorder) run() {
 		}
 		r.segments.Add(1)
 		if r.cfg.OnSegment != nil {
+			seg.Done = true
 			r.cfg.OnSegment(seg)
 		}
 		r.retain("")
@@ -274,14 +299,21 @@ func (r *Recorder) run() {
 				}
 				out = o
 				r.retain(out.seg.Path)
+				r.report(out, tb, 0)
 			}
+			at := r.elapsed(out, pkt, tb) // before write rebases the packet's timestamps
 			if err := r.write(out, pkt, tb); err != nil {
 				r.dropped.Add(1)
 				r.cfg.Logger.Warn("record: write", "camera", r.cfg.Camera, "file", out.seg.Path, "err", err)
-			} else if n := r.packets.Add(1); n%128 == 0 {
-				// the segment in progress counts against the byte limit
-				// too: older ones go while it grows
-				r.retain(out.seg.Path)
+			} else {
+				if n := r.packets.Add(1); n%128 == 0 {
+					// the segment in progress counts against the byte
+					// limit too: older ones go while it grows
+					r.retain(out.seg.Path)
+				}
+				if at >= out.reported+SegmentReport {
+					r.report(out, tb, at)
+				}
 			}
 			pkt.Free()
 		}
@@ -438,6 +470,9 @@ func (r *Recorder) retain(current string) {
 		}
 		total -= s.Size()
 		r.deleted.Add(1)
+		if r.cfg.OnDelete != nil {
+			r.cfg.OnDelete(path)
+		}
 	}
 	r.measure()
 }

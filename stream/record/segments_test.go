@@ -81,8 +81,15 @@ func TestRecorderCopiesPacketsIntoSegments(t *testing.T) {
 	src := clip(t, 8, 25) // a keyframe a second
 	dir := t.TempDir()
 	var segs []Segment
+	growing := map[string]int{}
 	r, err := NewRecorder(SegmentConfig{Dir: dir, Camera: "door", Segment: 2 * time.Second,
-		OnSegment: func(s Segment) { segs = append(segs, s) }})
+		OnSegment: func(s Segment) {
+			if s.Done {
+				segs = append(segs, s)
+			} else {
+				growing[s.Path]++ // the store lists a segment from its start
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +102,9 @@ func TestRecorderCopiesPacketsIntoSegments(t *testing.T) {
 	}
 	if len(segs) != 4 {
 		t.Fatalf("%d segments, want 4 of 2 s: %+v", len(segs), segs)
+	}
+	if len(growing) != 4 {
+		t.Errorf("segments reported while growing: %v", growing)
 	}
 	total := 0
 	pattern := segmentPattern("door")

@@ -25,6 +25,10 @@ import (
 type Summary struct {
 	Count  int          `json:"count"`
 	Labels []LabelScore `json:"labels"`
+	// Keyframe says whether the model saw this frame (true) or the tracker
+	// carried the detections to it (false); absent where nothing
+	// schedules the model.
+	Keyframe *bool `json:"keyframe,omitempty"`
 }
 
 // LabelScore is one detected instance as a viewer sees it.

@@ -13,6 +13,8 @@ function currentTab() {
 
 function showTab() {
   const tab = currentTab();
+  // a clip left open would keep the new tab inert behind it
+  if ($('#clip').open) $('#clip').close();
   for (const s of document.querySelectorAll('.tab')) s.hidden = s.id !== `tab-${tab}`;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.tab === tab);
   // players stop off the live tab (a phone's data and battery) and start
@@ -208,7 +210,12 @@ function playAt(t) {
   const v = $('#rec-video');
   const offset = Math.max(0, (t - new Date(seg.start)) / 1000);
   v.src = `recordings/${encodeURIComponent(seg.camera)}/${encodeURIComponent(name)}`;
-  v.addEventListener('loadedmetadata', () => { v.currentTime = Math.min(offset, Math.max(0, v.duration - 0.1)); v.play().catch(() => {}); }, { once: true });
+  v.addEventListener('loadedmetadata', () => {
+    // a fragmented segment may not state its length (the newest is still
+    // growing): seek only where a length is known to hold it
+    v.currentTime = Number.isFinite(v.duration) ? Math.min(offset, Math.max(0, v.duration - 0.1)) : offset;
+    v.play().catch(() => {});
+  }, { once: true });
   $('#rec-now').textContent = `${seg.camera} at ${fmtTime(new Date(new Date(seg.start).getTime() + offset * 1000).toISOString())}${seg.worker ? ` (recorded by ${seg.worker})` : ''}`;
   window.__htcrec = { segment: name, offset };
 }
