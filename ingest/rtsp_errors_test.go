@@ -21,7 +21,7 @@ import (
 func TestRTSPNotFoundSaysCheckThePath(t *testing.T) {
 	checkNoLeaks(t)
 	srv := startRTSPServer(t, makeH264Clip(t, clipW, clipH, clipFPS, 20), clipFPS, "", "")
-	x := startRunner(t, rtspSource(t, srv.url("/nosuchmount")), rtspConfig("tcp"))
+	x := startRunner(t, rtspSource(t, srv.URL("/nosuchmount")), rtspConfig("tcp"))
 	retry, _ := x.waitState(t, StateRetrying, 5*time.Second)
 	if retry.Err == nil || !strings.Contains(retry.Err.Error(), "check the stream path") || !strings.Contains(retry.Err.Error(), "404") {
 		t.Errorf("wrong path: %v, want a hint to check the stream path", retry.Err)
@@ -143,7 +143,7 @@ func (p *rangeProxy) cut() {
 func TestRTSPDropIsNoTruncatedFile(t *testing.T) {
 	checkNoLeaks(t)
 	srv := startRTSPServer(t, makeH264Clip(t, clipW, clipH, clipFPS, 40), clipFPS, "", "")
-	p := startRangeProxy(t, strings.TrimPrefix(strings.TrimSuffix(srv.url("/cam"), "/cam"), "rtsp://"), 30*time.Second)
+	p := startRangeProxy(t, strings.TrimPrefix(strings.TrimSuffix(srv.URL("/cam"), "/cam"), "rtsp://"), 30*time.Second)
 	url := "rtsp://" + p.ln.Addr().String() + "/cam"
 	x := startRunner(t, rtspSource(t, url), rtspConfig("tcp"))
 	x.collect(t, 10, 10*time.Second)
@@ -172,9 +172,9 @@ func TestRTSPBackoffCappedAfterLive(t *testing.T) {
 	srv := startRTSPServer(t, makeH264Clip(t, clipW, clipH, clipFPS, 40), clipFPS, "", "")
 	cfg := rtspConfig("tcp")
 	cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, 2*time.Second // cap 400 ms
-	x := startRunner(t, rtspSource(t, srv.url("/cam")), cfg)
+	x := startRunner(t, rtspSource(t, srv.URL("/cam")), cfg)
 	x.collect(t, 5, 10*time.Second)
-	srv.close()
+	srv.Close()
 	var delays []time.Duration
 	for len(delays) < 6 {
 		e, _ := x.waitState(t, StateRetrying, 10*time.Second)
@@ -188,7 +188,7 @@ func TestRTSPBackoffCappedAfterLive(t *testing.T) {
 	if delays[len(delays)-1] != 400*time.Millisecond {
 		t.Errorf("the backoff did not grow to the cap: %v", delays)
 	}
-	srv.start()
+	srv.Start()
 	x.waitState(t, StateLive, 5*time.Second)
 
 	// Never live: the backoff grows past the cap.

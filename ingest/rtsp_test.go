@@ -45,14 +45,14 @@ func TestRTSPFramesArrive(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			checkNoLeaks(t)
 			srv := startRTSPServer(t, clip, clipFPS, "", "")
-			x := startRunner(t, rtspSource(t, srv.url("/cam")), rtspConfig(transport))
+			x := startRunner(t, rtspSource(t, srv.URL("/cam")), rtspConfig(transport))
 			frames := x.collect(t, 15, 10*time.Second)
 			checkSeqAndPTS(t, frames, 0)
 			for _, f := range frames {
 				if f.Width != clipW || f.Height != clipH || len(f.RGB) != clipW*clipH*3 {
 					t.Fatalf("frame %d: %dx%d, %d bytes", f.Seq, f.Width, f.Height, len(f.RGB))
 				}
-				if f.StreamID != srv.url("/cam") {
+				if f.StreamID != srv.URL("/cam") {
 					t.Fatalf("stream id %q", f.StreamID)
 				}
 			}
@@ -86,11 +86,11 @@ func TestRTSPReconnectsAfterServerRestart(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			checkNoLeaks(t)
 			srv := startRTSPServer(t, clip, clipFPS, "", "")
-			x := startRunner(t, rtspSource(t, srv.url("/cam")), rtspConfig(transport))
+			x := startRunner(t, rtspSource(t, srv.URL("/cam")), rtspConfig(transport))
 			before := x.collect(t, 10, 10*time.Second)
 			x.waitState(t, StateLive, time.Second)
 
-			srv.close()
+			srv.Close()
 			down := time.Now()
 			retry, _ := x.waitState(t, StateRetrying, 5*time.Second)
 			noticed := time.Since(down)
@@ -99,7 +99,7 @@ func TestRTSPReconnectsAfterServerRestart(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 			restart := time.Now()
-			srv.start()
+			srv.Start()
 			x.waitState(t, StateLive, 10*time.Second)
 			t.Logf("%s: drop noticed after %v: %v", transport, noticed.Round(time.Millisecond), retry.Err)
 
@@ -131,9 +131,9 @@ func TestRTSPStalledServerIsADrop(t *testing.T) {
 			srv := startRTSPServer(t, clip, clipFPS, "", "")
 			cfg := rtspConfig(transport)
 			cfg.ReadTimeout = time.Second
-			x := startRunner(t, rtspSource(t, srv.url("/cam")), cfg)
+			x := startRunner(t, rtspSource(t, srv.URL("/cam")), cfg)
 			x.collect(t, 5, 10*time.Second)
-			srv.frozen.Store(true)
+			srv.Frozen.Store(true)
 			froze := time.Now()
 			retry, _ := x.waitState(t, StateRetrying, 5*time.Second)
 			if took := time.Since(froze); took > 2*time.Second {
@@ -143,7 +143,7 @@ func TestRTSPStalledServerIsADrop(t *testing.T) {
 			if retry.Reason != ReasonTimedOut {
 				t.Errorf("a stall's reason is %q, want %q", retry.Reason, ReasonTimedOut)
 			}
-			srv.frozen.Store(false)
+			srv.Frozen.Store(false)
 			x.waitState(t, StateLive, 10*time.Second)
 			x.collect(t, 3, 10*time.Second)
 		})
@@ -250,8 +250,8 @@ func TestRTSPCredentials(t *testing.T) {
 	const pass, wrong = "s3cret-pw", "wr0ng-pw"
 	clip := makeH264Clip(t, clipW, clipH, clipFPS, 20)
 	srv := startRTSPServer(t, clip, clipFPS, "cam", pass)
-	good := strings.Replace(srv.url("/cam"), "rtsp://", "rtsp://cam:"+pass+"@", 1)
-	bad := strings.Replace(srv.url("/cam"), "rtsp://", "rtsp://cam:"+wrong+"@", 1)
+	good := strings.Replace(srv.URL("/cam"), "rtsp://", "rtsp://cam:"+pass+"@", 1)
+	bad := strings.Replace(srv.URL("/cam"), "rtsp://", "rtsp://cam:"+wrong+"@", 1)
 
 	x := startRunner(t, rtspSource(t, good), rtspConfig("tcp"))
 	frames := x.collect(t, 5, 10*time.Second)
@@ -282,7 +282,7 @@ func TestRTSPCredentials(t *testing.T) {
 	// a password: in the stream name, state events, errors and logs,
 	// FFmpeg's own included.
 	const token, apiKey = "t0ken-value", "k3y-value"
-	q := srv.url("/nope") + "?token=" + token + "&channel=1&api_key=" + apiKey
+	q := srv.URL("/nope") + "?token=" + token + "&channel=1&api_key=" + apiKey
 	z := startRunner(t, rtspSource(t, q), rtspConfig("tcp"))
 	zr, _ := z.waitState(t, StateRetrying, 5*time.Second)
 	zerr := z.stop(t)
@@ -322,7 +322,7 @@ func TestRTSPLongGOPIsNoStall(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	cfg := rtspConfig("tcp")
 	cfg.ReadTimeout = time.Second
-	x := startRunner(t, rtspSource(t, srv.url("/cam")), cfg)
+	x := startRunner(t, rtspSource(t, srv.URL("/cam")), cfg)
 	_, before := x.waitState(t, StateLive, 8*time.Second)
 	for _, e := range before {
 		if e.State == StateRetrying {
@@ -338,13 +338,13 @@ func TestRTSPWatchdogWithoutSocketTimeout(t *testing.T) {
 	checkNoLeaks(t)
 	clip := makeH264Clip(t, clipW, clipH, clipFPS, 40)
 	srv := startRTSPServer(t, clip, clipFPS, "", "")
-	src := rtspSource(t, srv.url("/cam"))
+	src := rtspSource(t, srv.URL("/cam"))
 	src.Options["timeout"] = "0" // FFmpeg: wait forever
 	cfg := rtspConfig("tcp")
 	cfg.ReadTimeout = time.Second
 	x := startRunner(t, src, cfg)
 	x.collect(t, 5, 10*time.Second)
-	srv.frozen.Store(true)
+	srv.Frozen.Store(true)
 	froze := time.Now()
 	retry, _ := x.waitState(t, StateRetrying, 5*time.Second)
 	if took := time.Since(froze); took > 2*time.Second {

@@ -140,6 +140,10 @@ type Predictor interface {
 // frames from its source instead of stalling inference for the others.
 const inFlight = 4
 
+// liveSlack is the frames a scheduled live stream may have in flight
+// beyond inFlight.
+const liveSlack = 12
+
 type item struct {
 	stream int
 	s      *slot
@@ -298,6 +302,11 @@ func Run(drain, hard context.Context, cfg Config) error {
 		n := inFlight
 		if scheds[i] != nil {
 			n += scheds[i].sch.hold()
+			if cfg.Sources[i].Live() {
+				// every frame of a camera goes out, not only the model's:
+				// room for a burst from the network or a slow encode
+				n += liveSlack
+			}
 		}
 		credits[i] = make(chan struct{}, n)
 		// never full: a frame is in it only while it holds a credit

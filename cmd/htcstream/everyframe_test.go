@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/htcstream/htcstream/internal/rtsptest"
 )
 
 // jsonFrame is what these tests read of a detections line.
@@ -125,5 +128,61 @@ func TestIntervalThreeKeepsItsAP(t *testing.T) {
 	}
 	if stats.BBox.AP < 0.50 || stats.Segm.AP < 0.46 {
 		t.Fatalf("interval 3: box AP %.3f (floor 0.50), mask AP %.3f (floor 0.46)", stats.BBox.AP, stats.Segm.AP)
+	}
+}
+
+// A camera at 25 fps (a real RTSP server playing the sample) against a
+// model made slow on purpose (3 scales x flip: 6 views a frame, a few
+// frames a second here): the annotated mp4 and the JSON lines still carry
+// at least 95 % of the camera's frames, annotated.
+func TestSlowModelLiveCameraKeepsEveryFrame(t *testing.T) {
+	clip := rtsptest.MakeClipFrom(t, []string{"-i", "../../examples/sample.mp4"}, 320, 240, 150, 25)
+	srv := rtsptest.StartServer(t, clip, 25, "", "")
+	dir := t.TempDir()
+	mp4, jsonl := filepath.Join(dir, "cam.mp4"), filepath.Join(dir, "cam.jsonl")
+	const frames = 200
+	code, out, errOut := call("run", "--model", bundle, "--tta", "256x256,320x320,416x416", "--flip",
+		"--max-frames", strconv.Itoa(frames), "--out", mp4, "--detections", jsonl, srv.URL("/cam"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := readLines(t, jsonl)
+	keys, annotated, first := 0, 0, -1
+	for i, l := range lines {
+		if i > 0 && l.Seq <= lines[i-1].Seq {
+			t.Fatalf("line %d: frame %d after %d", i, l.Seq, lines[i-1].Seq)
+		}
+		if l.Keyframe {
+			keys++
+		}
+		if len(l.Detections) > 0 {
+			annotated++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	b, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", mp4).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", mp4, err)
+	}
+	inMP4, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("ffprobe said %q", b)
+	}
+	t.Logf("%d frames from the camera: %d lines, %d in the mp4, the model on %d, %d annotated\n%s",
+		frames, len(lines), inMP4, keys, annotated, out)
+	if len(lines) < frames*95/100 || inMP4 < frames*95/100 {
+		t.Fatalf("%d lines and %d mp4 frames of %d camera frames", len(lines), inMP4, frames)
+	}
+	// A slow model: it saw a fraction of the frames, the tracker the rest.
+	if keys < 2 || keys > frames/2 {
+		t.Fatalf("the model ran on %d of %d frames", keys, frames)
+	}
+	// Only the frames before the first result come bare (and those whose
+	// last keyframe found nothing: the sample always shows something).
+	if first < 0 || annotated < (len(lines)-first)*95/100 {
+		t.Fatalf("%d of the %d frames after the first result annotated", annotated, len(lines)-first)
 	}
 }
