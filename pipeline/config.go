@@ -213,6 +213,10 @@ type CameraConfig struct {
 	Events EventRules `yaml:"events"`
 	// Zones: named polygons, [[x, y], ...] relative to the frame (0..1).
 	Zones map[string]Zone `yaml:"zones"`
+	// ZoneOverlap > 0: an object is in a zone when at least this share of
+	// its mask is inside it (a person half inside a doorway is in it); 0
+	// (default): when its box's bottom centre is.
+	ZoneOverlap float64 `yaml:"zone_overlap"`
 	// Interval: how often the model sees this camera's frames: auto (the
 	// newest frame when the model is free; live sources' default) or N
 	// (every Nth frame; files' default 1). Timing: live (every frame at
@@ -669,6 +673,9 @@ func (c RunConfig) Validate() error {
 		checkRules(bad, p+"events.", cam.Events, cam.Zones, true)
 		checkZones(bad, p+"zones.", cam.Zones)
 		checkSchedule(p, cam)
+		if cam.ZoneOverlap < 0 || cam.ZoneOverlap > 1 {
+			bad("%szone_overlap %v: want 0 (the box's bottom centre) or a share of the mask, up to 1", p, cam.ZoneOverlap)
+		}
 		cam.Record.check(bad, p+"record.")
 	}
 	c.validateEvents(bad)

@@ -18,6 +18,9 @@ type EventStageConfig struct {
 	Rules   EventRules
 	// Zones are the camera's zones by name.
 	Zones map[string]Zone
+	// ZoneOverlap > 0 puts a track in a zone when at least this share of
+	// its mask is inside; 0 tests one point, its box's bottom centre.
+	ZoneOverlap float64
 	// Keep is the camera's own filter (classes, thresholds, area), applied
 	// after tracking to what is drawn and written; nil keeps everything.
 	Keep func(d *detection.Detection) bool
@@ -201,9 +204,15 @@ func (s *EventStage) follow(o *Output, t track.Track, job *events.Job) {
 	if len(s.zones) > 0 {
 		x := float64(t.Box[0]+t.Box[2]) / 2 / float64(o.Frame.Width)
 		y := float64(t.Box[3]) / float64(o.Frame.Height)
+		var mask *detection.Mask
+		if s.cfg.ZoneOverlap > 0 && t.Det >= 0 && t.Det < len(o.Result.Detections) && o.Result.Detections[t.Det].Mask.W > 0 {
+			mask = &o.Result.Detections[t.Det].Mask
+		}
 		var in []string
 		for _, name := range s.zones {
-			if s.cfg.Zones[name].contains(x, y) {
+			z := s.cfg.Zones[name]
+			if mask != nil && z.maskShare(mask, o.Frame.Width, o.Frame.Height) >= s.cfg.ZoneOverlap ||
+				mask == nil && z.contains(x, y) {
 				in = append(in, name)
 				if !slices.Contains(st.entered, name) {
 					st.entered = append(st.entered, name)

@@ -337,3 +337,36 @@ func TestEventSnapshotFailuresLoggedOnceAndCounted(t *testing.T) {
 		t.Errorf("no saved snapshots after room was made:\n%s", b.String())
 	}
 }
+
+// A person half inside a doorway is in it by the share of its mask
+// (zone_overlap), though the bottom centre of its box is outside; the
+// point test, the default, says it is not.
+func TestZoneByMaskShare(t *testing.T) {
+	door := Zone{{0, 0}, {0.3, 0}, {0.3, 1}, {0, 1}}
+	for _, c := range []struct {
+		overlap float64
+		in      bool
+	}{{0, false}, {0.3, true}, {0.5, false}} {
+		rules := defaultEvents().EventRules
+		rules.Enabled = true
+		rules.Zones = []string{"door"}
+		log := &eventLog{}
+		s, err := NewEventStage(EventStageConfig{Camera: "cam", Classes: []string{"circle"}, Rules: rules,
+			Zones: map[string]Zone{"door": door}, ZoneOverlap: c.overlap, Publishers: []events.Publisher{log}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := int64(0); seq < 5; seq++ {
+			d := box(20, 30, 30, 40, 0.9, 0) // x 20..50: its bottom centre (35) is outside
+			d.Mask = detection.Mask{X: 20, Y: 30, W: 30, H: 40, Bits: make([]byte, 30*40)}
+			for i := range d.Mask.Bits {
+				d.Mask.Bits[i] = 1 // 10 of its 30 columns are inside: a third
+			}
+			stageFrame(s, seq, d)
+		}
+		s.End()
+		if got := len(log.all()) > 0; got != c.in {
+			t.Errorf("zone_overlap %v: in the doorway %v, want %v (events %+v)", c.overlap, got, c.in, log.all())
+		}
+	}
+}

@@ -100,7 +100,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		if _, rec := recs.byCamera[c.Name]; rec && cfg.Outputs.Serve != "" {
 			clipURL = "/clips" // the server cuts and serves them (recordings.Clip)
 		}
-		stage, err := NewEventStage(EventStageConfig{Camera: c.Name, Classes: classes, Rules: c.Events, Zones: c.Zones,
+		stage, err := NewEventStage(EventStageConfig{Camera: c.Name, Classes: classes, Rules: c.Events, Zones: c.Zones, ZoneOverlap: c.ZoneOverlap,
 			Keep: keep, Store: e.store, Clean: cfg.Events.Snapshots.Frame == "clean", Publishers: pubs, Metrics: m, Logger: log,
 			SnapshotURL: snapshotURL, ClipURL: clipURL})
 		if err != nil {
