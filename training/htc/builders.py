@@ -103,10 +103,14 @@ def check_same_model(saved: Dict[str, Any], cfg: Config, path: Path) -> None:
     """``saved`` (a checkpoint's config dict) must describe the same model as ``cfg``.
 
     ``model.test`` (score threshold, NMS, detections per image) and
-    ``model.backbone.pretrained`` shape no weights and may differ.
+    ``model.backbone.pretrained`` shape no weights and may differ. A key the saved config
+    lacks (added after it was written) counts as its default.
     """
     a = _flatten(saved.get("model", {}), "model")
     b = _flatten(cfg.to_dict()["model"], "model")
+    # a key the checkpoint predates (such as model.backbone.dcn) had its default's meaning then
+    defaults = _flatten(Config().to_dict()["model"], "model")
+    a.update({k: defaults[k] for k in defaults if k not in a})
     # where the backbone's first weights came from does not change the model either
     free = ("model.test.", "model.backbone.pretrained")
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(free))
