@@ -56,7 +56,10 @@ type Pending struct {
 // events named in Snapshots (tracks whose best frame this is), then
 // Events to publish.
 type Job struct {
-	Snapshots     []string
+	Snapshots []string
+	// Forget names tracks that ended without an event: their pending
+	// snapshot goes, never having been a file.
+	Forget        []string
 	RGB           []byte
 	Width, Height int
 	Events        []Pending
@@ -82,7 +85,18 @@ type Worker struct {
 
 	paths     map[string]string // event id -> snapshot path
 	snapFails int               // snapshots failed since the last saved
+	// A track's best frame is kept as JPEG bytes until the track makes
+	// its first event (pending), and only then written: a track that dies
+	// before passing the event filter (labels, zones, min_duration)
+	// leaves no file behind. evented holds the ids with an event so far.
+	pending map[string][]byte
+	evented map[string]bool
 }
+
+// maxPendingSnapshots bounds the snapshots held for tracks without an
+// event yet (a few hundred KB each at 1080p); beyond it the oldest
+// pending one is dropped, counted as skipped.
+const maxPendingSnapshots = 64
 
 // NewWorker starts a camera's worker; Close stops it.
 func NewWorker(cfg WorkerConfig) *Worker {
@@ -92,7 +106,8 @@ func NewWorker(cfg WorkerConfig) *Worker {
 	if cfg.CountSnapshots == nil {
 		cfg.CountSnapshots = func(string, int) {}
 	}
-	w := &Worker{cfg: cfg, wake: make(chan struct{}, 1), done: make(chan struct{}), paths: map[string]string{}}
+	w := &Worker{cfg: cfg, wake: make(chan struct{}, 1), done: make(chan struct{}), paths: map[string]string{},
+		pending: map[string][]byte{}, evented: map[string]bool{}}
 	go w.run()
 	return w
 }
@@ -166,40 +181,75 @@ func (w *Worker) run() {
 	}
 }
 
+// save writes an evented track's snapshot.
+func (w *Worker) save(id string, jpg []byte) {
+	p, err := w.cfg.Snapshots.SaveJPEG(w.cfg.Camera, id, jpg)
+	if err != nil {
+		w.failed(err)
+		return
+	}
+	if w.snapFails > 0 {
+		w.cfg.Logger.Info("snapshots saved again", "camera", w.cfg.Camera, "failed", w.snapFails)
+		w.snapFails = 0
+	}
+	w.paths[id] = p
+	w.cfg.CountSnapshots("saved", 1)
+}
+
+// failed counts a snapshot not saved. Once per run of failures, as the MQTT
+// sink does: a full disk fails every snapshot, each with its own temporary
+// file's name in the message (285 lines in 40 s).
+func (w *Worker) failed(err error) {
+	w.cfg.CountSnapshots("failed", 1)
+	if w.snapFails == 0 {
+		w.cfg.Logger.Error("snapshot not saved; until one is, further failures are only counted (htcstream_snapshots_total{result=\"failed\"})",
+			"camera", w.cfg.Camera, "err", err)
+	}
+	w.snapFails++
+}
+
+// hold keeps the best frame of a track that has no event yet.
+func (w *Worker) hold(id string, jpg []byte) {
+	if _, ok := w.pending[id]; !ok && len(w.pending) >= maxPendingSnapshots {
+		for k := range w.pending { // any one: these are tracks that wait long
+			delete(w.pending, k)
+			w.cfg.CountSnapshots("skipped", 1)
+			break
+		}
+	}
+	w.pending[id] = jpg
+}
+
 func (w *Worker) do(j *Job) {
 	cam := w.cfg.Camera
 	if j.done != nil {
 		defer close(j.done)
 	}
 	if j.RGB != nil && len(j.Snapshots) > 0 && w.cfg.Snapshots != nil {
-		jpg, encErr := w.cfg.Snapshots.Encode(j.Width, j.Height, j.RGB)
+		jpg, err := w.cfg.Snapshots.Encode(j.Width, j.Height, j.RGB)
 		for _, id := range slices.Compact(j.Snapshots) {
-			p, err := "", encErr
-			if err == nil {
-				p, err = w.cfg.Snapshots.SaveJPEG(cam, id, jpg)
+			switch {
+			case err != nil:
+				w.failed(err)
+			case w.evented[id]:
+				w.save(id, jpg)
+			default:
+				w.hold(id, jpg)
 			}
-			if err != nil {
-				w.cfg.CountSnapshots("failed", 1)
-				// Once per run of failures, as the MQTT sink does: a full
-				// disk fails every snapshot, each with its own temporary
-				// file's name in the message (285 lines in 40 s).
-				if w.snapFails == 0 {
-					w.cfg.Logger.Error("snapshot not saved; until one is, further failures are only counted (htcstream_snapshots_total{result=\"failed\"})",
-						"camera", cam, "err", err)
-				}
-				w.snapFails++
-				continue
-			}
-			if w.snapFails > 0 {
-				w.cfg.Logger.Info("snapshots saved again", "camera", cam, "failed", w.snapFails)
-				w.snapFails = 0
-			}
-			w.paths[id] = p
-			w.cfg.CountSnapshots("saved", 1)
 		}
+	}
+	for _, id := range j.Forget {
+		delete(w.pending, id)
 	}
 	for _, pe := range j.Events {
 		ev := pe.Event
+		if !w.evented[ev.ID] {
+			w.evented[ev.ID] = true
+			if jpg, ok := w.pending[ev.ID]; ok {
+				delete(w.pending, ev.ID)
+				w.save(ev.ID, jpg)
+			}
+		}
 		ev.Snapshot = w.paths[ev.ID]
 		if ev.Type == EventEnd && w.cfg.ClipURL != "" {
 			id := ev.ID
@@ -222,6 +272,7 @@ func (w *Worker) do(j *Job) {
 		}
 		if ev.Type == EventEnd {
 			delete(w.paths, ev.ID)
+			delete(w.evented, ev.ID)
 		}
 	}
 }

@@ -215,7 +215,6 @@ func (s *IngestSource) Name() string { return s.ID }
 // Live implements Source.
 func (s *IngestSource) Live() bool { return s.Source.Kind.Live() }
 
-
 // Run implements Source.
 func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
 	cfg := s.Config

@@ -113,7 +113,6 @@ func Execute(cfg RunConfig, opt Options) error {
 		}
 	}
 
-
 	if cfg.Model.Bundle == "" {
 		if cfg.Model.Bundle, err = DefaultBundle(); err != nil {
 			return err

@@ -154,7 +154,7 @@ func (s *EventStage) Track(o *Output) {
 func (s *EventStage) Drawn(o *Output) {
 	job := s.job
 	s.job = nil
-	if job == nil || (len(job.Snapshots) == 0 && len(job.Events) == 0) {
+	if job == nil || (len(job.Snapshots) == 0 && len(job.Events) == 0 && len(job.Forget) == 0) {
 		return
 	}
 	if len(job.Snapshots) > 0 && job.RGB == nil {
@@ -175,7 +175,7 @@ func (s *EventStage) End() {
 	for _, t := range s.tr.EndAll() {
 		s.end(nil, t, job)
 	}
-	if len(job.Events) > 0 {
+	if len(job.Events) > 0 || len(job.Forget) > 0 {
 		s.w.Push(job)
 	}
 	s.w.Close()
@@ -265,7 +265,14 @@ func (s *EventStage) wanted(t track.Track, st *trackState, full bool) bool {
 func (s *EventStage) end(o *Output, t track.Track, job *events.Job) {
 	st := s.tracks[t.ID]
 	delete(s.tracks, t.ID)
-	if st == nil || !st.sent {
+	if st == nil {
+		return
+	}
+	if !st.sent {
+		// no event ever: its best frame, held by the worker, goes
+		if s.snap && job != nil {
+			job.Forget = append(job.Forget, st.id)
+		}
 		return
 	}
 	s.emit(o, t, st, events.EventEnd, job)
