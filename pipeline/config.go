@@ -652,6 +652,9 @@ func (c RunConfig) Validate() error {
 		if err := cam.Schedule(false).validate(); err != nil {
 			bad("%s%s", prefix, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
 		}
+		if err := cam.Motion.Config.Validate(); err != nil {
+			bad("%smotion: %v", prefix, err)
+		}
 		if cam.Motion.MaxInterval < 0 {
 			bad("%smotion.max_interval %v is negative", prefix, cam.Motion.MaxInterval)
 		}

@@ -203,6 +203,13 @@ func TestConfigMistakesNameKeyAndLine(t *testing.T) {
 		{"mqtt:\n  broker: tcp://x:1883\n  qos: 3\n", "mqtt.qos 3: want 0, 1 or 2"},
 		{"webhooks:\n  - url: ftp://x/hook\n", "webhooks[0]: webhook ftp://x/hook: want an http:// or https:// URL"},
 		{"webhooks:\n  - url: http://x/hook\n    header: {}\n", `line 3: unknown key "webhooks[0].header"`},
+		{"interval: 0\n", "interval \"0\": want auto or a whole number of frames >= 1"},
+		{"cameras:\n  gate:\n    url: x.mp4\n    interval: sometimes\n", "interval \"sometimes\""},
+		{"cameras:\n  gate:\n    url: x.mp4\n    interval: auto\n    timing: smooth\n", "cameras.gate.timing smooth holds frames up to one interval: it needs interval: N"},
+		{"timing: fast\n", `timing "fast": want live or smooth`},
+		{"motion:\n  threshold: 300\n", "motion: invalid motion settings: threshold 300"},
+		{"motion:\n  mask: [[[0, 0], [1, 0]]]\n", "mask 0 has 2 points"},
+		{"cameras:\n  gate:\n    url: x.mp4\n    zone_overlap: 1.5\n", "cameras.gate.zone_overlap 1.5"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(p, []byte(c.yaml), 0o644); err != nil {
@@ -212,5 +219,38 @@ func TestConfigMistakesNameKeyAndLine(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "struct") {
 			t.Errorf("%q: got %v, want an error saying %q", c.yaml, err, c.says)
 		}
+	}
+}
+
+// A camera's schedule: its own keys over the globals, the source kind's
+// defaults for what neither names.
+func TestCameraSchedule(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "interval: 3\nmotion:\n  max_interval: 20s\ncameras:\n  gate:\n    url: rtsp://x/\n    interval: auto\n" +
+		"    motion:\n      threshold: 12\n      mask: [[[0, 0], [0.2, 0], [0.2, 0.1]]]\n  file:\n    url: x.mp4\n"
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadRunConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cams, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate, file := cams[1].Schedule(true), cams[0].Schedule(false)
+	if gate.Interval != IntervalAuto || gate.Timing != TimingLive || gate.Motion == nil || gate.Motion.Threshold != 12 ||
+		len(gate.Motion.Mask) != 1 || gate.MaxInterval != 20*time.Second {
+		t.Errorf("the live camera: %+v (motion %+v)", gate, gate.Motion)
+	}
+	if file.Interval != 3 || file.Timing != "" || file.Motion != nil {
+		t.Errorf("the file: %+v", file)
+	}
+	if d := DefaultRunConfig().cameraDefaults().Schedule(false); !d.everyFrame() {
+		t.Errorf("a file by default: %+v", d)
+	}
+	if d := DefaultRunConfig().cameraDefaults().Schedule(true); d.Interval != IntervalAuto || d.Motion == nil {
+		t.Errorf("a live camera by default: %+v", d)
 	}
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +150,16 @@ func TestIntervalOnAFileInterpolatesEveryFrame(t *testing.T) {
 	}
 	if k, p, s := met.ScheduleCounts("f"); k != 14 || p != 26 || s != 0 {
 		t.Fatalf("counts: %d keyframes, %d propagated, %d still", k, p, s)
+	}
+	var page strings.Builder
+	if _, err := met.WriteTo(&page); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`htcstream_schedule_frames_total{camera="f",kind="keyframe"} 14`,
+		`htcstream_schedule_frames_total{camera="f",kind="propagated"} 26`, `htcstream_model_fps{camera="f"}`} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 
