@@ -326,8 +326,7 @@ var snapshotName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`)
 // serveSnapshotFile answers GET /snapshots/{camera}/{file}.jpg from dir;
 // names that could reach outside it are not found.
 func serveSnapshotFile(w http.ResponseWriter, r *http.Request, dir string) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	cam, file := r.PathValue("camera"), r.PathValue("file")
@@ -346,8 +345,7 @@ var recordingName = regexp.MustCompile(`^[A-Za-z0-9_-]+-\d{8}T\d{6}\.\d{3}Z\.mp4
 // camera's recording folder; http.ServeFile answers byte ranges, so a
 // player seeks without fetching the whole segment.
 func serveRecording(w http.ResponseWriter, r *http.Request, dirOf func(string) (string, bool)) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	cam, file := r.PathValue("camera"), r.PathValue("file")
@@ -362,8 +360,7 @@ func serveRecording(w http.ResponseWriter, r *http.Request, dirOf func(string) (
 
 // serveClip answers GET /clips/{camera}/{event id}.mp4.
 func serveClip(w http.ResponseWriter, r *http.Request, clip func(string, string) (string, error)) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	cam, file := r.PathValue("camera"), r.PathValue("file")
@@ -381,8 +378,7 @@ func serveClip(w http.ResponseWriter, r *http.Request, clip func(string, string)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request, report func() []SourceHealth) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	var sources []SourceHealth
@@ -409,8 +405,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, report func() []
 }
 
 func serveSnapshot(w http.ResponseWriter, r *http.Request, snap func(string) ([]byte, error)) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	name := r.PathValue("name")

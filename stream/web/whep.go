@@ -64,8 +64,7 @@ func (h *Hub) routes() *http.ServeMux {
 	}
 	files := http.FileServerFS(sub)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
+		if !readOnly(w, r) {
 			return
 		}
 		files.ServeHTTP(w, r)
@@ -96,10 +95,19 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	http.Error(w, "method not allowed here; allowed: "+allow, http.StatusMethodNotAllowed)
 }
 
+// readOnly answers anything but GET and HEAD with 405 and says whether r
+// may go on.
+func readOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	methodNotAllowed(w, "GET, HEAD")
+	return false
+}
+
 func (h *Hub) handleStreams(w http.ResponseWriter, r *http.Request) {
 	cors(w)
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+	if !readOnly(w, r) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
