@@ -220,6 +220,11 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 	rs.mu.Lock()
 	w, ok := rs.windows[m[1]]
 	rs.mu.Unlock()
+	if !ok {
+		// an event of an earlier run (or one forgotten since): the store
+		// remembers its window
+		w, ok = rs.storedWindow(m[1])
+	}
 	if !ok || w.camera != camera {
 		return "", ErrNoClip
 	}
@@ -236,6 +241,22 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 		return "", err
 	}
 	return out, nil
+}
+
+// storedWindow looks an event's window up in the event store, when there
+// is one.
+func (rs *recordings) storedWindow(id string) (clipWindow, bool) {
+	es := rs.store.Load()
+	if es == nil {
+		return clipWindow{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, err := es.db.Events(ctx, store.Query{ID: id, Limit: 1})
+	if err != nil || len(evs) == 0 {
+		return clipWindow{}, false
+	}
+	return clipWindow{camera: evs[0].Camera, first: evs[0].FirstSeen, last: evs[0].LastSeen}, true
 }
 
 // watchRecorder exports a recorder's counters in /metrics.

@@ -221,6 +221,44 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 		}
 	}
 	t.Logf("%d segments; clip of event %s (%.1f s): %.2f s", len(segs), end.ID, end.LastSeen.Sub(end.FirstSeen).Seconds(), dur)
+
+	// After a restart the store still has the events, and an earlier
+	// event's clip, never asked for before, is cut from its window there.
+	var other events.Event
+	mu.Lock()
+	for _, e := range evs {
+		if e.Type == events.EventEnd && e.ClipURL != "" && e.ID != end.ID && e.FirstSeen.After(end.LastSeen.Add(-time.Minute)) {
+			other = e
+		}
+	}
+	mu.Unlock()
+	if other.ID == "" {
+		t.Fatal("no second ended event to ask for after the restart")
+	}
+	cfg.Cameras["yard"] = func() CameraConfig { c := cfg.Cameras["yard"]; c.URL = liveHTTP(t); return c }()
+	out2 := &lineWriter{lines: make(chan string, 16)}
+	stop2 := make(chan os.Signal, 1)
+	done2 := make(chan error, 1)
+	go func() { done2 <- Execute(cfg, Options{Stdout: out2, Interrupt: stop2}) }()
+	select {
+	case l := <-out2.lines:
+		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
+	case err := <-done2:
+		t.Fatalf("second run ended at once: %v", err)
+	}
+	resp, body = get(other.ClipURL, bearer)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after a restart, %s: %s %s", other.ClipURL, resp.Status, body)
+	}
+	os.WriteFile(clip, body, 0o644)
+	if p := mediatest.Probe(t, clip); p.Streams[0].CodecName != "h264" {
+		t.Fatalf("the clip after a restart: %+v", p)
+	}
+	if _, body = get("/api/events?camera=yard&limit=500", bearer); !strings.Contains(string(body), other.ID) {
+		t.Fatalf("after a restart the store lists no %s", other.ID)
+	}
+	stop2 <- os.Interrupt
+	<-done2
 }
 
 // reviewInChromium opens the page's Events tab in headless Chromium, clicks

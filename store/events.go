@@ -187,6 +187,8 @@ func nonNil[T any](v []T) []T {
 
 // Query filters events. Zero fields do not filter.
 type Query struct {
+	// ID keeps the one event of that id.
+	ID            string
 	Camera, Label string
 	// Zone keeps events that entered it.
 	Zone string
@@ -223,6 +225,9 @@ func (s *Store) Events(ctx context.Context, q Query) ([]Event, error) {
 	add := func(cond string, v any) {
 		where = append(where, cond)
 		args = append(args, v)
+	}
+	if q.ID != "" {
+		add("id = ?", q.ID)
 	}
 	if q.Camera != "" {
 		add("camera = ?", q.Camera)
