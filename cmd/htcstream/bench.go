@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/pipeline/evaluate"
 )
 
@@ -51,7 +50,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	model := total.Model()
 	goSteps := total.Go()
 	fmt.Fprintf(stdout, "model %s, %dx%d frames, %d views, provider %s, %d intra-op threads, %d frames timed, %.1f detections/frame\n",
-		r.Bundle, r.Width, r.Height, r.Views, r.Provider, infer.IntraOpThreads(mf.threads), r.Timed, float64(r.Detections)/k)
+		r.Bundle, r.Width, r.Height, r.Views, r.Provider, r.Threads, r.Timed, float64(r.Detections)/k)
 	fmt.Fprintf(stdout, "%-22s %10s\n", "step", "ms/frame")
 	for _, step := range total.Steps() {
 		fmt.Fprintf(stdout, "%-22s %10.2f\n", step.Title, ms(step.D)/k)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/internal/install"
 	"github.com/htcstream/htcstream/pipeline"
 )
@@ -29,7 +28,7 @@ type modelFlags struct {
 
 func (m *modelFlags) register(fs *pflag.FlagSet, threshold float64) {
 	fs.StringVar(&m.bundle, "model", "", "model bundle directory (default: the bundled "+pipeline.DefaultBundleDir+", found beside the executable)")
-	fs.StringVar(&m.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $"+infer.LibraryEnv+", then "+infer.ProjectLibrary+")")
+	fs.StringVar(&m.ortLib, "ort-lib", "", pipeline.ORTLibHelp)
 	fs.StringVar(&m.provider, "provider", "cpu", "execution provider: cpu, cuda[:N] or tensorrt[:N] (N: the GPU; needs a GPU build of ONNX Runtime "+install.Pinned().Version+" via --ort-lib, else an error)")
 	fs.IntVar(&m.threads, "threads", 0, "intra-op threads per graph (0: the cores this process may use: affinity mask, cgroup CPU quota; at most four per core)")
 	fs.StringVar(&m.tta, "tta", "", "test scales LONGxSHORT[,LONGxSHORT...] (default: the bundle's first test scale; several = multi-scale TTA)")
@@ -38,18 +37,6 @@ func (m *modelFlags) register(fs *pflag.FlagSet, threshold float64) {
 	fs.StringVar(&m.weights, "stage-weights", "", "comma-separated weight per cascade stage (default: equal)")
 	fs.StringVar(&m.stages, "stages", "", "comma-separated cascade stages (1-based) whose scores and masks are used, e.g. 3 (stage-wise test, the HTC paper's Table 4; default: all)")
 	fs.Float64Var(&m.threshold, "score-threshold", threshold, "drop detections scoring below this (0: the bundle's own, 0.001)")
-}
-
-// scales parses --tta.
-func (m *modelFlags) scales() ([]infer.Scale, error) {
-	if m.tta == "" {
-		return nil, nil
-	}
-	s, err := infer.ParseScales(m.tta)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --tta: %v", errUsage, err)
-	}
-	return s, nil
 }
 
 // stageWeights parses --stage-weights.
@@ -95,11 +82,11 @@ func (m *modelFlags) spec() (pipeline.ModelSpec, error) {
 	if !(m.threshold >= 0 && m.threshold < 1) { // NaN too
 		return s, fmt.Errorf("%w: --score-threshold %v: want 0 <= t < 1", errUsage, m.threshold)
 	}
-	if _, _, err := infer.ParseProvider(m.provider); err != nil {
+	if err := pipeline.CheckProvider(m.provider); err != nil {
 		return s, fmt.Errorf("%w: --provider: %v", errUsage, err)
 	}
-	if s.Scales, err = m.scales(); err != nil {
-		return s, err
+	if s.Scales, err = pipeline.ParseTTA(m.tta); err != nil {
+		return s, fmt.Errorf("%w: --tta: %v", errUsage, err)
 	}
 	weights, err := m.stageWeights()
 	if err != nil {

@@ -59,7 +59,10 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	set("ensemble", func() { cfg.Model.Ensemble = mf.ensemble })
 	set("score-threshold", func() { cfg.Model.ScoreThreshold = mf.threshold })
 	set("tta", func() {
-		cfg.Model.TTAScales, flagErr = mf.scales()
+		var err error
+		if cfg.Model.TTAScales, err = pipeline.ParseTTA(mf.tta); err != nil {
+			flagErr = fmt.Errorf("%w: --tta: %v", errUsage, err)
+		}
 	})
 	set("stage-weights", func() {
 		if w, err := mf.stageWeights(); err != nil {

@@ -123,6 +123,12 @@ func writeLibrary(r io.Reader) (string, error) {
 	return dst, nil
 }
 
+// Exists says whether p is a file.
+func Exists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
 // tgzMember is the CPU library's path inside onnxruntime-node's package.
 const tgzMember = "package/bin/napi-v6/linux/x64/" + libraryName
 

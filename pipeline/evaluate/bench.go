@@ -36,6 +36,9 @@ type BenchConfig struct {
 type BenchResult struct {
 	Bundle, Provider string
 	Views            int
+	// Threads is each graph's intra-op threads (0 in the spec: the cores
+	// this process may use).
+	Threads int
 	// Width and Height are the frames' size as the model got them.
 	Width, Height int
 	// Timed frames, and the detections they had.
@@ -60,7 +63,8 @@ func Bench(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r := &BenchResult{Bundle: cfg.Model.Bundle, Provider: string(b.Provider()), Views: len(md.Views())}
+	r := &BenchResult{Bundle: cfg.Model.Bundle, Provider: string(b.Provider()), Views: len(md.Views()),
+		Threads: infer.IntraOpThreads(cfg.Model.Threads)}
 	n := 0
 	err = pipeline.ReadSource(ctx, cfg.Source, cfg.Frames+1, func(f *decode.Frame) error {
 		img := cascade.Image{Width: f.Width, Height: f.Height, Pix: f.RGB, Order: infer.RGB}
