@@ -91,7 +91,7 @@ func BenchmarkEventStage(b *testing.B) {
 				s.Track(o)
 				s.Drawn(o)
 			}
-			s.w.Flush() // the confirmations' snapshots are saved
+			s.Flush() // the confirmations' snapshots are saved
 			outs := make([]*Output, b.N)
 			for i := range outs {
 				outs[i] = frame(10 + i)
@@ -104,7 +104,7 @@ func BenchmarkEventStage(b *testing.B) {
 			}
 			s.End()
 			b.StopTimer()
-			if len(s.tracks) != 0 {
+			if s.Live() != 0 {
 				b.Fatal("tracks left after End")
 			}
 		})

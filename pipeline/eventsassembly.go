@@ -144,8 +144,8 @@ func (e *eventOutputs) close() {
 		return
 	}
 	for i, t := range e.trackers {
-		if s, ok := t.(*EventStage); ok && !s.w.Closed() {
-			s.w.Close()
+		if s, ok := t.(*EventStage); ok {
+			s.Stop()
 		}
 		e.trackers[i] = nil
 	}

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"time"
 
-	"github.com/htcstream/htcstream/detection"
 	"github.com/htcstream/htcstream/track"
 )
 
@@ -39,22 +38,3 @@ func (p *plainTracker) End() { p.tr.EndAll() }
 
 // Predict implements Predictor.
 func (p *plainTracker) Predict(pts time.Duration) []track.Predicted { return p.tr.Predict(pts) }
-
-// Predict implements Predictor. The camera's own filter (thresholds,
-// classes, area) applies to the tracks carried as to the detections drawn:
-// the tracker also follows detections below them.
-func (s *EventStage) Predict(pts time.Duration) []track.Predicted {
-	ps := s.tr.Predict(pts)
-	if s.cfg.Keep == nil {
-		return ps
-	}
-	kept := ps[:0]
-	for _, p := range ps {
-		d := detection.Detection{Box: detection.Box{X1: p.Seen[0], Y1: p.Seen[1], X2: p.Seen[2], Y2: p.Seen[3]}, Score: p.Score,
-			Label: p.ClassID, Class: p.Label}
-		if s.cfg.Keep(&d) {
-			kept = append(kept, p)
-		}
-	}
-	return kept
-}
