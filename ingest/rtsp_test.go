@@ -97,6 +97,8 @@ func TestRTSPReconnectsAfterServerRestart(t *testing.T) {
 			if retry.Err == nil || retry.Delay <= 0 || retry.Attempt != 1 {
 				t.Errorf("retrying event %+v, want the drop's error, a delay and attempt 1", retry)
 			}
+			// The outage itself, not a wait for something: the server stays
+			// away for a second while the runner retries.
 			time.Sleep(time.Second)
 			restart := time.Now()
 			srv.Start()
@@ -229,6 +231,8 @@ func TestRTSPSilentServer(t *testing.T) {
 	cfg.OpenTimeout = time.Minute
 	y := startRunner(t, rtspSource(t, "rtsp://"+addr+"/cam"), cfg)
 	y.waitState(t, StateConnecting, time.Second)
+	// Let the open hang inside FFmpeg (the server never answers) before
+	// cancelling: what is measured is how fast a cancel cuts a hung open.
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	if err := y.stop(t); !isCanceled(err) {
