@@ -219,8 +219,8 @@ func Execute(cfg RunConfig, opt Options) error {
 		live := cam.Live
 		icfg := live.ingestConfig()
 		icfg.Loop = cam.Loop && !parsed[i].Kind.Live()
-		if r, ok := recs.byCamera[cam.Name]; ok {
-			icfg.Tap = r
+		if t := recs.Tap(cam.Name); t != nil {
+			icfg.Tap = t
 		}
 		sources[i] = Limited(&IngestSource{ID: cam.Name, Source: parsed[i], Config: icfg, Metrics: metrics}, opt.MaxFrames)
 		o := cam.Overlay

@@ -80,7 +80,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 		}
 		e.store = st
 	}
-	if len(recs.byCamera) > 0 {
+	if len(recs.clip) > 0 {
 		pubs = append(pubs, recs) // it remembers each event's window for its clip
 	}
 	m.WatchEventSinks(e.mqtt, e.hooks, names, e.store)
@@ -97,7 +97,7 @@ func newEventOutputs(cfg RunConfig, cams []Camera, classes []string, m *Metrics,
 			return nil, fmt.Errorf("camera %s: %w", c.Name, err)
 		}
 		clipURL := ""
-		if _, rec := recs.byCamera[c.Name]; rec && cfg.Outputs.Serve != "" {
+		if recs.Clips(c.Name) && cfg.Outputs.Serve != "" {
 			clipURL = "/clips" // the server cuts and serves them (recordings.Clip)
 		}
 		stage, err := NewEventStage(EventStageConfig{Camera: c.Name, Classes: classes, Rules: c.Events, Zones: c.Zones, ZoneOverlap: c.ZoneOverlap,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/events"
 	"github.com/htcstream/htcstream/store"
 	"github.com/htcstream/htcstream/stream/record"
@@ -43,6 +44,10 @@ type RecordConfig struct {
 	Clip struct {
 		Pre  time.Duration `yaml:"pre"`
 		Post time.Duration `yaml:"post"`
+		// Ring: a camera that makes events but is not recorded keeps this
+		// much of its last video in memory, for its events' clips (0:
+		// none; their clips then need recording).
+		Ring time.Duration `yaml:"ring"`
 	} `yaml:"clip"`
 }
 
@@ -51,7 +56,7 @@ func defaultRecord() RecordConfig {
 	r.Dir = "recordings"
 	r.Segment = 10 * time.Minute
 	r.Mode = "source"
-	r.Clip.Pre, r.Clip.Post = 5*time.Second, 5*time.Second
+	r.Clip.Pre, r.Clip.Post, r.Clip.Ring = 5*time.Second, 5*time.Second, 60*time.Second
 	return r
 }
 
@@ -72,8 +77,8 @@ func (r RecordConfig) check(bad func(string, ...any), p string) {
 	if r.Retain.MaxBytes < 0 {
 		bad("%sretain.max_bytes %d is negative", p, r.Retain.MaxBytes)
 	}
-	if r.Clip.Pre < 0 || r.Clip.Post < 0 {
-		bad("%sclip pre/post %v/%v: want 0 or more", p, r.Clip.Pre, r.Clip.Post)
+	if r.Clip.Pre < 0 || r.Clip.Post < 0 || r.Clip.Ring < 0 {
+		bad("%sclip pre/post/ring %v/%v/%v: want 0 or more", p, r.Clip.Pre, r.Clip.Post, r.Clip.Ring)
 	}
 	if r.Enabled && r.Dir == "" {
 		bad("%sdir is empty", p)
@@ -84,7 +89,10 @@ func (r RecordConfig) check(bad func(string, ...any), p string) {
 // windows of the events whose clips they can cut.
 type recordings struct {
 	byCamera map[string]*record.Recorder
-	clip     map[string]RecordConfig // camera -> its settings
+	// rings keep the last minute of the cameras that make events but are
+	// not recorded, for their clips
+	rings map[string]*record.Ring
+	clip  map[string]RecordConfig // camera -> its settings
 
 	mu      sync.Mutex
 	windows map[string]clipWindow // event id -> window
@@ -104,10 +112,15 @@ type clipWindow struct {
 const maxClipWindows = 10000
 
 func newRecordings(cams []Camera, m *Metrics, log *slog.Logger) (*recordings, error) {
-	rs := &recordings{byCamera: map[string]*record.Recorder{}, clip: map[string]RecordConfig{}, windows: map[string]clipWindow{}}
+	rs := &recordings{byCamera: map[string]*record.Recorder{}, rings: map[string]*record.Ring{}, clip: map[string]RecordConfig{},
+		windows: map[string]clipWindow{}}
 	for _, c := range cams {
 		rc := c.Record
 		if !rc.Enabled {
+			if c.Events.Enabled && rc.Clip.Ring > 0 {
+				rs.rings[c.Name] = record.NewRing(rc.Clip.Ring+rc.Clip.Pre, 0)
+				rs.clip[c.Name] = rc
+			}
 			continue
 		}
 		rec, err := record.NewRecorder(record.SegmentConfig{Dir: rc.Dir, Camera: c.Name, Segment: rc.Segment,
@@ -163,12 +176,15 @@ func (rs *recordings) Close() {
 	for _, r := range rs.byCamera {
 		r.Close()
 	}
+	for _, r := range rs.rings {
+		r.Close()
+	}
 }
 
 // Publish implements EventPublisher: it remembers the window of every event
 // of a recording camera, for its clip.
 func (rs *recordings) Publish(ev events.Event) error {
-	if _, ok := rs.byCamera[ev.Camera]; !ok {
+	if _, ok := rs.clip[ev.Camera]; !ok {
 		return nil
 	}
 	id := ev.ID
@@ -212,7 +228,7 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 	if !ok || m == nil {
 		return "", ErrNoClip
 	}
-	dir := filepath.Join(rs.byCamera[camera].Dir(), "clips")
+	dir := filepath.Join(rc.Dir, camera, "clips")
 	path := filepath.Join(dir, file)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
@@ -231,16 +247,41 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	var err error
 	end := w.last.Add(rc.Clip.Post)
 	final := time.Now().After(end.Add(2 * time.Second)) // the fragment after end is on disk
 	out := path
 	if !final {
 		out = filepath.Join(dir, ".preview-"+file)
 	}
-	if _, err := record.CutClip(rc.Dir, camera, w.first.Add(-rc.Clip.Pre), end, out); err != nil {
+	from := w.first.Add(-rc.Clip.Pre)
+	if ring, ok := rs.rings[camera]; ok {
+		_, err = ring.Clip(from, end, out)
+	} else {
+		_, err = record.CutClip(rc.Dir, camera, from, end, out)
+	}
+	if err != nil {
 		return "", err
 	}
 	return out, nil
+}
+
+// Tap is what sees a camera's packets: its recorder or its ring; nil when
+// it has neither.
+func (rs *recordings) Tap(camera string) decode.PacketTap {
+	if r, ok := rs.byCamera[camera]; ok {
+		return r
+	}
+	if r, ok := rs.rings[camera]; ok {
+		return r
+	}
+	return nil
+}
+
+// Clips says whether the camera's events get clips.
+func (rs *recordings) Clips(camera string) bool {
+	_, ok := rs.clip[camera]
+	return ok
 }
 
 // storedWindow looks an event's window up in the event store, when there

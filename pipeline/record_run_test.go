@@ -363,3 +363,84 @@ func reviewInChromium(t *testing.T, base, token, eventID string) {
 	}
 	shot("review-phone.png")
 }
+
+// A camera that makes events but is not recorded still gives each end
+// event a clip: its last minute is kept in memory.
+func TestRunClipsFromTheRingWithoutRecording(t *testing.T) {
+	src := liveHTTP(t)
+	var (
+		mu  sync.Mutex
+		evs []events.Event
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev events.Event
+		b, _ := io.ReadAll(r.Body)
+		if json.Unmarshal(b, &ev) == nil {
+			mu.Lock()
+			evs = append(evs, ev)
+			mu.Unlock()
+		}
+	}))
+	defer hook.Close()
+	dir := t.TempDir()
+	cfg := DefaultRunConfig()
+	cfg.Model.Bundle = "../" + DefaultBundleDir
+	cfg.Record.Dir = filepath.Join(dir, "rec") // clips only: nothing is recorded
+	cfg.Record.Clip.Pre, cfg.Record.Clip.Post = time.Second, time.Second
+	cfg.Cameras = map[string]CameraConfig{}
+	cam := cfg.cameraDefaults()
+	cam.URL = src
+	cam.Events = cfg.Events.EventRules
+	cam.Events.Enabled = true
+	cam.Events.Tracker.MaxMisses = 5
+	cfg.Cameras["gate"] = cam
+	cfg.Events.Enabled = true
+	cfg.Webhooks = []WebhookConfig{{URL: hook.URL}}
+	cfg.Outputs.Serve = "127.0.0.1:0"
+	out := &lineWriter{lines: make(chan string, 16)}
+	stop := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
+	var base string
+	select {
+	case l := <-out.lines:
+		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
+	case err := <-done:
+		t.Fatalf("run ended at once: %v", err)
+	}
+	defer func() { stop <- os.Interrupt; <-done }()
+	var end events.Event
+	deadline := time.Now().Add(90 * time.Second)
+	for end.ClipURL == "" {
+		mu.Lock()
+		for _, e := range evs {
+			if e.Type == events.EventEnd && e.ClipURL != "" && time.Since(e.LastSeen) > 3*time.Second {
+				end = e
+			}
+		}
+		mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no end event with a clip_url in 90 s (%d events)", len(evs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp, err := http.Get(base + end.ClipURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("clip from the ring: %s %s", resp.Status, body)
+	}
+	clip := filepath.Join(dir, "clip.mp4")
+	os.WriteFile(clip, body, 0o644)
+	info := mediatest.Probe(t, clip)
+	dur, _ := strconv.ParseFloat(info.Format.Duration, 64)
+	if want := end.LastSeen.Sub(end.FirstSeen).Seconds() + 2; info.Streams[0].CodecName != "h264" || dur < want-0.5 || dur > want+1.5 {
+		t.Fatalf("ring clip of a %.1f s event: %.2f s of %s", want-2, dur, info.Streams[0].CodecName)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "rec", "gate", "gate-*.mp4")); len(segs) != 0 {
+		t.Fatalf("a camera without recording wrote segments: %v", segs)
+	}
+}
