@@ -186,7 +186,7 @@ func (s HubSink) Write(o *Output) error {
 	f := o.Frame
 	sum := web.Summarize(o.Result.Detections)
 	key := o.Keyframe
-	sum.Keyframe = &key
+	sum.Keyframe, sum.Still = &key, o.Still
 	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, sum)
 }
 

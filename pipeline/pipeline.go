@@ -43,6 +43,9 @@ type Output struct {
 	// own; in live timing a keyframe's frame leaves before its result and
 	// is both.
 	Keyframe, Propagated bool
+	// Still says the model skipped this frame because nothing moved
+	// (motion gating).
+	Still bool
 }
 
 // Sink consumes the outputs of one or several streams. Write is called from
@@ -816,7 +819,7 @@ func (st *streamOut) lateResult(s *slot) {
 // where its motion model puts it on this frame.
 func (st *streamOut) propagate(ctx context.Context, s *slot) {
 	f := s.frame
-	o := &Output{Stream: st.name, Frame: f, Keyframe: s.key, Propagated: true,
+	o := &Output{Stream: st.name, Frame: f, Keyframe: s.key, Propagated: true, Still: s.still,
 		Result: cascade.Result{Width: f.Width, Height: f.Height}}
 	if st.pred != nil && st.havePrev {
 		for _, p := range st.pred.Predict(f.PTS) {

@@ -314,6 +314,7 @@ func reviewInChromium(t *testing.T, base, token, eventID string) {
 		t.Fatal(err)
 	}
 	waitJS("live video", `(() => { const v = document.querySelector('#players video'); return !!v && v.currentTime > 0.5; })()`, 45*time.Second)
+	waitJS("the tile's model/tracker/motion state", `/model|tracked|still/.test(document.querySelector('.player .model').textContent)`, 10*time.Second)
 	waitJS("per-stage scores on a label", `[...document.querySelectorAll('.chip')].some(c => /stage 1 .* ensemble/.test(c.title))`, 30*time.Second)
 	shot("review-live.png")
 

@@ -29,6 +29,8 @@ type Summary struct {
 	// carried the detections to it (false); absent where nothing
 	// schedules the model.
 	Keyframe *bool `json:"keyframe,omitempty"`
+	// Still says the model skipped the frame because nothing moved.
+	Still bool `json:"still,omitempty"`
 }
 
 // LabelScore is one detected instance as a viewer sees it.

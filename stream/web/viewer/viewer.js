@@ -228,7 +228,11 @@ async function play(id) {
       c.tabIndex = 0; // a tap shows the title's stage scores on phones too
       return c;
     }));
-    if (m.keyframe !== undefined) $('.model', node).textContent = m.keyframe ? '· model' : '· tracked';
+    if (m.keyframe !== undefined) {
+      // what made this frame's detections: the model, the tracker, or the
+      // tracker because nothing moved (motion gating keeps the model idle)
+      $('.model', node).textContent = m.keyframe ? '· model' : m.still ? '· still: no motion' : '· tracked';
+    }
     $('.det', node).classList.toggle('lagging', !synced);
     $('.det', node).title = synced ? `detections of frame ${m.seq}, the one shown` : 'the newest detections; they may lag or lead the picture';
   };
