@@ -48,13 +48,21 @@ func BenchmarkRecorder1080p(b *testing.B) {
 		}
 	}()
 	videoSeconds := float64(len(pkts)) / 25
+	payload := 0
+	for _, p := range pkts {
+		payload += p.Size()
+	}
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	b.ResetTimer()
-	var used time.Duration
+	var (
+		used    time.Duration
+		onDisk  int64
+		segsPer int
+	)
 	for i := 0; i < b.N; i++ {
 		r, err := NewRecorder(SegmentConfig{Dir: b.TempDir(), Camera: "cam", Segment: 4 * time.Second})
 		if err != nil {
@@ -68,9 +76,14 @@ func BenchmarkRecorder1080p(b *testing.B) {
 		r.End()
 		r.Close()
 		used += cpu() - c0
-		if s := r.Stats(); s.Packets != int64(len(pkts)) {
+		s := r.Stats()
+		if s.Packets != int64(len(pkts)) {
 			b.Fatalf("wrote %d of %d packets", s.Packets, len(pkts))
 		}
+		onDisk, segsPer = s.DiskBytes, s.Files
 	}
 	b.ReportMetric(100*used.Seconds()/(videoSeconds*float64(b.N)), "core%/camera")
+	// what the MP4 boxes (fragments, indexes) add to the camera's bytes
+	b.ReportMetric(100*float64(onDisk-int64(payload))/float64(payload), "overhead%")
+	b.ReportMetric(float64(onDisk)/float64(segsPer)/1e6, "MB/segment")
 }
