@@ -245,3 +245,19 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 	}
 	return err
 }
+
+// RecordSink records a camera's frames as drawn into its recording
+// segments (record mode annotated). The run's recordings close the segment
+// in progress after the last frame.
+type RecordSink struct{ R *record.Recorder }
+
+// SinkName implements NamedSink.
+func (RecordSink) SinkName() string { return "record" }
+
+// Write implements Sink.
+func (s RecordSink) Write(o *Output) error {
+	return s.R.WriteFrame(o.Frame.Width, o.Frame.Height, o.Frame.RGB, o.Frame.PTS)
+}
+
+// Close implements Sink.
+func (RecordSink) Close() error { return nil }

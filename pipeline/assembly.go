@@ -211,6 +211,7 @@ func Execute(cfg RunConfig, opt Options) error {
 	if err != nil {
 		return err
 	}
+	out.recs = recs
 	sources := make([]Source, len(cams))
 	schedules := make([]Schedule, len(cams))
 	drawers := perStreamDrawer{}
@@ -407,6 +408,8 @@ type outputs struct {
 	hub     *web.Hub
 	shared  *DetectionsSink
 	written []written
+	// recs gives cameras recorded in mode annotated their record sink
+	recs *recordings
 }
 
 // written is an output file the run opened: what it holds and where.
@@ -459,6 +462,9 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 	}
 	if o.hub != nil && cam.Outputs.Serve {
 		ss = append(ss, HubSink{Hub: o.hub, ID: name})
+	}
+	if r := o.recs.Annotated(name); r != nil {
+		ss = append(ss, RecordSink{R: r})
 	}
 	return ss, nil
 }

@@ -36,8 +36,8 @@ type RecordConfig struct {
 		// MaxBytes: the camera's segments stay within this (0: no limit).
 		MaxBytes int64 `yaml:"max_bytes"`
 	} `yaml:"retain"`
-	// Mode is source: the camera's own packets, copied, never re-encoded.
-	// (Drawn frames go to outputs.video.)
+	// Mode: source (the camera's own packets, copied, never re-encoded) or
+	// annotated (the frames as drawn, H.264-encoded: costs an encoder).
 	Mode string `yaml:"mode"`
 	// Clip is the footage an event's clip takes before its first frame
 	// and after its last.
@@ -62,11 +62,9 @@ func defaultRecord() RecordConfig {
 
 func (r RecordConfig) check(bad func(string, ...any), p string) {
 	switch r.Mode {
-	case "source":
-	case "annotated":
-		bad("%smode annotated is not built; record the drawn frames with outputs.video, or use mode: source", p)
+	case "source", "annotated":
 	default:
-		bad("%smode %q: want source", p, r.Mode)
+		bad("%smode %q: want source or annotated", p, r.Mode)
 	}
 	if r.Segment < time.Second {
 		bad("%ssegment %v: want at least 1s", p, r.Segment)
@@ -266,16 +264,28 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 	return out, nil
 }
 
-// Tap is what sees a camera's packets: its recorder or its ring; nil when
-// it has neither.
+// Tap is what sees a camera's packets: its recorder (mode source) or its
+// ring; nil when it has neither.
 func (rs *recordings) Tap(camera string) decode.PacketTap {
 	if r, ok := rs.byCamera[camera]; ok {
+		if rs.clip[camera].Mode == "annotated" {
+			return nil
+		}
 		return r
 	}
 	if r, ok := rs.rings[camera]; ok {
 		return r
 	}
 	return nil
+}
+
+// Annotated is the recorder of a camera recorded in mode annotated (its
+// sink feeds it the drawn frames); nil otherwise.
+func (rs *recordings) Annotated(camera string) *record.Recorder {
+	if rs == nil || rs.clip[camera].Mode != "annotated" {
+		return nil
+	}
+	return rs.byCamera[camera]
 }
 
 // Clips says whether the camera's events get clips.

@@ -52,6 +52,8 @@ type FileSink struct {
 	// nomDur is the duration a lone frame gets: one nominal frame.
 	nomDur   int64
 	writeErr error
+	// fragmented writes PATH itself as fragmented MP4 (NewSegmentFile)
+	fragmented bool
 }
 
 // NewFileSink creates PATH.partial and prepares the mp4 muxer; the video
@@ -72,6 +74,27 @@ func NewFileSink(path string, cfg EncoderConfig) (*FileSink, error) {
 		s.release()
 		os.Remove(s.tmp)
 		return nil, fmt.Errorf("mp4 sink %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// NewSegmentFile is a FileSink for a file that is read while it is written
+// (an annotated recording segment): fragmented MP4 written to path itself,
+// an empty moov first and a fragment per keyframe flushed as it completes,
+// so a reader plays what is there and a kill loses only the fragment in
+// progress. Close writes the last fragment; there is no rename.
+func NewSegmentFile(path string, cfg EncoderConfig) (*FileSink, error) {
+	cfg.Codec, cfg.forFile = H264, true
+	enc, err := NewEncoder(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mp4 segment %s: %w", path, err)
+	}
+	s := &FileSink{path: path, tmp: path, enc: enc, fragmented: true}
+	s.nomDur = max(1, int64(math.Round(TickRate/enc.cfg.FrameRate)))
+	if err := s.open(); err != nil {
+		s.release()
+		os.Remove(path)
+		return nil, fmt.Errorf("mp4 segment %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -188,7 +211,14 @@ func (s *FileSink) writeHeader() error {
 		return fmt.Errorf("video track parameters: %w", err)
 	}
 	s.st.SetTimeBase(s.enc.cc.TimeBase())
-	if err := s.fc.WriteHeader(nil); err != nil {
+	var opts *astiav.Dictionary
+	if s.fragmented {
+		opts = astiav.NewDictionary()
+		defer opts.Free()
+		opts.Set("movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
+		opts.Set("flush_packets", "1", 0)
+	}
+	if err := s.fc.WriteHeader(opts); err != nil {
 		return fmt.Errorf("write mp4 header: %w", err)
 	}
 	s.header = true
@@ -227,6 +257,8 @@ func (s *FileSink) Close() error {
 	case !s.header:
 		os.Remove(s.tmp)
 		errs = append(errs, ErrNoFrames)
+	case s.fragmented:
+		// written in place all along
 	default:
 		if err := os.Rename(s.tmp, s.path); err != nil {
 			errs = append(errs, fmt.Errorf("rename the finished recording: %w", err))

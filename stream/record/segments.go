@@ -74,6 +74,13 @@ type RecorderStats struct {
 	Files     int
 }
 
+// SegmentPath is where a camera's segment that starts at start goes, in a
+// recordings folder (annotated recording names its segments so too, so
+// retention, the store and clips treat both modes alike).
+func SegmentPath(dir, camera string, start time.Time) string {
+	return filepath.Join(dir, camera, segmentName(camera, start))
+}
+
 // segmentName is what a recorder writes and the only names its retention
 // deletes: a folder shared with other files loses none of them.
 func segmentName(camera string, start time.Time) string {
@@ -99,6 +106,8 @@ type Recorder struct {
 	// decoding goroutine's side
 	waitKey bool
 	lost    bool // this session's Begin did not get through
+
+	ann annotated // mode annotated: the drawn frames' segment
 
 	segments, packets, dropped, deleted atomic.Int64
 	diskBytes                           atomic.Int64
@@ -197,6 +206,9 @@ func (r *Recorder) End() {
 func (r *Recorder) Close() error {
 	r.once.Do(func() { close(r.items) })
 	<-r.done
+	r.ann.mu.Lock()
+	r.closeAnnotated()
+	r.ann.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,93 @@
+package record
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/htcstream/htcstream/stream/encode"
+)
+
+// annotated is a Recorder's segment of drawn frames (mode annotated): the
+// frames as the overlay drew them, H.264-encoded into the same fragmented
+// MP4 segments, names and retention as the camera's own packets get.
+type annotated struct {
+	mu    sync.Mutex
+	sink  *encode.FileSink
+	seg   Segment
+	first time.Duration // the segment's first pts
+	n     int
+}
+
+// WriteFrame records one drawn w x h RGB frame at pts (mode annotated, on
+// the camera's sink goroutine): a segment ends at the first frame
+// cfg.Segment after its start, and the next begins with a keyframe, as a
+// new encoder's first frame is.
+func (r *Recorder) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
+	a := &r.ann
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sink != nil && pts-a.first >= r.cfg.Segment {
+		r.closeAnnotated()
+	}
+	if a.sink == nil {
+		start := time.Now()
+		path := SegmentPath(r.cfg.Dir, r.cfg.Camera, start)
+		// a keyframe, so a fragment, every second: the segment being
+		// written plays up to a second ago
+		s, err := encode.NewSegmentFile(path, encode.EncoderConfig{GOP: time.Second})
+		if err != nil {
+			return fmt.Errorf("record %s: %w", r.cfg.Camera, err)
+		}
+		a.sink, a.first, a.n = s, pts, 0
+		a.seg = Segment{Camera: r.cfg.Camera, Path: path, Start: start}
+		r.retain(path)
+		if r.cfg.OnSegment != nil {
+			r.cfg.OnSegment(a.seg)
+		}
+	}
+	if err := a.sink.WriteFrame(w, h, rgb, pts-a.first); err != nil {
+		r.dropped.Add(1)
+		return err
+	}
+	r.packets.Add(1)
+	a.n++
+	if a.n%128 == 0 {
+		r.retain(a.seg.Path)
+		if r.cfg.OnSegment != nil {
+			seg := a.seg
+			seg.Duration = pts - a.first
+			if st, err := os.Stat(seg.Path); err == nil {
+				seg.Bytes = st.Size()
+			}
+			r.cfg.OnSegment(seg)
+		}
+	}
+	a.seg.Duration = pts - a.first
+	return nil
+}
+
+// closeAnnotated ends the drawn segment in progress; r.ann.mu is held.
+func (r *Recorder) closeAnnotated() {
+	a := &r.ann
+	if a.sink == nil {
+		return
+	}
+	err := a.sink.Close()
+	a.sink = nil
+	if err != nil && !errors.Is(err, encode.ErrNoFrames) {
+		r.cfg.Logger.Error("record: close segment", "camera", r.cfg.Camera, "file", a.seg.Path, "err", err)
+	}
+	seg := a.seg
+	seg.Done = true
+	if st, err := os.Stat(seg.Path); err == nil {
+		seg.Bytes = st.Size()
+	}
+	r.segments.Add(1)
+	if r.cfg.OnSegment != nil {
+		r.cfg.OnSegment(seg)
+	}
+	r.retain("")
+}
