@@ -3,7 +3,6 @@ package record
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -44,9 +43,7 @@ func (r *Recorder) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
 		a.sink, a.first, a.n = s, pts, 0
 		a.seg = Segment{Camera: r.cfg.Camera, Path: path, Start: start}
 		r.retain(path)
-		if r.cfg.OnSegment != nil {
-			r.cfg.OnSegment(a.seg)
-		}
+		r.announce(a.seg, false)
 	}
 	if err := a.sink.WriteFrame(w, h, rgb, pts-a.first); err != nil {
 		r.dropped.Add(1)
@@ -54,18 +51,11 @@ func (r *Recorder) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
 	}
 	r.packets.Add(1)
 	a.n++
+	a.seg.Duration = pts - a.first
 	if a.n%128 == 0 {
 		r.retain(a.seg.Path)
-		if r.cfg.OnSegment != nil {
-			seg := a.seg
-			seg.Duration = pts - a.first
-			if st, err := os.Stat(seg.Path); err == nil {
-				seg.Bytes = st.Size()
-			}
-			r.cfg.OnSegment(seg)
-		}
+		r.announce(a.seg, false)
 	}
-	a.seg.Duration = pts - a.first
 	return nil
 }
 
@@ -80,14 +70,5 @@ func (r *Recorder) closeAnnotated() {
 	if err != nil && !errors.Is(err, encode.ErrNoFrames) {
 		r.cfg.Logger.Error("record: close segment", "camera", r.cfg.Camera, "file", a.seg.Path, "err", err)
 	}
-	seg := a.seg
-	seg.Done = true
-	if st, err := os.Stat(seg.Path); err == nil {
-		seg.Bytes = st.Size()
-	}
-	r.segments.Add(1)
-	if r.cfg.OnSegment != nil {
-		r.cfg.OnSegment(seg)
-	}
-	r.retain("")
+	r.announce(a.seg, true)
 }

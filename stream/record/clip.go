@@ -79,9 +79,7 @@ func CutClip(dir, camera string, from, to time.Time, out string) (time.Duration,
 type clipWriter struct {
 	path     string
 	from, to time.Time
-	fc       *astiav.FormatContext
-	pb       *astiav.IOContext
-	st       *astiav.Stream
+	out      *mp4Copy        // nil until the first segment gives the stream
 	tb       astiav.Rational // the output stream's, known after the header
 	zero     time.Time       // the wall clock of the clip's first packet
 	gop      []*astiav.Packet
@@ -117,7 +115,7 @@ func (c *clipWriter) copySegment(path string, start time.Time) error {
 	if ist == nil {
 		return fmt.Errorf("clip: %s has no video", path)
 	}
-	if c.fc == nil {
+	if c.out == nil {
 		if err := c.open(ist.CodecParameters()); err != nil {
 			return err
 		}
@@ -214,12 +212,12 @@ func (c *clipWriter) write(pkt *astiav.Packet, itb astiav.Rational, at time.Time
 	pkt.SetPts(t)
 	pkt.SetDts(dts)
 	pkt.SetDuration(0)
-	pkt.SetStreamIndex(c.st.Index())
+	pkt.SetStreamIndex(c.out.st.Index())
 	pkt.SetPos(-1)
 	if rel > c.last {
 		c.last = rel
 	}
-	if err := c.fc.WriteInterleavedFrame(pkt); err != nil {
+	if err := c.out.fc.WriteInterleavedFrame(pkt); err != nil {
 		return fmt.Errorf("clip %s: write: %w", c.path, err)
 	}
 	return nil
@@ -230,29 +228,11 @@ func av(d time.Duration, tb astiav.Rational) int64 {
 }
 
 func (c *clipWriter) open(par *astiav.CodecParameters) error {
-	fc, err := astiav.AllocOutputFormatContext(nil, "mp4", c.path)
-	if err != nil || fc == nil {
-		return fmt.Errorf("clip: mp4 muxer for %s: %v", c.path, err)
+	m, err := createMP4Copy(c.path, c.path+".partial", par, astiav.NewRational(1, 90000), false)
+	if err != nil {
+		return fmt.Errorf("clip: %w", err)
 	}
-	c.fc = fc
-	if c.st = fc.NewStream(nil); c.st == nil {
-		return errors.New("clip: cannot add a stream")
-	}
-	if err := par.Copy(c.st.CodecParameters()); err != nil {
-		return fmt.Errorf("clip: codec parameters: %w", err)
-	}
-	c.st.CodecParameters().SetCodecTag(0)
-	c.st.SetTimeBase(astiav.NewRational(1, 90000))
-	c.pb = astiav.NewIOContext()
-	if err := c.pb.Open("file:"+c.path+".partial", astiav.NewIOContextFlags(astiav.IOContextFlagWrite)); err != nil {
-		c.pb = nil
-		return fmt.Errorf("clip: create %s: %w", c.path, err)
-	}
-	fc.SetPb(c.pb)
-	if err := fc.WriteHeader(nil); err != nil {
-		return fmt.Errorf("clip: write %s: %w", c.path, err)
-	}
-	c.tb = c.st.TimeBase()
+	c.out, c.tb = m, m.st.TimeBase()
 	return nil
 }
 
@@ -269,7 +249,7 @@ func (c *clipWriter) finish() (time.Duration, error) {
 		c.abort()
 		return 0, fmt.Errorf("clip %s: %w", c.path, ErrNoFootage)
 	}
-	err := c.fc.WriteTrailer()
+	err := c.out.fc.WriteTrailer()
 	c.free()
 	if err == nil {
 		err = os.Rename(c.path+".partial", c.path)
@@ -288,12 +268,7 @@ func (c *clipWriter) abort() {
 
 func (c *clipWriter) free() {
 	c.dropGOP()
-	if c.pb != nil {
-		c.pb.Closep()
-		c.pb = nil
-	}
-	if c.fc != nil {
-		c.fc.Free()
-		c.fc = nil
+	if c.out != nil {
+		c.out.close()
 	}
 }

@@ -2,7 +2,6 @@ package record
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -156,10 +155,5 @@ func (r *Ring) Clip(from, to time.Time, out string) (time.Duration, error) {
 			break
 		}
 	}
-	if !c.started {
-		c.abort()
-		os.Remove(out + ".partial")
-		return 0, fmt.Errorf("clip %s: %w", out, ErrNoFootage)
-	}
-	return c.finish()
+	return c.finish() // ErrNoFootage when nothing was in the window
 }

@@ -223,9 +223,7 @@ func (r *Recorder) Dir() string { return r.dir }
 
 // output is one open segment.
 type output struct {
-	fc       *astiav.FormatContext
-	pb       *astiav.IOContext
-	st       *astiav.Stream
+	*mp4Copy
 	seg      Segment
 	base     int64 // the first packet's dts (input time base): the segment's zero
 	lastEnd  int64 // pts+duration of the latest packet, input time base
@@ -233,17 +231,30 @@ type output struct {
 }
 
 // report tells OnSegment how far a growing segment has got.
-func (r *Recorder) report(o *output, tb astiav.Rational, at time.Duration) {
+func (r *Recorder) report(o *output, at time.Duration) {
 	o.reported = at
-	if r.cfg.OnSegment == nil {
-		return
-	}
 	seg := o.seg
 	seg.Duration = at
-	if st, err := os.Stat(seg.Path); err == nil {
-		seg.Bytes = st.Size()
+	r.announce(seg, false)
+}
+
+// announce tells OnSegment of seg with its size on disk now: still
+// growing, or done, when it also counts as a closed segment and retention
+// runs (a segment of either mode).
+func (r *Recorder) announce(seg Segment, done bool) {
+	if done {
+		r.segments.Add(1)
 	}
-	r.cfg.OnSegment(seg)
+	if r.cfg.OnSegment != nil {
+		if st, err := os.Stat(seg.Path); err == nil {
+			seg.Bytes = st.Size()
+		}
+		seg.Done = done
+		r.cfg.OnSegment(seg)
+	}
+	if done {
+		r.retain("")
+	}
 }
 
 func (r *Recorder) run() {
@@ -262,12 +273,7 @@ func (r *Recorder) run() {
 		if err != nil {
 			r.cfg.Logger.Error("record: close segment", "camera", r.cfg.Camera, "file", seg.Path, "err", err)
 		}
-		r.segments.Add(1)
-		if r.cfg.OnSegment != nil {
-			seg.Done = true
-			r.cfg.OnSegment(seg)
-		}
-		r.retain("")
+		r.announce(seg, true)
 	}
 	defer func() {
 		closeOut()
@@ -311,7 +317,7 @@ func (r *Recorder) run() {
 				}
 				out = o
 				r.retain(out.seg.Path)
-				r.report(out, tb, 0)
+				r.report(out, 0)
 			}
 			at := r.elapsed(out, pkt, tb) // before write rebases the packet's timestamps
 			if err := r.write(out, pkt, tb); err != nil {
@@ -324,7 +330,7 @@ func (r *Recorder) run() {
 					r.retain(out.seg.Path)
 				}
 				if at >= out.reported+SegmentReport {
-					r.report(out, tb, at)
+					r.report(out, at)
 				}
 			}
 			pkt.Free()
@@ -350,39 +356,12 @@ func (r *Recorder) elapsed(o *output, pkt *astiav.Packet, tb astiav.Rational) ti
 func (r *Recorder) open(par *astiav.CodecParameters, first *astiav.Packet) (*output, error) {
 	start := time.Now()
 	path := filepath.Join(r.dir, segmentName(r.cfg.Camera, start))
-	fc, err := astiav.AllocOutputFormatContext(nil, "mp4", path)
-	if err != nil || fc == nil {
-		return nil, fmt.Errorf("mp4 muxer for %s: %v", path, err)
-	}
-	o := &output{fc: fc, seg: Segment{Camera: r.cfg.Camera, Path: path, Start: start}}
-	fail := func(err error) (*output, error) {
-		r.free(o)
+	m, err := createMP4Copy(path, path, par, astiav.Rational{}, true)
+	if err != nil {
 		os.Remove(path)
 		return nil, err
 	}
-	if o.st = fc.NewStream(nil); o.st == nil {
-		return fail(errors.New("cannot add a stream"))
-	}
-	if err := par.Copy(o.st.CodecParameters()); err != nil {
-		return fail(fmt.Errorf("codec parameters: %w", err))
-	}
-	o.st.CodecParameters().SetCodecTag(0)
-	o.pb = astiav.NewIOContext()
-	if err := o.pb.Open("file:"+path, astiav.NewIOContextFlags(astiav.IOContextFlagWrite)); err != nil {
-		o.pb = nil
-		return fail(fmt.Errorf("create %s: %w", path, err))
-	}
-	fc.SetPb(o.pb)
-	d := astiav.NewDictionary()
-	defer d.Free()
-	// Fragmented MP4: an empty moov up front, then a fragment per keyframe
-	// written out (flush_packets) as soon as it is complete. A reader can
-	// play the file while it grows; a kill loses the last fragment only.
-	d.Set("movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
-	d.Set("flush_packets", "1", 0)
-	if err := fc.WriteHeader(d); err != nil {
-		return fail(fmt.Errorf("write %s: %w", path, err))
-	}
+	o := &output{mp4Copy: m, seg: Segment{Camera: r.cfg.Camera, Path: path, Start: start}}
 	o.base = first.Dts()
 	if o.base == astiav.NoPtsValue {
 		o.base = ts(first)
@@ -411,26 +390,12 @@ func (r *Recorder) write(o *output, pkt *astiav.Packet, tb astiav.Rational) erro
 
 func (r *Recorder) finish(o *output, tb astiav.Rational) (Segment, error) {
 	err := o.fc.WriteTrailer()
-	r.free(o)
+	o.close()
 	seg := o.seg
 	if o.lastEnd > o.base {
 		seg.Duration = time.Duration(float64(o.lastEnd-o.base) * tb.ToDouble() * float64(time.Second))
 	}
-	if st, serr := os.Stat(seg.Path); serr == nil {
-		seg.Bytes = st.Size()
-	}
 	return seg, err
-}
-
-func (r *Recorder) free(o *output) {
-	if o.pb != nil {
-		o.pb.Closep()
-		o.pb = nil
-	}
-	if o.fc != nil {
-		o.fc.Free()
-		o.fc = nil
-	}
 }
 
 // ownSegments lists the camera's segments, oldest first (their names sort
