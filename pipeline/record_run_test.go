@@ -46,6 +46,93 @@ func liveHTTP(t *testing.T) string {
 	return url
 }
 
+// hookEvents is a loopback webhook receiver that keeps every event it gets.
+type hookEvents struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	evs []events.Event
+}
+
+func newHookEvents(t *testing.T) *hookEvents {
+	h := &hookEvents{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev events.Event
+		b, _ := io.ReadAll(r.Body)
+		if json.Unmarshal(b, &ev) == nil {
+			h.mu.Lock()
+			h.evs = append(h.evs, ev)
+			h.mu.Unlock()
+		}
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// all is a copy of the events so far, in the order they came.
+func (h *hookEvents) all() []events.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]events.Event(nil), h.evs...)
+}
+
+// waitEnd polls for the latest end event with a clip_url whose last frame
+// is older than settled (its post-roll is in), for up to 90 s.
+func (h *hookEvents) waitEnd(t *testing.T, settled time.Duration) events.Event {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var end events.Event
+		evs := h.all()
+		for _, e := range evs {
+			if e.Type == events.EventEnd && e.ClipURL != "" && time.Since(e.LastSeen) > settled {
+				end = e
+			}
+		}
+		if end.ClipURL != "" {
+			return end
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no end event with a clip_url in 90 s (%d events)", len(evs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// liveRun is a run with a preview server, going on in the background.
+type liveRun struct {
+	base string // the preview's URL, without its final slash
+	stop chan os.Signal
+	done chan error
+}
+
+// startRun starts Execute and waits for its preview line.
+func startRun(t *testing.T, cfg RunConfig) *liveRun {
+	t.Helper()
+	out := &lineWriter{lines: make(chan string, 16)}
+	r := &liveRun{stop: make(chan os.Signal, 1), done: make(chan error, 1)}
+	go func() { r.done <- Execute(cfg, Options{Stdout: out, Interrupt: r.stop}) }()
+	select {
+	case l := <-out.lines:
+		if !strings.HasPrefix(l, "preview: ") {
+			t.Fatalf("first line %q", l)
+		}
+		r.base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
+	case err := <-r.done:
+		t.Fatalf("run ended at once: %v", err)
+	}
+	return r
+}
+
+// interrupt stops the run as Ctrl-C does and returns its error; the
+// interrupt itself is no error.
+func (r *liveRun) interrupt() error {
+	r.stop <- os.Interrupt
+	if err := <-r.done; err != nil && !strings.Contains(err.Error(), "interrupt") {
+		return err
+	}
+	return nil
+}
+
 // A recording camera: its own packets go into MP4 segments while the run
 // goes on, the web API serves them with byte ranges behind the token, an
 // event's end carries a clip_url whose clip is cut from the recordings, and
@@ -53,20 +140,7 @@ func liveHTTP(t *testing.T) string {
 func TestRunRecordsAndCutsClips(t *testing.T) {
 	src := liveHTTP(t)
 	dir := t.TempDir()
-	var (
-		mu  sync.Mutex
-		evs []events.Event
-	)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev events.Event
-		b, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(b, &ev); err == nil {
-			mu.Lock()
-			evs = append(evs, ev)
-			mu.Unlock()
-		}
-	}))
-	defer hook.Close()
+	hook := newHookEvents(t)
 
 	cfg := DefaultRunConfig()
 	cfg.Model.Bundle = "../" + DefaultBundleDir
@@ -84,25 +158,13 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 	cfg.Events.Enabled = true
 	cfg.Events.Snapshots.Dir = filepath.Join(dir, "snaps")
 	cfg.Events.Store.Path = filepath.Join(dir, "events.db")
-	cfg.Webhooks = []WebhookConfig{{URL: hook.URL + "/events"}}
+	cfg.Webhooks = []WebhookConfig{{URL: hook.srv.URL + "/events"}}
 	cfg.Outputs.Serve = "127.0.0.1:0"
 	const token = "rec-test-token-0123456789"
 	cfg.Server.Token = token
 
-	out := &lineWriter{lines: make(chan string, 16)}
-	stop := make(chan os.Signal, 1)
-	done := make(chan error, 1)
-	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
-	var base string
-	select {
-	case l := <-out.lines:
-		if !strings.HasPrefix(l, "preview: ") {
-			t.Fatalf("first line %q", l)
-		}
-		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
-	case err := <-done:
-		t.Fatalf("run ended at once: %v", err)
-	}
+	run := startRun(t, cfg)
+	base := run.base
 	get := func(path string, hdr map[string]string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
@@ -120,21 +182,7 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 	bearer := map[string]string{"Authorization": "Bearer " + token}
 
 	// an end event with its clip, and its post-roll on disk
-	var end events.Event
-	deadline := time.Now().Add(90 * time.Second)
-	for end.ClipURL == "" {
-		mu.Lock()
-		for _, e := range evs {
-			if e.Type == events.EventEnd && e.ClipURL != "" && time.Since(e.LastSeen) > 4*time.Second {
-				end = e
-			}
-		}
-		mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no end event with a clip_url in 90 s (%d events)", len(evs))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	end := hook.waitEnd(t, 4*time.Second)
 	if want := fmt.Sprintf("/clips/yard/%s.mp4", end.ID); end.ClipURL != want {
 		t.Fatalf("clip_url %q, want %q", end.ClipURL, want)
 	}
@@ -196,7 +244,7 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 			t.Errorf("the store lists %s: %v", g.Path, err)
 		}
 	}
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, body = get("/api/events?camera=yard&limit=500", bearer)
 		if strings.Contains(string(body), end.ClipURL) {
@@ -210,8 +258,7 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 
 	reviewInChromium(t, base, token, end.ID)
 
-	stop <- os.Interrupt
-	if err := <-done; err != nil && !strings.Contains(err.Error(), "interrupt") {
+	if err := run.interrupt(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	segs, _ = filepath.Glob(filepath.Join(dir, "rec", "yard", "yard-*.mp4"))
@@ -225,27 +272,17 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 	// After a restart the store still has the events, and an earlier
 	// event's clip, never asked for before, is cut from its window there.
 	var other events.Event
-	mu.Lock()
-	for _, e := range evs {
+	for _, e := range hook.all() {
 		if e.Type == events.EventEnd && e.ClipURL != "" && e.ID != end.ID && e.FirstSeen.After(end.LastSeen.Add(-time.Minute)) {
 			other = e
 		}
 	}
-	mu.Unlock()
 	if other.ID == "" {
 		t.Fatal("no second ended event to ask for after the restart")
 	}
 	cfg.Cameras["yard"] = func() CameraConfig { c := cfg.Cameras["yard"]; c.URL = liveHTTP(t); return c }()
-	out2 := &lineWriter{lines: make(chan string, 16)}
-	stop2 := make(chan os.Signal, 1)
-	done2 := make(chan error, 1)
-	go func() { done2 <- Execute(cfg, Options{Stdout: out2, Interrupt: stop2}) }()
-	select {
-	case l := <-out2.lines:
-		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
-	case err := <-done2:
-		t.Fatalf("second run ended at once: %v", err)
-	}
+	run = startRun(t, cfg)
+	base = run.base
 	resp, body = get(other.ClipURL, bearer)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after a restart, %s: %s %s", other.ClipURL, resp.Status, body)
@@ -257,8 +294,7 @@ func TestRunRecordsAndCutsClips(t *testing.T) {
 	if _, body = get("/api/events?camera=yard&limit=500", bearer); !strings.Contains(string(body), other.ID) {
 		t.Fatalf("after a restart the store lists no %s", other.ID)
 	}
-	stop2 <- os.Interrupt
-	<-done2
+	run.interrupt()
 }
 
 // reviewInChromium opens the page's Events tab in headless Chromium, clicks
@@ -369,20 +405,7 @@ func reviewInChromium(t *testing.T, base, token, eventID string) {
 // event a clip: its last minute is kept in memory.
 func TestRunClipsFromTheRingWithoutRecording(t *testing.T) {
 	src := liveHTTP(t)
-	var (
-		mu  sync.Mutex
-		evs []events.Event
-	)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev events.Event
-		b, _ := io.ReadAll(r.Body)
-		if json.Unmarshal(b, &ev) == nil {
-			mu.Lock()
-			evs = append(evs, ev)
-			mu.Unlock()
-		}
-	}))
-	defer hook.Close()
+	hook := newHookEvents(t)
 	dir := t.TempDir()
 	cfg := DefaultRunConfig()
 	cfg.Model.Bundle = "../" + DefaultBundleDir
@@ -396,36 +419,12 @@ func TestRunClipsFromTheRingWithoutRecording(t *testing.T) {
 	cam.Events.Tracker.MaxMisses = 5
 	cfg.Cameras["gate"] = cam
 	cfg.Events.Enabled = true
-	cfg.Webhooks = []WebhookConfig{{URL: hook.URL}}
+	cfg.Webhooks = []WebhookConfig{{URL: hook.srv.URL}}
 	cfg.Outputs.Serve = "127.0.0.1:0"
-	out := &lineWriter{lines: make(chan string, 16)}
-	stop := make(chan os.Signal, 1)
-	done := make(chan error, 1)
-	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
-	var base string
-	select {
-	case l := <-out.lines:
-		base = strings.TrimSuffix(strings.Fields(strings.TrimPrefix(l, "preview: "))[0], "/")
-	case err := <-done:
-		t.Fatalf("run ended at once: %v", err)
-	}
-	defer func() { stop <- os.Interrupt; <-done }()
-	var end events.Event
-	deadline := time.Now().Add(90 * time.Second)
-	for end.ClipURL == "" {
-		mu.Lock()
-		for _, e := range evs {
-			if e.Type == events.EventEnd && e.ClipURL != "" && time.Since(e.LastSeen) > 3*time.Second {
-				end = e
-			}
-		}
-		mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no end event with a clip_url in 90 s (%d events)", len(evs))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	resp, err := http.Get(base + end.ClipURL)
+	run := startRun(t, cfg)
+	defer run.interrupt()
+	end := hook.waitEnd(t, 3*time.Second)
+	resp, err := http.Get(run.base + end.ClipURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,16 +464,12 @@ func TestRunRecordsAnnotatedSegments(t *testing.T) {
 	cam.Record.Segment = 4 * time.Second
 	cfg.Cameras["porch"] = cam
 	cfg.Outputs.Serve = "127.0.0.1:0"
-	out := &lineWriter{lines: make(chan string, 16)}
-	stop := make(chan os.Signal, 1)
-	done := make(chan error, 1)
-	go func() { done <- Execute(cfg, Options{Stdout: out, Interrupt: stop}) }()
+	run := startRun(t, cfg)
 	deadline := time.Now().Add(60 * time.Second)
 	var segs []string
 	for len(segs) < 2 {
 		if time.Now().After(deadline) {
-			stop <- os.Interrupt
-			<-done
+			run.interrupt()
 			t.Fatalf("segments after 60 s: %v", segs)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -485,14 +480,13 @@ func TestRunRecordsAnnotatedSegments(t *testing.T) {
 	growing := segs[len(segs)-1]
 	playable := false
 	for end := time.Now().Add(5 * time.Second); !playable && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		_, n, err := probeFrames(growing)
+		n, err := mediatest.CountPackets(growing)
 		playable = err == nil && n > 0
 	}
 	if now, _ := filepath.Glob(filepath.Join(dir, "rec", "porch", "porch-*.mp4")); !playable || now[len(now)-1] != growing {
 		t.Fatalf("the segment being written (%s) does not play, or it was done before it did", growing)
 	}
-	stop <- os.Interrupt
-	if err := <-done; err != nil && !strings.Contains(err.Error(), "interrupt") {
+	if err := run.interrupt(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	segs, _ = filepath.Glob(filepath.Join(dir, "rec", "porch", "porch-*.mp4"))
@@ -504,16 +498,4 @@ func TestRunRecordsAnnotatedSegments(t *testing.T) {
 		}
 	}
 	t.Logf("%d annotated segments", len(segs))
-}
-
-// probeFrames counts the video packets ffprobe reads in path, quietly: it
-// fails while the file holds no whole fragment yet.
-func probeFrames(path string) (string, int, error) {
-	out, err := exec.Command("ffprobe", "-v", "quiet", "-select_streams", "v:0", "-count_packets",
-		"-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", path).Output()
-	if err != nil {
-		return "", 0, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	return path, n, err
 }

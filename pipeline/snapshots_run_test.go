@@ -1,18 +1,11 @@
 package pipeline
 
 import (
-	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/htcstream/htcstream/events"
 )
 
 // A snapshot exists only for a track that made an event: with min_duration,
@@ -20,29 +13,14 @@ import (
 // 38 files for 30 events before).
 func TestSnapshotsOnlyForTracksWithEvents(t *testing.T) {
 	dir := t.TempDir()
-	var (
-		mu  sync.Mutex
-		ids = map[string]string{} // event id -> snapshot path
-	)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var ev events.Event
-		if json.Unmarshal(b, &ev) == nil {
-			mu.Lock()
-			if ev.Snapshot != "" || ids[ev.ID] == "" {
-				ids[ev.ID] = ev.Snapshot
-			}
-			mu.Unlock()
-		}
-	}))
-	defer hook.Close()
+	hook := newHookEvents(t)
 	cfg := DefaultRunConfig()
 	cfg.Model.Bundle = "../" + DefaultBundleDir
 	cfg.Sources = []string{sampleVideo}
 	cfg.Events.Enabled = true
 	cfg.Events.MinDuration = 1500 * time.Millisecond
 	cfg.Events.Snapshots.Dir = filepath.Join(dir, "snaps")
-	cfg.Webhooks = []WebhookConfig{{URL: hook.URL}}
+	cfg.Webhooks = []WebhookConfig{{URL: hook.srv.URL}}
 	if err := Execute(cfg, Options{}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +31,12 @@ func TestSnapshotsOnlyForTracksWithEvents(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	defer mu.Unlock()
+	ids := map[string]string{} // event id -> snapshot path
+	for _, ev := range hook.all() {
+		if ev.Snapshot != "" || ids[ev.ID] == "" {
+			ids[ev.ID] = ev.Snapshot
+		}
+	}
 	named := map[string]bool{}
 	for id, p := range ids {
 		if p == "" {

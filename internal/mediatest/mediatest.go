@@ -11,6 +11,7 @@ import (
 	"math"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -150,4 +151,16 @@ func DecodeFile(t testing.TB, path string) []*decode.Frame {
 		}
 		frames = append(frames, f)
 	}
+}
+
+// CountPackets counts the video packets ffprobe reads in path, quietly: it
+// fails, rather than the test, while a growing fragmented MP4 holds no
+// whole fragment yet, so a test can poll it.
+func CountPackets(path string) (int, error) {
+	out, err := exec.Command("ffprobe", "-v", "quiet", "-select_streams", "v:0", "-count_packets",
+		"-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", path).Output()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(out)))
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/internal/mediatest"
 )
 
 // clip renders an H.264 mp4 with the ffmpeg CLI: 25 fps, a keyframe every
@@ -152,7 +153,7 @@ func TestRecorderSurvivesSIGKILL(t *testing.T) {
 	for {
 		if m, _ := filepath.Glob(filepath.Join(dir, "yard", "yard-*.mp4")); len(m) == 1 {
 			seg = m[0]
-			if _, packets, _ := probeQuiet(seg); packets >= 75 {
+			if packets, _ := mediatest.CountPackets(seg); packets >= 75 {
 				break
 			}
 		}
@@ -169,16 +170,6 @@ func TestRecorderSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("after SIGKILL %s has %s, %d packets: want whole 1 s fragments, at least 3", seg, codec, packets)
 	}
 	t.Logf("killed with %d packets (%d whole fragments) readable in %s", packets, packets/25, filepath.Base(seg))
-}
-
-func probeQuiet(path string) (string, int, error) {
-	out, err := exec.Command("ffprobe", "-v", "quiet", "-select_streams", "v:0", "-count_packets",
-		"-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", path).Output()
-	if err != nil {
-		return "", 0, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	return "", n, err
 }
 
 // Retention by bytes over a recording three times the limit: the oldest

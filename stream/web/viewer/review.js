@@ -1,6 +1,6 @@
 // htcstream review: the Events and Recordings tabs of the page, read from
 // the event store through /api/events and /api/recordings (docs/web-api.md).
-// It shares viewer.js's token handling ($, el, authHeaders, askToken).
+// It shares viewer.js's helpers ($, el, api and the token handling).
 'use strict';
 
 // Tabs: #live (default), #events, #recordings; the token fragment
@@ -25,14 +25,6 @@ function showTab() {
   if (tab === 'recordings') loadRecordings();
 }
 window.addEventListener('hashchange', showTab);
-
-// api GETs a JSON document of the web API with the page's credentials.
-async function api(path) {
-  const res = await fetch(path, { cache: 'no-store', headers: authHeaders() });
-  if (res.status === 401 && askToken(res)) throw new Error('an access token is needed');
-  if (!res.ok) throw new Error(`${res.status} ${(await res.text()).trim()}`);
-  return res.json();
-}
 
 const fmtTime = (iso) => new Date(iso).toLocaleString([], { dateStyle: 'short', timeStyle: 'medium' });
 const fmtDur = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`);

@@ -86,14 +86,20 @@ function el(tag, text, cls) {
   return e;
 }
 
+// api GETs a JSON document of the web API with the page's credentials; a
+// refused token brings the token form back.
+async function api(path) {
+  const res = await fetch(path, { cache: 'no-store', headers: authHeaders() });
+  if (res.status === 401 && askToken(res)) throw new Error('an access token is needed');
+  if (!res.ok) throw new Error(`${res.status} ${(await res.text()).trim()}`);
+  return res.json();
+}
+
 async function refreshList() {
   if (!$('#auth').hidden) return; // waiting for the token
   let streams;
   try {
-    const res = await fetch('streams', { cache: 'no-store', headers: authHeaders() });
-    if (res.status === 401 && askToken(res)) throw new Error('an access token is needed');
-    if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
-    streams = await res.json();
+    streams = await api('streams');
   } catch (err) {
     $('#status').textContent = `cannot list streams: ${err.message}`;
     $('#status').className = 'error';
