@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/htcstream/htcstream/internal/install"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -89,7 +90,7 @@ func missingProviderLibrary(kind Provider, lib string) string {
 	for _, name := range providerLibraries[kind] {
 		found := false
 		for _, d := range dirs {
-			if d != "" && fileExists(filepath.Join(d, name)) {
+			if d != "" && install.Exists(filepath.Join(d, name)) {
 				found = true
 				break
 			}

@@ -44,7 +44,7 @@ func FindLibrary(flagPath string) (string, error) {
 		candidates = append(candidates, p)
 	}
 	for _, c := range candidates {
-		if fileExists(c) {
+		if install.Exists(c) {
 			return c, nil
 		}
 	}
@@ -53,15 +53,10 @@ func FindLibrary(flagPath string) (string, error) {
 }
 
 func existing(path, source string) (string, error) {
-	if !fileExists(path) {
+	if !install.Exists(path) {
 		return "", fmt.Errorf("%w: %s names %s, which does not exist", ErrLibraryNotFound, source, path)
 	}
 	return path, nil
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
 }
 
 // projectLibraryCandidates lists the project install location relative to the
@@ -75,7 +70,7 @@ func projectLibraryCandidates() []string {
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for dir := wd; ; dir = filepath.Dir(dir) {
-			if fileExists(filepath.Join(dir, "go.mod")) {
+			if install.Exists(filepath.Join(dir, "go.mod")) {
 				out = append(out, filepath.Join(dir, ProjectLibrary))
 				break
 			}
