@@ -245,7 +245,6 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	var err error
 	end := w.last.Add(rc.Clip.Post)
 	final := time.Now().After(end.Add(2 * time.Second)) // the fragment after end is on disk
 	out := path
@@ -253,6 +252,7 @@ func (rs *recordings) Clip(camera, file string) (string, error) {
 		out = filepath.Join(dir, ".preview-"+file)
 	}
 	from := w.first.Add(-rc.Clip.Pre)
+	var err error
 	if ring, ok := rs.rings[camera]; ok {
 		_, err = ring.Clip(from, end, out)
 	} else {
