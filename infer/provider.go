@@ -177,13 +177,15 @@ func displayName(kind Provider) string {
 	return "CUDA"
 }
 
-// needs is what ONNX Runtime's GPU build runs on: for 1.22, CUDA 12.x with
-// cuDNN 9.x and TensorRT 10.9 (onnxruntime.ai, the CUDA and TensorRT
-// execution provider pages). Not re-checked for the pinned 1.31 (no GPU
-// here).
+// needs is what ONNX Runtime's GPU build runs on. CUDA 12.x with cuDNN 9.x
+// is what the GPU tgz of every release since 1.19 is built with
+// (onnxruntime.ai, CUDA execution provider, Requirements); the TensorRT
+// version moves with each release and could not be checked for the pinned
+// one here (no GPU, no network), so the line names where to look rather
+// than a number that may be wrong.
 func needs(kind Provider) string {
 	if kind == TensorRT {
-		return "TensorRT 10.9, CUDA 12 and cuDNN 9"
+		return "CUDA 12, cuDNN 9 and the TensorRT that onnxruntime.ai's TensorRT execution provider page lists for ONNX Runtime " + ort.GetVersion()
 	}
 	return "CUDA 12 and cuDNN 9"
 }
