@@ -58,6 +58,9 @@ def test_unknown_section_is_rejected(tmp_path):
     ("model:\n  semantic_fusion: [bbox, boxes]\n", "model.semantic_fusion"),
     ("model:\n  roi:\n    iou_thresholds: [0.5, 0.6]\n", "model.roi.iou_thresholds"),
     ("train:\n  steps: 8\n", "train.steps"),
+    ("data:\n  multiscale_mode: ranges\n", "data.multiscale_mode"),
+    # range draws between two corners: three pairs have no meaning there
+    ("data:\n  multiscale_mode: range\n  img_scales: [[1333, 400], [1333, 800], [1333, 1200]]\n", "data.img_scales"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
     path = tmp_path / "bad.yaml"
@@ -84,3 +87,17 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-4
     with pytest.raises(ValueError, match="'train.lr' must be a number"):
         config_from_dict({"train": {"lr": "1e-4x"}})
+
+
+def test_the_best_dcn_row_trains_over_mmdetections_range():
+    """X-101-64x4d dconv mstrain 400-1400: the long edge fixed at 1600 and the
+    short edge drawn from 400 to 1400, as mmdetection's img_scale
+    [(1600, 400), (1600, 1400)] with multiscale_mode='range'."""
+    from htc.data.transforms import Resize
+    import torch
+    cfg = load_config(CONFIGS / "htc_x101_64x4d_fpn_dconv_c3-c5_mstrain_400_1400_20e.yaml")
+    assert cfg.data.multiscale_mode == "range"
+    assert sorted(map(tuple, cfg.data.img_scales)) == [(1600, 400), (1600, 1400)]
+    r = Resize(cfg.data.img_scales, cfg.data.multiscale_mode, torch.Generator().manual_seed(0))
+    shorts = {r.sample_scale()[1] for _ in range(200)}
+    assert min(shorts) >= 400 and max(shorts) <= 1400 and len(shorts) > 50
