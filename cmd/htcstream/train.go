@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -232,6 +233,9 @@ func trainingDir() (string, error) {
 	var tried []string
 	check := func(dir string) (string, bool) {
 		p := filepath.Join(dir, "training", "htc", "train.py")
+		if slices.Contains(tried, filepath.Join(dir, "training")) {
+			return "", false
+		}
 		tried = append(tried, filepath.Join(dir, "training"))
 		if _, err := os.Stat(p); err == nil {
 			return filepath.Join(dir, "training"), true
@@ -253,7 +257,7 @@ func trainingDir() (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("the training module is not here (looked for %s); run from the htcstream project", strings.Join(tried, ", "))
+	return "", fmt.Errorf("the training module is not here (looked for %s); run from the htcstream project, or set $HTCSTREAM_TRAINING to its training folder", strings.Join(tried, ", "))
 }
 
 // errInterrupted: the command stopped on SIGINT/SIGTERM (exit status 130).
