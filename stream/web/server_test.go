@@ -177,11 +177,11 @@ func TestServerTokenGuardsTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WHEP with the token: %v", err) // dialViewer wants 201
 	}
-	defer v.pc.Close()
-	if code, _, _ := do(t, "DELETE", v.session, ""); code != http.StatusUnauthorized {
+	defer v.PC.Close()
+	if code, _, _ := do(t, "DELETE", v.Session, ""); code != http.StatusUnauthorized {
 		t.Errorf("DELETE without the token: %d", code)
 	}
-	if code, err := v.delete(); err != nil || code != http.StatusOK {
+	if code, err := v.Delete(); err != nil || code != http.StatusOK {
 		t.Errorf("DELETE with the token: %d %v", code, err)
 	}
 

@@ -29,6 +29,7 @@ import (
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/internal/mediatest"
 	"github.com/htcstream/htcstream/internal/poll"
+	"github.com/htcstream/htcstream/internal/whepclient"
 	"github.com/htcstream/htcstream/stream/encode"
 )
 
@@ -58,140 +59,21 @@ func startHub(t *testing.T, cfg HubConfig) (*Hub, string) {
 	return h, srv.URL
 }
 
-// testViewer is a WHEP client made of a real pion peer connection, as a
-// program (not a browser) would watch a stream.
-type testViewer struct {
-	pc        *webrtc.PeerConnection
-	session   string // absolute URL of the session
-	answer    string
-	connected chan struct{}
-	hello     chan struct{}
-	msgs      chan detectionsMessage
-	track     chan *webrtc.TrackRemote
-	trackDone chan struct{} // closed when the RTP reader ends
-	hdr       http.Header   // sent with the offer and the DELETE
-}
-
-// dialViewer connects to base/whep/stream; onRTP, when not nil, sees every
-// RTP packet from the reader goroutine.
-func dialViewer(base, stream string, onRTP func(*rtp.Packet)) (*testViewer, error) {
+// dialViewer connects a real pion WHEP client (internal/whepclient) to
+// base/whep/stream; onRTP, when not nil, sees every RTP packet from the
+// reader goroutine.
+func dialViewer(base, stream string, onRTP func(*rtp.Packet)) (*whepclient.Viewer, error) {
 	return dialViewerWith(base, stream, nil, onRTP)
 }
 
 // dialViewerWith is dialViewer sending hdr (e.g. Authorization) with the
 // offer and the DELETE.
-func dialViewerWith(base, stream string, hdr http.Header, onRTP func(*rtp.Packet)) (*testViewer, error) {
+func dialViewerWith(base, stream string, hdr http.Header, onRTP func(*rtp.Packet)) (*whepclient.Viewer, error) {
 	api, err := NewAPI(WebRTCConfig{})
 	if err != nil {
 		return nil, err
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		return nil, err
-	}
-	v := &testViewer{
-		pc: pc, connected: make(chan struct{}), hello: make(chan struct{}),
-		msgs: make(chan detectionsMessage, 1000), track: make(chan *webrtc.TrackRemote, 1),
-		trackDone: make(chan struct{}),
-	}
-	fail := func(err error) (*testViewer, error) {
-		pc.Close()
-		return nil, err
-	}
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		return fail(err)
-	}
-	ordered, zero := true, uint16(0)
-	dc, err := pc.CreateDataChannel("detections", &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
-	if err != nil {
-		return fail(err)
-	}
-	var helloOnce, connOnce sync.Once
-	dc.OnMessage(func(m webrtc.DataChannelMessage) {
-		var msg detectionsMessage
-		if err := json.Unmarshal(m.Data, &msg); err != nil {
-			return
-		}
-		switch msg.Type {
-		case "hello":
-			helloOnce.Do(func() { close(v.hello) })
-		case "detections":
-			select {
-			case v.msgs <- msg:
-			default:
-			}
-		}
-	})
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateConnected {
-			connOnce.Do(func() { close(v.connected) })
-		}
-	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		defer close(v.trackDone)
-		v.track <- tr
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			if onRTP != nil {
-				onRTP(p)
-			}
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		return fail(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return fail(err)
-	}
-	<-gathered
-	req, err := http.NewRequest(http.MethodPost, base+"/whep/"+stream, strings.NewReader(pc.LocalDescription().SDP))
-	if err != nil {
-		return fail(err)
-	}
-	for k, vs := range hdr {
-		req.Header[k] = vs
-	}
-	req.Header.Set("Content-Type", "application/sdp")
-	v.hdr = hdr
-	res, err := testClient.Do(req)
-	if err != nil {
-		return fail(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		return fail(fmt.Errorf("POST offer: %s: %s", res.Status, body))
-	}
-	if ct := res.Header.Get("Content-Type"); ct != "application/sdp" {
-		return fail(fmt.Errorf("answer has Content-Type %q", ct))
-	}
-	loc := res.Header.Get("Location")
-	if !strings.HasPrefix(loc, "/whep/"+stream+"/") {
-		return fail(fmt.Errorf("Location %q is not under /whep/%s/", loc, stream))
-	}
-	v.session, v.answer = base+loc, string(body)
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: v.answer}); err != nil {
-		return fail(err)
-	}
-	return v, nil
-}
-
-func (v *testViewer) delete() (int, error) {
-	req, _ := http.NewRequest(http.MethodDelete, v.session, nil)
-	for k, vs := range v.hdr {
-		req.Header[k] = vs
-	}
-	res, err := testClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	res.Body.Close()
-	return res.StatusCode, nil
+	return whepclient.Dial(base, stream, whepclient.Options{API: api, Header: hdr, OnRTP: onRTP})
 }
 
 func waitChan(t *testing.T, what string, c <-chan struct{}) {
@@ -346,15 +228,15 @@ func testVideoAndDetections(t *testing.T, c encode.Codec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.pc.Close()
-	if !strings.Contains(v.answer, " 127.0.0.1 ") || !strings.Contains(v.answer, "typ host") {
-		t.Fatalf("answer lacks a 127.0.0.1 host candidate:\n%s", v.answer)
+	defer v.PC.Close()
+	if !strings.Contains(v.Answer, " 127.0.0.1 ") || !strings.Contains(v.Answer, "typ host") {
+		t.Fatalf("answer lacks a 127.0.0.1 host candidate:\n%s", v.Answer)
 	}
-	if strings.Contains(v.answer, "VP8") != (c == encode.VP8) || strings.Contains(v.answer, "H264") != (c == encode.H264) {
-		t.Fatalf("answer should name only %s:\n%s", c, v.answer)
+	if strings.Contains(v.Answer, "VP8") != (c == encode.VP8) || strings.Contains(v.Answer, "H264") != (c == encode.H264) {
+		t.Fatalf("answer should name only %s:\n%s", c, v.Answer)
 	}
-	waitChan(t, "connected", v.connected)
-	waitChan(t, "the server's hello on the data channel", v.hello)
+	waitChan(t, "connected", v.Connected)
+	waitChan(t, "the server's hello on the data channel", v.Hello)
 	poll.Until(t, "the viewer in the fan-out", 5*time.Second, func() bool { return streamStats(hub, "cam").Viewers == 1 })
 
 	publish := func(from, to int) {
@@ -372,8 +254,8 @@ func testVideoAndDetections(t *testing.T, c encode.Codec) {
 	publish(0, half)
 	poll.Until(t, fmt.Sprintf("%d frames", half), 10*time.Second, func() bool { return frames() >= half })
 
-	tr := <-v.track
-	if err := v.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}}); err != nil {
+	tr := <-v.Track
+	if err := v.PC.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}}); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, "the PLI at the hub", 5*time.Second, func() bool { return streamStats(hub, "cam").KeyRequests >= 1 })
@@ -384,7 +266,11 @@ func testVideoAndDetections(t *testing.T, c encode.Codec) {
 	poll.Until(t, fmt.Sprintf("%d detection messages", n), 10*time.Second, func() bool {
 		for {
 			select {
-			case m := <-v.msgs:
+			case b := <-v.Messages:
+				var m detectionsMessage
+				if err := json.Unmarshal(b, &m); err != nil {
+					t.Fatalf("detections message %s: %v", b, err)
+				}
 				msgs = append(msgs, m)
 			default:
 				return len(msgs) >= n
@@ -392,11 +278,11 @@ func testVideoAndDetections(t *testing.T, c encode.Codec) {
 		}
 	})
 
-	if code, err := v.delete(); err != nil || code != http.StatusOK {
+	if code, err := v.Delete(); err != nil || code != http.StatusOK {
 		t.Fatalf("DELETE session: %d, %v", code, err)
 	}
-	v.pc.Close()
-	waitChan(t, "the RTP reader to end", v.trackDone)
+	v.PC.Close()
+	waitChan(t, "the RTP reader to end", v.TrackDone)
 	mu.Lock()
 	defer mu.Unlock()
 	if err := writer.Close(); err != nil || writeErr != nil {
@@ -567,11 +453,11 @@ func TestWHEPHTTPErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer v.pc.Close()
-		if code, err := v.delete(); err != nil || code != http.StatusOK {
+		defer v.PC.Close()
+		if code, err := v.Delete(); err != nil || code != http.StatusOK {
 			t.Fatalf("first DELETE: %d, %v", code, err)
 		}
-		if code, err := v.delete(); err != nil || code != http.StatusNotFound {
+		if code, err := v.Delete(); err != nil || code != http.StatusNotFound {
 			t.Fatalf("second DELETE: %d, %v; want 404", code, err)
 		}
 		if n := hub.Sessions(); n != 0 {
@@ -615,7 +501,7 @@ func TestWHEPHTTPErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer v.pc.Close()
+		defer v.PC.Close()
 		if _, err := dialViewer(base, "cam", nil); err == nil || !strings.Contains(err.Error(), "503") {
 			t.Fatalf("second viewer over the limit of 1: %v, want 503", err)
 		}
@@ -673,9 +559,9 @@ func TestViewersComeAndGoWithoutLeaks(t *testing.T) {
 					errs <- fmt.Errorf("viewer %d: %w", i, err)
 					return
 				}
-				defer v.pc.Close()
+				defer v.PC.Close()
 				select {
-				case <-v.connected:
+				case <-v.Connected:
 				case <-time.After(10 * time.Second):
 					errs <- fmt.Errorf("viewer %d never connected", i)
 					return
@@ -686,12 +572,12 @@ func TestViewersComeAndGoWithoutLeaks(t *testing.T) {
 				}
 				// Watch at least one frame's detections before leaving.
 				select {
-				case <-v.msgs:
+				case <-v.Messages:
 				case <-time.After(10 * time.Second):
 					errs <- fmt.Errorf("viewer %d got no detections", i)
 					return
 				}
-				if code, err := v.delete(); err != nil || code != http.StatusOK {
+				if code, err := v.Delete(); err != nil || code != http.StatusOK {
 					errs <- fmt.Errorf("viewer %d: DELETE: %d, %v", i, code, err)
 				}
 			}(round*together + k)
@@ -741,8 +627,8 @@ func TestRemoveStreamEndsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.pc.Close()
-	waitChan(t, "connected", v.connected)
+	defer v.PC.Close()
+	waitChan(t, "connected", v.Connected)
 	hub.RemoveStream("cam")
 	if n := hub.Sessions(); n != 0 {
 		t.Fatalf("%d sessions after RemoveStream", n)
