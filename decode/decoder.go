@@ -37,9 +37,11 @@ type Frame struct {
 	// gives the media's own times; an ingest.Runner continues them as the
 	// stream's clock, which only grows.
 	PTS time.Duration
-	// Captured is the wall-clock time the frame left the decoder: the
-	// reference for latency measurements downstream, and the frame's time
-	// of day in outputs.
+	// Captured is the wall-clock time the demuxer handed over the packet
+	// that holds the picture (FFmpeg's av_read_frame returned it), before
+	// decoding and conversion to RGB: the reference for latency
+	// measurements downstream (what htcstream adds to the camera's own
+	// delay and the network's), and the frame's time of day in outputs.
 	Captured time.Time
 	// Name is the file the picture came from, without its folder, for
 	// pictures of an image folder (ingest sets it); empty for video.
@@ -104,6 +106,20 @@ type Decoder struct {
 	declared time.Duration
 	live     bool // Options.Live
 	reached  time.Duration
+	// arrivals are when the last packets sent to the decoder were read,
+	// by their pts, so a picture the decoder returns later (threads,
+	// reordering) still gets its own packet's time.
+	arrivals   [arrivalRing]arrival
+	nArrivals  int
+	lastArrive time.Time
+}
+
+// arrivalRing is more packets than any decoder holds back.
+const arrivalRing = 64
+
+type arrival struct {
+	pts int64
+	at  time.Time
 }
 
 // Open opens url and prepares the decoder of its best video stream.
@@ -401,6 +417,9 @@ func (d *Decoder) feed() error {
 			continue
 		}
 		d.track(d.pkt)
+		d.lastArrive = time.Now()
+		d.arrivals[d.nArrivals%arrivalRing] = arrival{d.pkt.Pts(), d.lastArrive}
+		d.nArrivals++
 		if d.tap != nil {
 			d.tap.Packet(d.pkt)
 		}
@@ -444,7 +463,7 @@ func (d *Decoder) emit() (*Frame, error) {
 		StreamID: d.id,
 		Seq:      d.seq,
 		PTS:      pts,
-		Captured: time.Now(),
+		Captured: d.arrived(d.frame.Pts()),
 		Width:    d.frame.Width(),
 		Height:   d.frame.Height(),
 		RGB:      rgb,
@@ -452,6 +471,23 @@ func (d *Decoder) emit() (*Frame, error) {
 	d.seq++
 	d.lastPTS = pts
 	return f, nil
+}
+
+// arrived is when the packet of pts was read; a picture without a pts
+// (or whose packet is out of the ring) gets the last packet's time, the
+// one that made the decoder give it out.
+func (d *Decoder) arrived(pts int64) time.Time {
+	if pts != astiav.NoPtsValue {
+		for i := 1; i <= min(d.nArrivals, arrivalRing); i++ {
+			if a := d.arrivals[(d.nArrivals-i)%arrivalRing]; a.pts == pts {
+				return a.at
+			}
+		}
+	}
+	if d.lastArrive.IsZero() {
+		return time.Now()
+	}
+	return d.lastArrive
 }
 
 // Close releases every native object of the decoder. It is idempotent and
