@@ -76,20 +76,56 @@ func (d *OverlayDrawer) rate(name string) float64 {
 }
 
 // FileSink records one stream's annotated frames as H.264 mp4.
-type FileSink struct{ S *encode.FileSink }
+type FileSink struct {
+	S *encode.FileSink
+
+	handoff HandoffFunc
+	// inEncoder are the frames x264 holds (its lookahead), by encoder
+	// tick, until their packets reach the file.
+	inEncoder map[int64]handed
+	closing   bool
+}
+
+// handed is what the latency metric keeps of a frame.
+type handed struct {
+	captured time.Time
+	kind     string
+}
+
+// SinkName implements NamedSink.
+func (*FileSink) SinkName() string { return "video" }
+
+// Handoff implements EncodingSink: a frame is handed on when its packet
+// goes to the mp4 muxer, some frames after Write (x264's lookahead).
+func (s *FileSink) Handoff(f HandoffFunc) {
+	s.handoff, s.inEncoder = f, map[int64]handed{}
+	s.S.OnWritten(func(pts time.Duration) {
+		k := encode.ToTicks(pts)
+		h, ok := s.inEncoder[k]
+		if !ok {
+			return // a pts the encoder moved (not after the one before)
+		}
+		delete(s.inEncoder, k)
+		if !s.closing {
+			// the flush at Close is the run's end, not the stream's pace
+			s.handoff(h.captured, h.kind)
+		}
+	})
+}
 
 // Write implements Sink.
-// SinkName implements NamedSink.
-func (FileSink) SinkName() string { return "video" }
-
-func (s FileSink) Write(o *Output) error {
+func (s *FileSink) Write(o *Output) error {
+	if s.handoff != nil {
+		s.inEncoder[encode.ToTicks(o.Frame.PTS)] = handed{o.Frame.Captured, o.Kind()}
+	}
 	return s.S.WriteFrame(o.Frame.Width, o.Frame.Height, o.Frame.RGB, o.Frame.PTS)
 }
 
 // Close implements Sink; a file that received no frame is not an error of
 // the run (its source ended before producing any, which that source
 // reports itself).
-func (s FileSink) Close() error {
+func (s *FileSink) Close() error {
+	s.closing = true
 	if err := s.S.Close(); err != nil && !errors.Is(err, encode.ErrNoFrames) {
 		return err
 	}
@@ -176,23 +212,34 @@ func (u detectionsUser) Close() error {
 type HubSink struct {
 	Hub *web.Hub
 	ID  string
+
+	handoff HandoffFunc
 }
 
-// Write implements Sink.
 // SinkName implements NamedSink.
-func (HubSink) SinkName() string { return "webrtc" }
+func (*HubSink) SinkName() string { return "webrtc" }
 
-func (s HubSink) Write(o *Output) error {
+// Handoff implements EncodingSink: a frame is handed on when the hub has
+// encoded it and queued it for the viewers' tracks; while nobody watches
+// nothing is encoded, and nothing is reported.
+func (s *HubSink) Handoff(f HandoffFunc) { s.handoff = f }
+
+// Write implements Sink.
+func (s *HubSink) Write(o *Output) error {
 	f := o.Frame
 	sum := web.Summarize(o.Result.Detections)
 	key := o.Keyframe
 	sum.Keyframe, sum.Still = &key, o.Still
-	return s.Hub.Publish(o.Stream, f.Width, f.Height, f.RGB, f.PTS, sum)
+	watched, err := s.Hub.PublishWatched(o.Stream, f.Width, f.Height, f.RGB, f.PTS, sum)
+	if watched && s.handoff != nil {
+		s.handoff(f.Captured, o.Kind())
+	}
+	return err
 }
 
 // Close implements Sink: the stream leaves the hub; the hub itself is closed
 // by its owner.
-func (s HubSink) Close() error {
+func (s *HubSink) Close() error {
 	s.Hub.RemoveStream(s.ID)
 	return nil
 }

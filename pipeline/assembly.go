@@ -184,7 +184,7 @@ func Execute(cfg RunConfig, opt Options) error {
 	var hub *web.Hub
 	if cfg.Outputs.Serve != "" {
 		hub, err = web.NewHub(web.HubConfig{
-			Encoder: encode.EncoderConfig{Codec: encode.Codec(cfg.WebRTC.Codec)},
+			Encoder: previewEncoder(cfg),
 			WebRTC:  web.WebRTCConfig{ICEServers: cfg.WebRTC.ICEServers, UDPPortMin: cfg.WebRTC.UDPPortMin, UDPPortMax: cfg.WebRTC.UDPPortMax},
 		})
 		if err != nil {
@@ -401,22 +401,29 @@ func (p perStreamDrawer) Draw(o *Output) error {
 
 // outputs are a run's files and the preview hub, shared out to the cameras.
 type outputs struct {
-	cfg     RunConfig
-	cams    []Camera
-	sem     []string
-	stuff   []bool
-	hub     *web.Hub
-	shared  *DetectionsSink
-	written []written
+	cfg   RunConfig
+	cams  []Camera
+	sem   []string
+	stuff []bool
+	hub   *web.Hub
+	// hubEncoder encodes the preview of every camera
+	hubEncoder encode.EncoderConfig
+	shared     *DetectionsSink
+	written    []written
 	// recs gives cameras recorded in mode annotated their record sink
 	recs *recordings
+}
+
+// previewEncoder is how the WebRTC preview of every camera is encoded.
+func previewEncoder(cfg RunConfig) encode.EncoderConfig {
+	return encode.EncoderConfig{Codec: encode.Codec(cfg.WebRTC.Codec)}
 }
 
 // written is an output file the run opened: what it holds and where.
 type written struct{ what, path string }
 
 func newOutputs(cfg RunConfig, cams []Camera, m *infer.Manifest, hub *web.Hub) (*outputs, error) {
-	o := &outputs{cfg: cfg, cams: cams, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub}
+	o := &outputs{cfg: cfg, cams: cams, sem: m.SemanticClasses(), stuff: m.StuffChannels(), hub: hub, hubEncoder: previewEncoder(cfg)}
 	if cfg.Outputs.Detections != "" {
 		js, err := record.NewJSONSink(cfg.Outputs.Detections)
 		if err != nil {
@@ -447,7 +454,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 			return nil, err
 		}
 		o.written = append(o.written, written{"video", p})
-		ss = append(ss, FileSink{S: fsink})
+		ss = append(ss, &FileSink{S: fsink})
 	}
 	if o.shared != nil {
 		ss = append(ss, o.shared.For())
@@ -461,7 +468,13 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		ss = append(ss, o.detectionsSink(js).For())
 	}
 	if o.hub != nil && cam.Outputs.Serve {
-		ss = append(ss, HubSink{Hub: o.hub, ID: name})
+		// The stream is there before its first frame: a viewer that
+		// connects while the camera is still opening sees it from the
+		// start.
+		if err := o.hub.AddStream(name, o.hubEncoder); err != nil {
+			return nil, err
+		}
+		ss = append(ss, &HubSink{Hub: o.hub, ID: name})
 	}
 	if r := o.recs.Annotated(name); r != nil {
 		ss = append(ss, RecordSink{R: r})

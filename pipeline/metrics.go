@@ -67,6 +67,8 @@ type MetricsConfig struct {
 //	htcstream_detections_total{camera,label}
 //	htcstream_sink_dropped_total{camera,sink}
 //	htcstream_latency_seconds{camera}  histogram, capture to drawn
+//	htcstream_frame_latency_seconds{camera,output,kind}  histogram, capture to the encoded picture handed on
+//	  (output video: into the mp4; webrtc: to the viewers' tracks, while someone watches); kind as in _schedule_frames_total
 //	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
 //	htcstream_events_total{camera,type}  events made (new, update, end)
 //	htcstream_schedule_frames_total{camera,kind}  keyframe, propagated, still (model skipped: no motion)
@@ -84,6 +86,7 @@ type Metrics struct {
 	streams map[string]*streamMetrics
 
 	latency    *prometheus.HistogramVec
+	handoff    *prometheus.HistogramVec
 	stages     *prometheus.HistogramVec
 	batches    prometheus.Histogram
 	detections *prometheus.CounterVec
@@ -118,6 +121,10 @@ func NewMetrics(provider string) *Metrics {
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
+// handoffBuckets are finer around the 100 ms a live preview aims below, so
+// a median read from them is good to 10 ms.
+var handoffBuckets = []float64{.01, .02, .03, .04, .05, .06, .07, .08, .09, .1, .125, .15, .2, .3, .5, 1, 2, 5}
+
 // NewMetricsWith returns empty metrics describing the run as cfg says.
 func NewMetricsWith(cfg MetricsConfig) *Metrics {
 	if cfg.Version == "" {
@@ -136,6 +143,11 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "htcstream_latency_seconds", Help: "Capture-to-drawn latency of frames.", Buckets: latencyBuckets,
 		}, []string{"camera"}),
+		handoff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "htcstream_frame_latency_seconds",
+			Help:    "From a frame's capture (its packet read from the camera's stream) to its encoded picture handed on: into the mp4 (output video), to the WebRTC viewers' tracks (output webrtc, only while someone watches); kind: keyframe, propagated, still.",
+			Buckets: handoffBuckets,
+		}, []string{"camera", "output", "kind"}),
 		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "htcstream_stage_seconds", Help: "Time per batch (per frame for draw) in each step.", Buckets: latencyBuckets,
 		}, []string{"stage"}),
@@ -166,7 +178,7 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		info, m.latency, m.stages, m.batches, m.detections, m.reconnects, m.sinkDrops,
+		info, m.latency, m.handoff, m.stages, m.batches, m.detections, m.reconnects, m.sinkDrops,
 		m.events, m.snapshots, streamCollector{m},
 	)
 	m.sched = newSchedMetrics(m.reg)
@@ -230,6 +242,15 @@ func (m *Metrics) frameOut(name string, latency time.Duration) {
 		s.lastOut.Store(time.Now().UnixNano())
 		m.latency.WithLabelValues(name).Observe(latency.Seconds())
 	}
+}
+
+// handedOff times a frame from capture to its encoded picture leaving
+// the sink output (EncodingSink).
+func (m *Metrics) handedOff(camera, output, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.handoff.WithLabelValues(camera, output, kind).Observe(d.Seconds())
 }
 
 // SourceState records a source's state: one of SourceStates (a state not

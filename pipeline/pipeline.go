@@ -48,6 +48,34 @@ type Output struct {
 	Still bool
 }
 
+// Kind is what the schedule made of the frame, as
+// htcstream_schedule_frames_total counts it: "keyframe" (the model ran on
+// it), "still" (the model skipped it: nothing moved) or "propagated".
+func (o *Output) Kind() string {
+	switch {
+	case o.Keyframe:
+		return "keyframe"
+	case o.Still:
+		return "still"
+	}
+	return "propagated"
+}
+
+// HandoffFunc hears that a frame captured at captured, of kind
+// Output.Kind, left an EncodingSink encoded.
+type HandoffFunc func(captured time.Time, kind string)
+
+// EncodingSink is a sink that encodes its frames and hands the encoded
+// pictures on (into a file, to WebRTC viewers). The pipeline calls Handoff
+// once, before the first Write; the sink then calls f for each frame when
+// its encoded picture leaves, from Write (or Close) only: that is the end
+// of htcstream_frame_latency_seconds. A frame the sink never encodes (a
+// preview nobody watches) is not reported.
+type EncodingSink interface {
+	Sink
+	Handoff(f HandoffFunc)
+}
+
 // Sink consumes the outputs of one or several streams. Write is called from
 // one goroutine per stream; a sink shared by streams must serialise itself.
 // Close is called once, after the last Write, on every path including
@@ -615,8 +643,14 @@ type streamOut struct {
 func (st *streamOut) run(ctx context.Context, order <-chan *slot, sinks []Sink) error {
 	st.qs = make([]*sinkQueue, len(sinks))
 	for k, s := range sinks {
-		st.qs[k] = newSinkQueue(s, k, st.queue)
-		go st.qs[k].run(ctx)
+		q := newSinkQueue(s, k, st.queue)
+		if es, ok := s.(EncodingSink); ok && st.metrics != nil {
+			es.Handoff(func(captured time.Time, kind string) {
+				st.metrics.handedOff(st.name, q.name, kind, time.Since(captured))
+			})
+		}
+		st.qs[k] = q
+		go q.run(ctx)
 	}
 	if st.tracker != nil {
 		defer st.tracker.End()
@@ -943,6 +977,8 @@ func (st *streamOut) send(ctx context.Context, o *Output, s *slot) {
 	if st.tracker != nil && !o.Propagated {
 		st.tracker.Drawn(o)
 	}
+	// an interpolated frame the model skipped for stillness is still one
+	o.Still = s.still
 	o.Latency = time.Since(o.Frame.Captured)
 	for _, q := range st.qs {
 		if st.live {
@@ -955,12 +991,5 @@ func (st *streamOut) send(ctx context.Context, o *Output, s *slot) {
 	}
 	<-st.credits
 	st.metrics.frameOut(st.name, o.Latency)
-	switch {
-	case s.key:
-		st.metrics.scheduled(st.name, "keyframe")
-	case s.still:
-		st.metrics.scheduled(st.name, "still")
-	default:
-		st.metrics.scheduled(st.name, "propagated")
-	}
+	st.metrics.scheduled(st.name, o.Kind())
 }

@@ -54,7 +54,16 @@ type FileSink struct {
 	writeErr error
 	// fragmented writes PATH itself as fragmented MP4 (NewSegmentFile)
 	fragmented bool
+	// onWritten hears of each frame whose packet is in the file
+	onWritten func(pts time.Duration)
 }
+
+// OnWritten sets a function called with a frame's pts (as given to
+// WriteFrame, or as moved past the previous one) once its encoded packet
+// has gone to the muxer: x264's lookahead holds a file's frames some
+// frames longer than WriteFrame. It is called from WriteFrame and Close,
+// under the sink's lock; set it before the first WriteFrame.
+func (s *FileSink) OnWritten(f func(pts time.Duration)) { s.onWritten = f }
 
 // NewFileSink creates PATH.partial and prepares the mp4 muxer; the video
 // track is set up by the first frame and keeps its size: a later frame of
@@ -199,6 +208,9 @@ func (s *FileSink) writePacket(p *astiav.Packet) error {
 	if err := s.fc.WriteInterleavedFrame(p); err != nil {
 		s.writeErr = fmt.Errorf("write packet at %v: %w", FromTicks(pts), err)
 		return s.writeErr
+	}
+	if s.onWritten != nil {
+		s.onWritten(FromTicks(pts))
 	}
 	return nil
 }

@@ -295,20 +295,30 @@ func (h *Hub) stream(id string) *hubStream {
 // viewers see time go forward. A stream not yet known is created with the
 // hub's Encoder.
 func (h *Hub) Publish(id string, w, ht int, rgb []byte, pts time.Duration, sum Summary) error {
+	_, err := h.PublishWatched(id, w, ht, rgb, pts, sum)
+	return err
+}
+
+// PublishWatched is Publish that also says whether the frame was encoded
+// and queued for at least one viewer (false: nobody watches, every
+// viewer's queue was full, or the stream is being removed): when it
+// returns true, the frame's encoded picture has been handed to the
+// viewers' track writers.
+func (h *Hub) PublishWatched(id string, w, ht int, rgb []byte, pts time.Duration, sum Summary) (bool, error) {
 	ready := time.Now()
 	if err := encode.CheckRGB(w, ht, rgb, pts); err != nil {
-		return fmt.Errorf("publish %s: %w", id, err)
+		return false, fmt.Errorf("publish %s: %w", id, err)
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return fmt.Errorf("publish %s: %w", id, ErrClosed)
+		return false, fmt.Errorf("publish %s: %w", id, ErrClosed)
 	}
 	s := h.streams[id]
 	if s == nil {
 		if err := checkStreamID(id); err != nil {
 			h.mu.Unlock()
-			return fmt.Errorf("publish: %w", err)
+			return false, fmt.Errorf("publish: %w", err)
 		}
 		s = newHubStream(h, id, h.cfg.Encoder)
 		h.streams[id] = s
@@ -464,13 +474,13 @@ func newHubStream(h *Hub, id string, enc encode.EncoderConfig) *hubStream {
 	return s
 }
 
-func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Duration, sum Summary) error {
+func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Duration, sum Summary) (bool, error) {
 	s.pub.Lock()
 	defer s.pub.Unlock()
 	if s.shutDown {
 		// Removed while this frame was on its way; a later Publish makes
 		// a new stream.
-		return nil
+		return false, nil
 	}
 	seq := s.frames.Add(1) - 1
 	s.smu.Lock()
@@ -493,7 +503,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 		// Nobody watches: no encoding at all. The next viewer starts a new
 		// encoder, whose first frame is a keyframe.
 		s.closeEncoder()
-		return nil
+		return false, nil
 	}
 	// An encoder still here has encoded a frame (a failed one is closed), so
 	// its size is the stream's so far.
@@ -506,7 +516,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 	if s.encoder == nil {
 		e, err := encode.NewEncoder(s.enc)
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", s.id, err)
+			return false, fmt.Errorf("publish %s: %w", s.id, err)
 		}
 		s.encoder = e
 		s.joinKey.Store(false)
@@ -526,7 +536,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 	if err != nil {
 		// A fresh encoder on the next frame is the best chance to recover.
 		s.closeEncoder()
-		return fmt.Errorf("publish %s: %w", s.id, err)
+		return false, fmt.Errorf("publish %s: %w", s.id, err)
 	}
 	s.encoded.Add(1)
 	for _, p := range pkts {
@@ -560,7 +570,7 @@ func (s *hubStream) publish(ready time.Time, w, h int, rgb []byte, pts time.Dura
 			s.lastLog, s.logDrops = ready, 0
 		}
 	}
-	return nil
+	return dropped < len(viewers), nil
 }
 
 func (s *hubStream) closeEncoder() {
