@@ -256,7 +256,7 @@ func Execute(cfg RunConfig, opt Options) error {
 		if sum.DecodeErrors > 0 {
 			damage = fmt.Sprintf(", %d decode errors (damaged input: pictures lost or concealed)", sum.DecodeErrors)
 		}
-		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %.1f fps", s.Name(), sum.In, sum.Out, sum.Dropped, damage, sum.FPS)
+		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %s", s.Name(), sum.In, sum.Out, sum.Dropped, damage, Rate(sum.FPS))
 		if key, prop, still := metrics.ScheduleCounts(s.Name()); prop+still > 0 {
 			fmt.Fprintf(opt.Stdout, "; the model ran on %d keyframes, %d frames propagated, %d still", key, prop, still)
 		}

@@ -35,9 +35,9 @@ func StartProgress(w io.Writer, frames *atomic.Int64, total int64) func() {
 				fps := float64(n) / el.Seconds()
 				if total > 0 && n > 0 {
 					eta := time.Duration(float64(total-n) / fps * float64(time.Second)).Round(time.Second)
-					fmt.Fprintf(w, "\r\033[K%s %d/%d frames, %.1f fps, %s elapsed, ETA %s", Bar(n, total), n, total, fps, el.Round(time.Second), max(eta, 0))
+					fmt.Fprintf(w, "\r\033[K%s %d/%d frames, %s, %s elapsed, ETA %s", Bar(n, total), n, total, Rate(fps), el.Round(time.Second), max(eta, 0))
 				} else {
-					fmt.Fprintf(w, "\r\033[K%d frames, %.1f fps, %s elapsed", n, fps, el.Round(time.Second))
+					fmt.Fprintf(w, "\r\033[K%d frames, %s, %s elapsed", n, Rate(fps), el.Round(time.Second))
 				}
 			}
 		}
@@ -45,6 +45,20 @@ func StartProgress(w io.Writer, frames *atomic.Int64, total int64) func() {
 	return func() {
 		close(done)
 		<-stopped
+	}
+}
+
+// Rate writes a frame rate so that a slow model still reads as a number:
+// a real-size HTC on a CPU runs well under 0.1 fps, which "%.1f fps" shows
+// as 0.0.
+func Rate(fps float64) string {
+	switch {
+	case fps <= 0:
+		return "0 fps"
+	case fps < 1:
+		return fmt.Sprintf("%.2g fps (%.1f s/frame)", fps, 1/fps)
+	default:
+		return fmt.Sprintf("%.1f fps", fps)
 	}
 }
 

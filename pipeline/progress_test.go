@@ -30,3 +30,16 @@ func TestProgressBarAndExpectedFrames(t *testing.T) {
 		t.Fatalf("a looping camera has no end: %d", n)
 	}
 }
+
+func TestRateKeepsASlowModelReadable(t *testing.T) {
+	for fps, want := range map[float64]string{
+		0:      "0 fps",
+		25:     "25.0 fps",
+		0.35:   "0.35 fps (2.9 s/frame)",
+		0.0141: "0.014 fps (70.9 s/frame)",
+	} {
+		if got := Rate(fps); got != want {
+			t.Errorf("Rate(%g) = %q, want %q", fps, got, want)
+		}
+	}
+}
