@@ -41,3 +41,22 @@ func TestIngestSourceLoopKeepsTheClock(t *testing.T) {
 		}
 	}
 }
+
+// The HUD's rate of a 25 fps camera whose frames come in pairs (a loaded
+// machine bunches them) is 25 fps, not the mean of 1/0.1 ms and 1/80 ms.
+func TestHUDRateOfBunchedFrames(t *testing.T) {
+	d := &OverlayDrawer{}
+	at := time.Unix(0, 0)
+	var fps float64
+	for i := 0; i < 200; i++ {
+		gap := 100 * time.Microsecond
+		if i%2 == 0 {
+			gap = 80*time.Millisecond - gap
+		}
+		at = at.Add(gap)
+		fps = d.rate("cam", at)
+	}
+	if fps < 23 || fps > 27 {
+		t.Fatalf("HUD rate %.1f fps for a 25 fps camera", fps)
+	}
+}
