@@ -163,6 +163,13 @@ func (detectionsUser) SinkName() string { return "detections" }
 func (u detectionsUser) Write(o *Output) error {
 	fd := record.FrameDetections{Stream: o.Stream, Seq: o.Frame.Seq, PTS: o.Frame.PTS, Time: o.Frame.Captured, File: o.Frame.Name,
 		Width: o.Frame.Width, Height: o.Frame.Height, Keyframe: o.Keyframe, Detections: o.Result.Detections}
+	if o.Keyframe {
+		fd.Model = &record.ModelRun{Why: string(o.Why), Run: o.ModelRun}
+		if o.ModelRun > 0 {
+			w := o.Waited
+			fd.Model.Waited = &w
+		}
+	}
 	if o.Result.Semantic != nil && u.s.Stuff != nil {
 		fd.Stuff = StuffRegions(o.Result.Semantic, u.s.SemanticClasses, u.s.Stuff, MinStuffArea)
 	}

@@ -46,6 +46,15 @@ type Output struct {
 	// Still says the model skipped this frame because nothing moved
 	// (motion gating).
 	Still bool
+	// Why the model ran on a keyframe (empty on the other frames).
+	Why KeyReason
+	// ModelRun numbers the model run that saw a keyframe, from 1 in this
+	// process (cameras batched together share it); Waited is how many
+	// runs went to other cameras while it was first in its camera's line.
+	// Both are 0 while its result is not in: a live keyframe goes out
+	// before it.
+	ModelRun uint64
+	Waited   int
 }
 
 // Kind is what the schedule made of the frame, as
@@ -191,8 +200,13 @@ type slot struct {
 	key   bool
 	still bool // not a keyframe because nothing moved
 	sc    *scheduler
-	res   cascade.Result
-	done  chan struct{}
+	// reason: why a keyframe is one; run and waited are set when the
+	// model takes it (modelQueue.commit), read after done is closed.
+	reason KeyReason
+	run    uint64
+	waited int
+	res    cascade.Result
+	done   chan struct{}
 }
 
 func (s *slot) ready() bool {
@@ -207,9 +221,9 @@ func (s *slot) ready() bool {
 // newSlot decides whether f is a keyframe (sc nil: always) and, when the
 // frame will be drawn before the model is done, gives the model a copy.
 func newSlot(f *decode.Frame, sc *scheduler, copyForModel bool) *slot {
-	s := &slot{frame: f, model: f, sc: sc, key: true}
+	s := &slot{frame: f, model: f, sc: sc, key: true, reason: KeyInterval}
 	if sc != nil {
-		s.key, s.still = sc.decide(f)
+		s.key, s.still, s.reason = sc.decide(f)
 	}
 	if s.key {
 		s.done = make(chan struct{})
@@ -364,15 +378,18 @@ func Run(drain, hard context.Context, cfg Config) error {
 	}
 
 	// Sources -> each stream's order queue (every frame, in capture order)
-	// and, for keyframes, one shared channel to the batcher.
-	in := make(chan item)
+	// and, for keyframes, the model's one queue, which batches frames of
+	// the same detector and size.
+	q := newModelQueue(len(cfg.Sources), cfg.Batch, func(it item) string {
+		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.s.model.Width, it.s.model.Height)
+	})
 	var srcWG sync.WaitGroup
 	for i, src := range cfg.Sources {
 		srcWG.Add(1)
 		go func(i int, src Source) {
 			defer srcWG.Done()
 			defer close(orders[i])
-			f := feed{i: i, in: in, order: orders[i], credits: credits[i], m: cfg.Metrics, sc: scheds[i]}
+			f := feed{i: i, q: q, order: orders[i], credits: credits[i], m: cfg.Metrics, sc: scheds[i]}
 			if err := f.run(drain, hard, src); err != nil && !errors.Is(err, context.Canceled) {
 				cfg.Logger.Error("stream failed", "stream", names[i], "err", err)
 				fail(&StreamError{Stream: names[i], Err: err})
@@ -381,18 +398,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 	}
 	go func() {
 		srcWG.Wait()
-		close(in)
-	}()
-
-	// The shared batcher groups same-sized frames of all streams.
-	batches := make(chan []item)
-	b := infer.NewBatcher(cfg.Batch, func(it item) string {
-		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.s.model.Width, it.s.model.Height)
-	})
-	go func() {
-		if err := b.Run(hard, in, batches); err != nil && !errors.Is(err, context.Canceled) {
-			fail(err)
-		}
+		q.close()
 	}()
 
 	// Per-stream output goroutines keep each stream's order; as a stream
@@ -422,7 +428,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 		}(i)
 	}
 
-	inferErr := runInference(batches, func(i int) Detector { return dets[detGroup[i]] }, cfg.Metrics)
+	inferErr := runInference(hard, q, func(i int) Detector { return dets[detGroup[i]] }, cfg.Metrics)
 	close(modelDone)
 	if inferErr != nil && !errors.Is(inferErr, context.Canceled) {
 		fail(inferErr)
@@ -444,7 +450,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 // stream's credits (given back when it reaches the sinks).
 type feed struct {
 	i       int
-	in      chan<- item
+	q       *modelQueue
 	order   chan<- *slot
 	credits chan struct{}
 	m       *Metrics
@@ -463,15 +469,10 @@ func (fd feed) run(drain, hard context.Context, src Source) error {
 			}
 			s := newSlot(f, fd.sc, false)
 			fd.order <- s
-			if !s.key {
-				return true
+			if s.key {
+				fd.q.push(item{fd.i, s})
 			}
-			select {
-			case fd.in <- item{fd.i, s}:
-				return true
-			case <-hard.Done():
-				return false
-			}
+			return true
 		})
 	}
 	if fd.sc == nil {
@@ -479,19 +480,7 @@ func (fd feed) run(drain, hard context.Context, src Source) error {
 	}
 	// A live source with a schedule: every frame goes out at once, as long
 	// as the stream's outputs keep up (else it is dropped, counted); the
-	// keyframes go to the model through a forwarder, so emit never blocks.
-	keys := make(chan *slot, maxLiveKeys+1)
-	fwdDone := make(chan struct{})
-	go func() {
-		defer close(fwdDone)
-		for s := range keys {
-			select {
-			case fd.in <- item{fd.i, s}:
-			case <-hard.Done():
-				return
-			}
-		}
-	}()
+	// keyframes join the model's queue, which never blocks.
 	smooth := fd.sc.sch.smooth()
 	err := src.Run(drain, func(f *decode.Frame) bool {
 		fd.m.frameIn(name)
@@ -504,13 +493,10 @@ func (fd feed) run(drain, hard context.Context, src Source) error {
 		s := newSlot(f, fd.sc, !smooth)
 		fd.order <- s
 		if s.key {
-			// never blocks: the scheduler keeps fewer keyframes at the model
-			keys <- s
+			fd.q.push(item{fd.i, s})
 		}
 		return true
 	})
-	close(keys)
-	<-fwdDone
 	return err
 }
 
@@ -538,11 +524,7 @@ func (fd feed) mailbox(drain, hard context.Context, src Source) error {
 			}
 			s := newSlot(f, nil, false)
 			fd.order <- s
-			select {
-			case fd.in <- item{fd.i, s}:
-			case <-hard.Done():
-				return
-			}
+			fd.q.push(item{fd.i, s})
 		}
 	}()
 	err := src.Run(drain, func(f *decode.Frame) bool {
@@ -565,18 +547,14 @@ func (fd feed) mailbox(drain, hard context.Context, src Source) error {
 	return err
 }
 
-// runInference runs the detector on every batch and hands each keyframe
-// its result.
-func runInference(batches <-chan []item, detectorOf func(stream int) Detector, m *Metrics) error {
-	// On an early return keep reading, so the batcher is never stuck on a
-	// send; after the loop the channel is closed and this ends at once.
-	defer func() {
-		go func() {
-			for range batches {
-			}
-		}()
-	}()
-	for batch := range batches {
+// runInference runs the detector on every batch the queue gives and hands
+// each keyframe its result.
+func runInference(ctx context.Context, q *modelQueue, detectorOf func(stream int) Detector, m *Metrics) error {
+	for {
+		batch, ok := q.take(ctx)
+		if !ok {
+			return nil
+		}
 		imgs := make([]cascade.Image, len(batch))
 		for k, it := range batch {
 			f := it.s.model
@@ -597,7 +575,6 @@ func runInference(batches <-chan []item, detectorOf func(stream int) Detector, m
 			}
 		}
 	}
-	return nil
 }
 
 // streamOut is the output side of one stream: filter and track the
@@ -980,6 +957,12 @@ func (st *streamOut) send(ctx context.Context, o *Output, s *slot) {
 	// an interpolated frame the model skipped for stillness is still one
 	o.Still = s.still
 	o.Latency = time.Since(o.Frame.Captured)
+	if s.key {
+		o.Why = s.reason
+		if s.ready() {
+			o.ModelRun, o.Waited = s.run, s.waited
+		}
+	}
 	for _, q := range st.qs {
 		if st.live {
 			if q.offer(o) && st.onDrop != nil {

@@ -168,6 +168,9 @@ type scheduler struct {
 	sinceKey   int
 	lastKeyPTS time.Duration
 	haveKey    bool
+	// quiet: a frame since the last keyframe was measured still, so the
+	// next keyframe that moves is motion starting (KeyMotion)
+	quiet bool
 
 	atModel atomic.Int32
 	moving  atomic.Bool
@@ -200,9 +203,9 @@ func newScheduler(name string, sch Schedule, live bool, m *Metrics) (*scheduler,
 	return sc, nil
 }
 
-// decide says whether f is a keyframe, and if not, whether it was left out
-// because nothing moved (still).
-func (sc *scheduler) decide(f *decode.Frame) (key, still bool) {
+// decide says whether f is a keyframe and why, and if not, whether it was
+// left out because nothing moved (still).
+func (sc *scheduler) decide(f *decode.Frame) (key, still bool, why KeyReason) {
 	sc.sinceKey++
 	var due bool
 	switch {
@@ -214,22 +217,34 @@ func (sc *scheduler) decide(f *decode.Frame) (key, still bool) {
 			due = false // the model is behind this camera's interval
 		}
 	}
+	why = KeyInterval
 	if sc.det != nil {
 		// measured on every frame: the background must follow the picture
 		res, err := sc.det.Detect(f.RGB, f.Width, f.Height)
 		moving := err != nil || res.Moving || sc.moving.Load()
 		sc.m.motion(sc.name, moving)
 		forced := !sc.haveKey || f.PTS-sc.lastKeyPTS >= sc.sch.MaxInterval || f.PTS < sc.lastKeyPTS
+		if !moving {
+			sc.quiet = true
+		}
 		if due && !moving && !forced {
-			return false, true
+			return false, true, ""
+		}
+		switch {
+		case !moving:
+			why = KeyRefresh
+		case sc.quiet && sc.haveKey:
+			why = KeyMotion
+		default:
+			why = KeyMoving
 		}
 	}
 	if !due {
-		return false, false
+		return false, false, ""
 	}
-	sc.sinceKey, sc.lastKeyPTS, sc.haveKey = 0, f.PTS, true
+	sc.sinceKey, sc.lastKeyPTS, sc.haveKey, sc.quiet = 0, f.PTS, true, false
 	sc.atModel.Add(1)
-	return true, false
+	return true, false, why
 }
 
 // modelDone is called once per keyframe when the model is done with it.

@@ -28,10 +28,17 @@ import (
 
 // jsonFrame is what these tests read of a detections line.
 type jsonFrame struct {
-	Seq        int64 `json:"seq"`
-	Keyframe   bool  `json:"keyframe"`
+	Stream   string `json:"stream"`
+	Seq      int64  `json:"seq"`
+	Keyframe bool   `json:"keyframe"`
+	Model    *struct {
+		Why    string `json:"why"`
+		Run    uint64 `json:"run"`
+		Waited *int   `json:"waited"`
+	} `json:"model"`
 	Detections []struct {
-		Propagated bool `json:"propagated"`
+		Box        [4]float64 `json:"box"`
+		Propagated bool       `json:"propagated"`
 	} `json:"detections"`
 }
 
@@ -55,24 +62,59 @@ func readLines(t *testing.T, path string) []jsonFrame {
 	return out
 }
 
-// A camera that shows a still scene for 12 s, then a box moving in: with
-// motion gating the model runs on the first frame and once per
-// max_interval while nothing moves, then on the frames that move; every
-// frame is still in the outputs, the skipped ones propagated.
-func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
-	dir := t.TempDir()
-	clip := filepath.Join(dir, "still-then-motion.mp4")
-	// 10 fps: 120 still frames, then 30 with a box walking in from the left
-	args := []string{"-v", "error", "-f", "lavfi", "-i", "color=c=0x506070:s=320x240:r=10:d=15",
-		"-f", "lavfi", "-i", "color=c=white:s=50x50:r=10:d=15",
+// stillThenDisc makes a clip at 10 fps, 320x240: a still scene (a flat
+// wall and a box) for still seconds, then a yellow disc 60 px across (bright: the motion
+// detector works on grey, where a red one would match the wall) coming
+// in from the left at 8 px a frame, for 3 s. The default model is trained
+// on synthetic shapes and finds such a disc (a "circle") once half of it
+// is in: what is asserted is when the model runs, not whether it can see.
+// discBox is where the disc is on frame seq (clipped to the picture;
+// empty before it comes in).
+func stillThenDisc(t *testing.T, path string, still int) (frames int, discBox func(seq int) [4]float64) {
+	t.Helper()
+	frames = (still + 3) * 10
+	// x(t) = -60 + (t - still) * 80 px: the disc's left edge
+	xExpr := fmt.Sprintf("if(gte(t,%d),-60+(t-%d)*80,-1000)", still, still)
+	args := []string{"-v", "error", "-f", "lavfi", "-i", fmt.Sprintf("color=c=0x506070:s=320x240:r=10:d=%d", still+3),
+		"-f", "lavfi", "-i", fmt.Sprintf("color=c=0xf0c828:s=60x60:r=10:d=%d,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='if(lte(hypot(X-29.5,Y-29.5),30),255,0)'", still+3),
 		"-filter_complex", "[0]drawbox=x=20:y=20:w=60:h=40:color=0xc0a080:t=fill[bg];" +
-			"[bg][1]overlay=x='if(gte(t,12),-60+(t-12)*80,-1000)':y=120:eval=frame",
-		"-frames:v", "150", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", clip}
+			"[bg][1]overlay=x='" + xExpr + "':y=110:eval=frame",
+		"-frames:v", strconv.Itoa(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-y", path}
 	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, b)
 	}
+	return frames, func(seq int) [4]float64 {
+		x := -60 + (float64(seq)/10-float64(still))*80
+		if seq < still*10 || x+60 <= 0 {
+			return [4]float64{}
+		}
+		return [4]float64{max(x, 0), 110, min(x+60, 320), 170}
+	}
+}
+
+func iou(a, b [4]float64) float64 {
+	ix := max(0, min(a[2], b[2])-max(a[0], b[0]))
+	iy := max(0, min(a[3], b[3])-max(a[1], b[1]))
+	in := ix * iy
+	u := (a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - in
+	if u <= 0 {
+		return 0
+	}
+	return in / u
+}
+
+// A camera that shows a still scene for 60 s, then a disc moving in: with
+// motion gating the model runs on the first frame and once per
+// max_interval while nothing moves, then on the frames that move, and
+// finds the disc within one model run of its being wholly in the picture;
+// every frame is still in the outputs, the skipped ones propagated.
+func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
+	dir := t.TempDir()
+	clip := filepath.Join(dir, "still-then-motion.mp4")
+	const still, maxInterval = 60, 10
+	frames, discBox := stillThenDisc(t, clip, still)
 	cfg := filepath.Join(dir, "motion.yaml")
-	if err := os.WriteFile(cfg, []byte("motion:\n  enabled: true\n  max_interval: 5s\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("motion:\n  enabled: true\n  max_interval: %ds\n", maxInterval)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	jsonl := filepath.Join(dir, "out.jsonl")
@@ -81,10 +123,12 @@ func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	lines := readLines(t, jsonl)
-	if len(lines) != 150 {
-		t.Fatalf("%d lines for 150 frames", len(lines))
+	if len(lines) != frames {
+		t.Fatalf("%d lines for %d frames", len(lines), frames)
 	}
-	still, moving := 0, 0
+	// the first frame wholly showing the disc: x(t) >= 0 from t = still + 0.75 s
+	whole := still*10 + 8
+	stillKeys, moving, sinceWhole, found := 0, 0, 0, -1
 	for i, l := range lines {
 		if l.Seq != int64(i) {
 			t.Fatalf("line %d is frame %d", i, l.Seq)
@@ -94,23 +138,106 @@ func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
 				t.Fatalf("frame %d: keyframe %v with a detection propagated %v", i, l.Keyframe, d.Propagated)
 			}
 		}
+		if l.Keyframe != (l.Model != nil) {
+			t.Fatalf("frame %d: keyframe %v, model %+v", i, l.Keyframe, l.Model)
+		}
+		if !l.Keyframe {
+			continue
+		}
+		box := discBox(i)
 		switch {
-		case !l.Keyframe:
-		case i < 120:
-			still++
-		case i > 122: // the box is in the picture from frame 122 on
+		case box == [4]float64{}:
+			stillKeys++
+			if l.Model.Why != "refresh" {
+				t.Errorf("still frame %d: the model ran for %q", i, l.Model.Why)
+			}
+		default:
 			moving++
 		}
+		if i >= whole && found < 0 {
+			sinceWhole++
+			for _, d := range l.Detections {
+				if iou(box, d.Box) >= 0.5 {
+					found = i
+				}
+			}
+			if found < 0 && sinceWhole == 2 {
+				t.Fatalf("the disc, wholly in from frame %d, was not found by the model's two runs after (frame %d, disc at %v)", whole, i, box)
+			}
+		}
 	}
-	// 12 s still with max_interval 5 s: frames 0, 50 and 100
-	if still > 1+12/5 {
-		t.Fatalf("the model ran on %d still frames, at most %d expected", still, 1+12/5)
+	t.Logf("the model ran on %d still frames and %d with the disc; it found the disc on frame %d (wholly in from %d)", stillKeys, moving, found, whole)
+	if limit := 1 + still/maxInterval; stillKeys > limit {
+		t.Fatalf("the model ran on %d still frames, at most %d expected", stillKeys, limit)
 	}
-	if moving < 20 {
-		t.Fatalf("the model ran on %d of the 27 frames where the box moves", moving)
+	if found < 0 {
+		t.Fatal("the model never found the disc")
+	}
+	if moving < 25 {
+		t.Fatalf("the model ran on %d of the 30 frames where the disc moves", moving)
 	}
 	if !strings.Contains(out, "still") {
 		t.Errorf("the summary does not count the still frames:\n%s", out)
+	}
+}
+
+// Three cameras share the model: two always have a frame waiting (files,
+// the model on every frame), the third is still until a disc comes in.
+// Its first frame with motion takes the model's next run, ahead of the
+// two waiting (the JSON lines say which run took each keyframe and how
+// many runs went to other cameras while it waited at the front).
+func TestMotionStartTakesTheNextModelRun(t *testing.T) {
+	dir := t.TempDir()
+	clip := filepath.Join(dir, "still-then-motion.mp4")
+	stillThenDisc(t, clip, 3)
+	sample, err := filepath.Abs("../../examples/sample.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonl := filepath.Join(dir, "out.jsonl")
+	cfg := filepath.Join(dir, "cameras.yaml")
+	yaml := fmt.Sprintf("outputs:\n  detections: %s\ncameras:\n  a: {url: %s}\n  b: {url: %s}\n  c:\n    url: %s\n    motion: {enabled: true}\n", jsonl, sample, sample, clip)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// c's disc comes in at frame 30; a and b stop at 60 frames, busy all along
+	code, _, errOut := call("run", "--model", bundle, "--config", cfg, "--max-frames", "60")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	runs := map[uint64][]jsonFrame{}
+	var start *jsonFrame
+	for _, l := range readLines(t, jsonl) {
+		if !l.Keyframe {
+			continue
+		}
+		if l.Model == nil || l.Model.Run == 0 || l.Model.Waited == nil {
+			t.Fatalf("%s frame %d: keyframe without its run: %+v", l.Stream, l.Seq, l.Model)
+		}
+		runs[l.Model.Run] = append(runs[l.Model.Run], l)
+		if l.Stream == "c" && l.Model.Why == "motion" && start == nil {
+			start = &l
+		}
+	}
+	if start == nil {
+		t.Fatal("camera c has no keyframe for motion starting")
+	}
+	r := start.Model.Run
+	if *start.Model.Waited != 0 {
+		t.Fatalf("c's motion start (frame %d, run %d) waited while %d runs served the others", start.Seq, r, *start.Model.Waited)
+	}
+	// The others were waiting then: each of a and b has a keyframe that
+	// was first in line while c's ran, and that run went ahead of it.
+	for _, cam := range []string{"a", "b"} {
+		passed := false
+		for n := r + 1; n <= r+3 && !passed; n++ {
+			for _, l := range runs[n] {
+				passed = passed || (l.Stream == cam && *l.Model.Waited > 0)
+			}
+		}
+		if !passed {
+			t.Errorf("camera %s had no keyframe waiting behind c's motion start at run %d: the test shows nothing", cam, r)
+		}
 	}
 }
 

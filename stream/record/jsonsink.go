@@ -46,7 +46,10 @@ type FrameDetections struct {
 	Width, Height int
 	// Keyframe says the model ran on this frame (the line's "keyframe");
 	// the other frames' detections were carried there by the tracker.
-	Keyframe   bool
+	Keyframe bool
+	// Model says, on a keyframe, why the model ran and which run it was
+	// (the line's "model"); nil on the other frames.
+	Model      *ModelRun
 	Detections []detection.Detection
 	// Stuff lists the stuff regions of the frame's semantic map, largest
 	// first; nil when no map was made (the line then has no "stuff").
@@ -68,8 +71,20 @@ type jsonLine struct {
 	Width      int             `json:"width"`
 	Height     int             `json:"height"`
 	Keyframe   bool            `json:"keyframe"`
+	Model      *ModelRun       `json:"model,omitempty"`
 	Detections []jsonDetection `json:"detections"`
 	Stuff      *[]jsonRegion   `json:"stuff,omitempty"`
+}
+
+// ModelRun is a keyframe's line "model": why the model ran on it
+// ("motion", "moving", "refresh", "interval"), and, once its result is in
+// when the line is written, the run's number in the process (from 1; the
+// keyframes of several cameras batched together share it) and how many
+// runs went to other cameras while it was first in its camera's line.
+type ModelRun struct {
+	Why    string `json:"why"`
+	Run    uint64 `json:"run,omitempty"`
+	Waited *int   `json:"waited,omitempty"`
 }
 
 type jsonRegion struct {
@@ -197,7 +212,7 @@ func (s *JSONSink) format(fd FrameDetections) error {
 	}
 	line := jsonLine{
 		Stream: fd.Stream, Seq: fd.Seq, PTSms: float64(fd.PTS) / float64(time.Millisecond),
-		File: fd.File, Width: fd.Width, Height: fd.Height, Keyframe: fd.Keyframe, Detections: dets,
+		File: fd.File, Width: fd.Width, Height: fd.Height, Keyframe: fd.Keyframe, Model: fd.Model, Detections: dets,
 	}
 	if !fd.Time.IsZero() {
 		line.Time = fd.Time.UTC().Format(timeFormat)

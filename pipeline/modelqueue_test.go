@@ -1,0 +1,106 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/htcstream/htcstream/decode"
+	"github.com/htcstream/htcstream/infer"
+)
+
+func queueItem(stream int, why KeyReason, w, h int) item {
+	return item{stream, &slot{model: &decode.Frame{Width: w, Height: h}, key: true, reason: why}}
+}
+
+func sizeKey(it item) string { return fmt.Sprintf("%dx%d", it.s.model.Width, it.s.model.Height) }
+
+// takeStreams runs the queue n times and says whose keyframes each run took.
+func takeStreams(t *testing.T, q *modelQueue, n int) [][]int {
+	t.Helper()
+	var runs [][]int
+	for range n {
+		b, ok := q.take(context.Background())
+		if !ok {
+			t.Fatal("the queue ended early")
+		}
+		var r []int
+		for _, it := range b {
+			r = append(r, it.stream)
+		}
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+// Three cameras with a keyframe each always waiting take turns; a camera
+// whose motion starts takes the next run, then the turns go on.
+func TestModelQueueMotionGoesFirstThenTurns(t *testing.T) {
+	q := newModelQueue(3, infer.BatcherConfig{Size: 1}, sizeKey)
+	for range 4 {
+		q.push(queueItem(0, KeyInterval, 320, 240))
+		q.push(queueItem(1, KeyInterval, 320, 240))
+	}
+	got := takeStreams(t, q, 3)
+	if want := [][]int{{0}, {1}, {0}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("runs %v, want %v", got, want)
+	}
+	q.push(queueItem(2, KeyRefresh, 320, 240))
+	q.push(queueItem(2, KeyMotion, 320, 240))
+	// the refresh waits its turn like any other; the motion start behind
+	// it in its own line is next in that line
+	got = takeStreams(t, q, 4)
+	if want := [][]int{{1}, {2}, {2}, {0}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("runs %v, want %v", got, want)
+	}
+	q.push(queueItem(2, KeyMotion, 320, 240))
+	b, _ := q.take(context.Background())
+	if b[0].stream != 2 || b[0].s.waited != 0 {
+		t.Fatalf("motion start: run went to stream %d, it waited %d runs", b[0].stream, b[0].s.waited)
+	}
+}
+
+// Motion starting over and over on two cameras never starves a third: a
+// keyframe passed over more times than there are cameras goes next.
+func TestModelQueueNeverStarves(t *testing.T) {
+	q := newModelQueue(3, infer.BatcherConfig{Size: 1}, sizeKey)
+	q.push(queueItem(0, KeyInterval, 320, 240))
+	for range 20 {
+		q.push(queueItem(1, KeyMotion, 320, 240))
+		q.push(queueItem(2, KeyMotion, 320, 240))
+	}
+	for run := range 40 {
+		b, _ := q.take(context.Background())
+		if b[0].stream == 0 {
+			if b[0].s.waited > 4 || run > 4 {
+				t.Fatalf("stream 0 ran at run %d after %d passes", run, b[0].s.waited)
+			}
+			return
+		}
+	}
+	t.Fatal("stream 0 never ran")
+}
+
+// A run takes a keyframe of every camera that has one of the same size
+// waiting, up to the batch size; other sizes wait for a run of their own.
+func TestModelQueueBatchesAcrossCameras(t *testing.T) {
+	q := newModelQueue(3, infer.BatcherConfig{Size: 2, Deadline: time.Hour}, sizeKey)
+	q.push(queueItem(0, KeyInterval, 320, 240))
+	q.push(queueItem(1, KeyInterval, 640, 480))
+	q.push(queueItem(2, KeyInterval, 320, 240))
+	got := takeStreams(t, q, 1)
+	if want := [][]int{{0, 2}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("runs %v, want %v", got, want)
+	}
+	// alone and not full: it waits for the deadline, or the end
+	q.close()
+	got = takeStreams(t, q, 1)
+	if want := [][]int{{1}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("runs %v, want %v", got, want)
+	}
+	if _, ok := q.take(context.Background()); ok {
+		t.Fatal("a closed, empty queue gave a batch")
+	}
+}
