@@ -2,9 +2,15 @@ package main
 
 import (
 	"fmt"
+	"image"
+	"image/png"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/htcstream/htcstream/decode"
 
 	"github.com/spf13/pflag"
 )
@@ -97,8 +103,8 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
 	tta := fs.String("tta-scales", "", "the fixture's TTA plan, LONGxSHORT,LONGxSHORT (default: the test scale and 1.3x it)")
 	quant := fs.String("quantize", "", "int8: write INT8 (QDQ) graphs calibrated on --calib-images instead of float ones (measured on the default contract-2 bundle: 1.6x faster end to end at 3 detections a frame, 2.0-2.2x at ~31, the same AP; docs/benchmarks.md, \"INT8 (issue 14)\")")
-	calib := fs.String("calib-images", "", "with --quantize: folder of calibration images (e.g. the training images)")
-	calibN := fs.Int("calib-count", 16, "with --quantize: calibration images used")
+	calib := fs.String("calib-images", "", "with --quantize: what to calibrate on, footage like what the model will see: a folder of images (.png/.jpg, searched recursively) or a video")
+	calibN := fs.Int("calib-count", 16, "with --quantize: calibration images used, spread evenly over the folder or the video")
 	root, pargs, err := c.parse(fs, args, true, "want --checkpoint (or --from-bundle) and --out")
 	if err != nil {
 		return err
@@ -109,7 +115,9 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	case *quant != "" && *quant != "int8":
 		return fmt.Errorf("%w: --quantize %q (want int8)", errUsage, *quant)
 	case *quant != "" && *calib == "":
-		return fmt.Errorf("%w: --quantize int8 needs --calib-images", errUsage)
+		return fmt.Errorf("%w: --quantize int8 needs --calib-images: a folder of images or a video like the footage the model will run on (e.g. a recording from the camera)", errUsage)
+	case *quant != "" && *calibN < 1:
+		return fmt.Errorf("%w: --calib-count %d: want at least 1", errUsage, *calibN)
 	case *quant == "" && *calib != "":
 		return fmt.Errorf("%w: --calib-images without --quantize", errUsage)
 	}
@@ -138,13 +146,6 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 // exportQuantized exports the float bundle into a temporary folder beside
 // --out, then writes its INT8 form to --out (python3 -m htc.quantize).
 func exportQuantized(root string, pargs, extra []string, calib string, n int, stdout, stderr io.Writer) error {
-	images, err := filepath.Abs(calib)
-	if err != nil {
-		return err
-	}
-	if st, err := os.Stat(images); err != nil || !st.IsDir() {
-		return fmt.Errorf("%w: --calib-images %s is not a folder", errUsage, calib)
-	}
 	var out string
 	for i := 0; i+1 < len(pargs); i++ {
 		if pargs[i] == "--out" {
@@ -159,17 +160,91 @@ func exportQuantized(root string, pargs, extra []string, calib string, n int, st
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	// the calibration frames are checked (a video's decoded) before the
+	// float export's minute, so bad input fails at once
+	images, err := calibrationImages(calib, n, filepath.Join(tmp, "calib"))
+	if err != nil {
+		return err
+	}
+	bundle := filepath.Join(tmp, "bundle")
 	fargs := append([]string(nil), pargs...)
 	for i := range fargs {
 		if i > 0 && fargs[i-1] == "--out" {
-			fargs[i] = tmp
+			fargs[i] = bundle
 		}
 	}
 	if err := runPython(root, append(append([]string{"-m", "htc.export"}, fargs...), extra...), stdout, stderr, nil); err != nil {
 		return err
 	}
-	return runPython(root, []string{"-m", "htc.quantize", "--bundle", tmp, "--out", out,
+	return runPython(root, []string{"-m", "htc.quantize", "--bundle", bundle, "--out", out,
 		"--calib-images", images, "--num-images", fmt.Sprint(n)}, stdout, stderr, nil)
+}
+
+// calibrationImages is the folder htc.quantize calibrates on: calib itself
+// when it is a folder holding images, or n frames of the video calib,
+// spread evenly over it, written as PNG into dir.
+func calibrationImages(calib string, n int, dir string) (string, error) {
+	abs, err := filepath.Abs(calib)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("%w: --calib-images: %v", errUsage, err)
+	}
+	if st.IsDir() {
+		found := false
+		err := filepath.WalkDir(abs, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(filepath.Ext(p)) {
+			case ".png", ".jpg", ".jpeg":
+				found = !e.IsDir()
+			}
+			if found {
+				return fs.SkipAll
+			}
+			return nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("%w: --calib-images: %v", errUsage, err)
+		}
+		if !found {
+			return "", fmt.Errorf("%w: --calib-images %s: no .png/.jpg images in the folder (or give a video)", errUsage, calib)
+		}
+		return abs, nil
+	}
+	frames, err := decode.Sample(abs, n)
+	if err != nil {
+		return "", fmt.Errorf("%w: --calib-images %s is neither a folder of images nor a readable video: %v", errUsage, calib, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range frames {
+		img := &image.NRGBA{Pix: make([]byte, 4*f.Width*f.Height), Stride: 4 * f.Width, Rect: image.Rect(0, 0, f.Width, f.Height)}
+		for p := 0; p < f.Width*f.Height; p++ {
+			copy(img.Pix[4*p:4*p+3], f.RGB[3*p:3*p+3])
+			img.Pix[4*p+3] = 255
+		}
+		if err := writePNG(filepath.Join(dir, fmt.Sprintf("frame_%05d.png", f.Seq)), img); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+func writePNG(path string, img image.Image) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // importCmd writes an mmdetection checkpoint in the training module's own

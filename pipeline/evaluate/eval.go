@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/htcstream/htcstream/cascade"
@@ -68,55 +67,23 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, md, err := cfg.Model.Load()
-	if err != nil {
-		return nil, err
-	}
-	defer b.Close()
-	catIDs, err := categoryMap(gt, b.Manifest.Things)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.Data, err)
-	}
-
-	r := &EvalResult{Bundle: cfg.Model.Bundle, Listed: len(gt.Images), Views: len(md.Views())}
-	var done atomic.Int64
-	start := time.Now()
-	progress := pipeline.StartProgress(cfg.Log, &done, int64(len(gt.Images)))
-	src, err := pipeline.OpenSource(location, 0)
-	if err != nil {
-		return nil, err
-	}
-	// The frames go through a run's pipeline with one sink, so that a
-	// schedule picks, tracks and propagates exactly as a run does.
-	td := &timedDetector{d: md}
-	collect := sinkFunc(func(o *pipeline.Output) error {
-		id, ok := idOf(o.Frame)
-		if !ok {
-			return nil // a picture of the folder that the set does not list
-		}
-		r.Images++
-		done.Add(1)
-		for _, d := range o.Result.Detections {
-			rle, err := coco.EncodeRegion(d.Mask.X, d.Mask.Y, d.Mask.W, d.Mask.H, d.Mask.Bits, o.Frame.Width, o.Frame.Height)
-			if err != nil {
-				return fmt.Errorf("image %d: %w", id, err)
-			}
-			r.Detections = append(r.Detections, coco.Detection{
-				ImageID: id, CategoryID: catIDs[d.Label], Score: float64(d.Score),
-				BBox:         []float64{float64(d.Box.X1), float64(d.Box.Y1), float64(d.Box.Width()), float64(d.Box.Height())},
-				Segmentation: &coco.Segmentation{RLE: &rle},
-			})
+	var catIDs []int64
+	cats := func(things []string) error {
+		var err error
+		if catIDs, err = categoryMap(gt, things); err != nil {
+			return fmt.Errorf("%s: %w", cfg.Data, err)
 		}
 		return nil
-	})
-	err = pipeline.Run(ctx, ctx, pipeline.Config{
-		Sources: []pipeline.Source{src}, Detector: td, Schedules: []pipeline.Schedule{cfg.Schedule},
-		Sinks: func(string) ([]pipeline.Sink, error) { return []pipeline.Sink{collect}, nil },
-	})
-	r.Timings, r.Keyframes = td.tm, td.frames
-	progress()
+	}
+	sizes := map[int64][2]int{}
+	run, _, err := detectFrames(ctx, cfg.Model, location, idOf, cfg.Schedule, cats, sizes, cfg.Log, int64(len(gt.Images)))
 	if err != nil {
 		return nil, err
+	}
+	r := &EvalResult{Bundle: cfg.Model.Bundle, Listed: len(gt.Images), Views: run.Views, Images: len(sizes),
+		Detections: run.Detections, Timings: run.Timings, Keyframes: run.Keyframes, Elapsed: run.Elapsed}
+	for i := range r.Detections {
+		r.Detections[i].CategoryID = catIDs[r.Detections[i].CategoryID-1]
 	}
 	if r.Images < r.Listed && cfg.Log != nil {
 		// images it could not read count as found nothing: say so
@@ -125,7 +92,6 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 	if r.Images == 0 {
 		return nil, fmt.Errorf("%s: no images to evaluate", cfg.Data)
 	}
-	r.Elapsed = time.Since(start)
 	for _, typ := range []coco.IoUType{coco.IoUBBox, coco.IoUSegm} {
 		st, err := coco.Evaluate(gt, r.Detections, typ)
 		if err != nil {

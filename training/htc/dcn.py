@@ -182,9 +182,18 @@ def check_lifted(path: Union[str, Path]) -> None:
     node's meaning is the same (``raise_opset``)."""
     import onnx
 
+    check_lifted_model(onnx.load(str(path)), str(path))
+
+
+def check_lifted_model(model, name: str = "graph") -> None:
+    """:func:`check_lifted` on a loaded model (left unchanged)."""
+    import onnx
+
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    model, path = m, name
     inits = {i.name: i for i in model.graph.initializer}
     for n in model.graph.node:
         if n.op_type == "DeformConv":

@@ -543,7 +543,16 @@ def quantize_model(model: onnx.ModelProto, ranges: Ranges, *, conv_per_channel: 
     del g.initializer[:]
     g.initializer.extend(keep)
     del g.value_info[:]
-    onnx.checker.check_model(model)
+    deform = sum(n.op_type == "DeformConv" for n in g.node)
+    if deform:
+        stats["float_deformconv"] = deform  # no integer DeformConv in ONNX: read through DQs, float
+        # an opset-19 graph (htc.dcn.raise_opset), which python3-onnx 1.12's checker does not
+        # know: checked at 17 with DeformConv set aside, as the exporter checks it
+        from .dcn import check_lifted_model
+
+        check_lifted_model(model)
+    else:
+        onnx.checker.check_model(model)
     return model, stats
 
 

@@ -265,3 +265,52 @@ def test_refuses_a_quantised_bundle_its_own_folder_contract_1_and_unknown_graphs
     (v1 / "manifest.yaml").write_text(yaml.safe_dump(man))
     with pytest.raises(ValueError, match="contract htcstream-bundle/1, want htcstream-bundle/2; re-export it first"):
         quantize.quantize_bundle(v1, tmp_path / "x", tmp_path, runner=runner)
+
+
+# ---------------------------------------------------------------------------- a DCN bundle
+
+def test_dcn_bundle_quantises_all_but_deformconv(tmp_path):
+    """A random-weight model with deformable convs in layer2-4 (opset 19 after the exporter's
+    lift, which python3-onnx 1.12's checker does not know): every Conv is QDQ, the DeformConv
+    nodes stay float (ONNX has no integer DeformConv), and the INT8 backbone runs through ONNX
+    Runtime within the same tolerance as the plain model's."""
+    why = _have_runtime()
+    if why:
+        pytest.fail(why)
+    from parity_testutil import frame as parity_frame, random_model
+
+    image = parity_frame(h=160, w=200)
+    model, cfg = random_model(image, dcn=True)
+    cfg.data.test_scale = [160, 160]
+    src, dst, calib = tmp_path / "float", tmp_path / "int8", tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):  # footage like the test frame's (calibrated on what it will see)
+        Image.fromarray(parity_frame(h=160, w=200, seed=10 + i)).save(calib / f"{i}.png")
+    export.export_bundle(model, cfg, src, name="t", things=["circle", "square", "star"], stuff=["sky", "grass"],
+                         fixture_image=None, tta_scales=None)
+    runner = quantize.Runner(threads=1)
+    stats = quantize.quantize_bundle(src, dst, calib, num_images=3, runner=runner, log=lambda *_: None)
+    f, q = onnx.load(str(src / "backbone.onnx")), onnx.load(str(dst / "backbone.onnx"))
+    assert max(o.version for o in f.opset_import if o.domain in ("", "ai.onnx")) == 19
+    fops = _ops(f)
+    assert fops["DeformConv"] == 13  # ResNet-50's layer2-4 3x3 convs: 4 + 6 + 3
+    assert stats["backbone"]["quantized_conv"] == fops["Conv"]  # the offset convs among them
+    assert stats["backbone"]["float_deformconv"] == fops["DeformConv"]
+    producers = {o: nd for nd in q.graph.node for o in nd.output}
+    inits = {i.name: i for i in q.graph.initializer}
+    for nd in q.graph.node:
+        w = producers.get(nd.input[1]) if len(nd.input) > 1 else None
+        if nd.op_type == "Conv":
+            assert w is not None and w.op_type == "DequantizeLinear" and inits[w.input[0]].data_type == TensorProto.INT8
+            assert producers[nd.input[0]].op_type == "DequantizeLinear", nd.name
+        elif nd.op_type == "DeformConv":
+            # float weights, read straight from an initializer
+            assert nd.input[1] in inits and inits[nd.input[1]].data_type == TensorProto.FLOAT, nd.name
+    man = yaml.safe_load((src / "manifest.yaml").read_text())
+    for _, file, kind in _graph_kinds(man):
+        export.check_graph(dst / file, kind)
+    (x, _), = quantize.network_inputs([image], man)
+    fb, qb = (next(runner.run(d / "backbone.onnx", [{"image": x}])) for d in (src, dst))
+    for name in ("p2", "p3", "p4", "p5", "p6", "semantic_feat", "semantic_logits", "rpn_cls_2", "rpn_reg_2"):
+        assert qb[name].shape == fb[name].shape
+        assert _rel(fb[name], qb[name]) < 0.1, name
