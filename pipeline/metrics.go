@@ -72,7 +72,8 @@ type MetricsConfig struct {
 //	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
 //	htcstream_events_total{camera,type}  events made (new, update, end)
 //	htcstream_schedule_frames_total{camera,kind}  keyframe, propagated, still (model skipped: no motion)
-//	htcstream_model_fps{camera}  keyframes a second; htcstream_motion{camera}  1 while something moves
+//	htcstream_keyframes_total{camera,why}  motion, moving, refresh, interval (why the model ran)
+//	htcstream_model_fps{camera}  keyframes a second over the last 10 s; htcstream_motion{camera}  1 while something moves
 //	htcstream_snapshots_total{camera,result}  saved, failed, skipped (worker behind)
 //	htcstream_snapshot_files, htcstream_snapshot_bytes  kept on disk
 //	htcstream_mqtt_published_total, _dropped_total, _errors_total; htcstream_mqtt_connected, _queued

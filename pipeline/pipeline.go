@@ -959,6 +959,7 @@ func (st *streamOut) send(ctx context.Context, o *Output, s *slot) {
 	o.Latency = time.Since(o.Frame.Captured)
 	if s.key {
 		o.Why = s.reason
+		st.metrics.keyframeWhy(st.name, s.reason)
 		if s.ready() {
 			o.ModelRun, o.Waited = s.run, s.waited
 		}

@@ -253,39 +253,49 @@ func (sc *scheduler) modelDone() { sc.atModel.Add(-1) }
 // schedMetrics are the keyframe series: how often the model really ran.
 type schedMetrics struct {
 	frames  *prometheus.CounterVec // camera, kind: keyframe, propagated, still
+	keys    *prometheus.CounterVec // camera, why
 	modelHz *prometheus.GaugeVec
 	moving  *prometheus.GaugeVec
 
 	mu     sync.Mutex
-	last   map[string]keyRate
+	window time.Duration // modelFPSWindow
+	rate   map[string]*keyWindow
 	counts map[string][3]uint64 // keyframe, propagated, still
 }
 
-type keyRate struct {
-	at  time.Time
-	fps float64
+// modelFPSWindow is how far back htcstream_model_fps counts keyframes.
+const modelFPSWindow = 10 * time.Second
+
+// keyWindow is one camera's keyframe times within modelFPSWindow.
+type keyWindow struct {
+	start time.Time // the camera's first frame out
+	keys  []time.Time
 }
 
 func newSchedMetrics(reg *prometheus.Registry) *schedMetrics {
 	s := &schedMetrics{
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "htcstream_schedule_frames_total",
-			Help: "Frames out by how they were annotated: keyframe (the model ran), propagated (tracks carried to it), still (propagated, the model skipped because nothing moved).",
+			Help: "Frames out by how they were annotated: keyframe (the model ran), propagated (the model skipped it: tracks carried to it), still (the model skipped it because nothing moved; tracks carried to it).",
 		}, []string{"camera", "kind"}),
+		keys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "htcstream_keyframes_total",
+			Help: "Keyframes by why the model ran: motion (motion started after a still spell; goes first for the model), moving (something keeps moving), refresh (still, max_interval reached), interval (no motion gating).",
+		}, []string{"camera", "why"}),
 		modelHz: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "htcstream_model_fps", Help: "Keyframes a second the model really ran on, per camera (smoothed).",
+			Name: "htcstream_model_fps", Help: "Effective model rate per camera: keyframes a second over the last 10 s (since the camera started, at first); falls to 0 while the model skips the camera.",
 		}, []string{"camera"}),
 		moving: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "htcstream_motion", Help: "1 while the camera's picture or one of its tracks moves, 0 while still (cameras with motion gating).",
 		}, []string{"camera"}),
-		last: map[string]keyRate{}, counts: map[string][3]uint64{},
+		window: modelFPSWindow, rate: map[string]*keyWindow{}, counts: map[string][3]uint64{},
 	}
-	reg.MustRegister(s.frames, s.modelHz, s.moving)
+	reg.MustRegister(s.frames, s.keys, s.modelHz, s.moving)
 	return s
 }
 
-// scheduled counts a frame out by kind; a keyframe also moves the model
-// rate, an exponentially smoothed rate over the gaps between keyframes.
+// scheduled counts a frame out by kind, and sets the camera's model rate
+// on every frame, so that it falls while the model skips the camera.
 func (m *Metrics) scheduled(camera, kind string) {
 	if m == nil {
 		return
@@ -304,23 +314,32 @@ func (m *Metrics) scheduled(camera, kind string) {
 		c[2]++
 	}
 	s.counts[camera] = c
-	if kind != "keyframe" {
+	now := time.Now()
+	w := s.rate[camera]
+	if w == nil {
+		w = &keyWindow{start: now}
+		s.rate[camera] = w
+	}
+	if kind == "keyframe" {
+		w.keys = append(w.keys, now)
+	}
+	cut := 0
+	for cut < len(w.keys) && now.Sub(w.keys[cut]) > s.window {
+		cut++
+	}
+	w.keys = w.keys[cut:]
+	// over at least a second: one keyframe just after the start is not
+	// a rate of hundreds
+	span := min(max(now.Sub(w.start), time.Second), s.window)
+	s.modelHz.WithLabelValues(camera).Set(float64(len(w.keys)) / span.Seconds())
+}
+
+// keyframeWhy counts a keyframe by why the model ran on it.
+func (m *Metrics) keyframeWhy(camera string, why KeyReason) {
+	if m == nil {
 		return
 	}
-	now := time.Now()
-	r := s.last[camera]
-	if !r.at.IsZero() {
-		if dt := now.Sub(r.at).Seconds(); dt > 0 {
-			if r.fps == 0 {
-				r.fps = 1 / dt
-			} else {
-				r.fps = 0.8*r.fps + 0.2/dt
-			}
-			s.modelHz.WithLabelValues(camera).Set(r.fps)
-		}
-	}
-	r.at = now
-	s.last[camera] = r
+	m.sched.keys.WithLabelValues(camera, string(why)).Inc()
 }
 
 func (m *Metrics) motion(camera string, moving bool) {

@@ -156,7 +156,8 @@ func TestIntervalOnAFileInterpolatesEveryFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`htcstream_schedule_frames_total{camera="f",kind="keyframe"} 14`,
-		`htcstream_schedule_frames_total{camera="f",kind="propagated"} 26`, `htcstream_model_fps{camera="f"}`} {
+		`htcstream_schedule_frames_total{camera="f",kind="propagated"} 26`, `htcstream_model_fps{camera="f"}`,
+		`htcstream_keyframes_total{camera="f",why="interval"} 14`} {
 		if !strings.Contains(page.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
@@ -227,5 +228,37 @@ func TestLiveAutoAnnotatesEveryFrame(t *testing.T) {
 	k, _, _ := met.ScheduleCounts("cam")
 	if k < 2 || k > 20 || int(k) != len(det.seen) {
 		t.Fatalf("%d keyframes counted, model ran on %v", k, det.seen)
+	}
+}
+
+// The model rate counts the keyframes of the last window, so it falls to 0
+// once a camera's frames go out without the model (a still scene), where a
+// rate smoothed over the gaps between keyframes would keep its last value.
+func TestModelFPSFallsWhileTheModelSkipsTheCamera(t *testing.T) {
+	met := NewMetrics("cpu")
+	met.sched.window = 200 * time.Millisecond
+	fps := func() string {
+		var page strings.Builder
+		if _, err := met.WriteTo(&page); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(page.String(), "\n") {
+			if v, ok := strings.CutPrefix(l, `htcstream_model_fps{camera="cam"} `); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	for range 5 {
+		met.scheduled("cam", "keyframe")
+	}
+	// 5 keyframes over the window (a fifth of a second here)
+	if got := fps(); got != "25" {
+		t.Fatalf("model fps %s after 5 keyframes, want 25", got)
+	}
+	time.Sleep(met.sched.window + 50*time.Millisecond) // the scene is still this long
+	met.scheduled("cam", "still")
+	if got := fps(); got != "0" {
+		t.Fatalf("model fps %s after a window of still frames, want 0", got)
 	}
 }
