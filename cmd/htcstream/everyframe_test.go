@@ -174,7 +174,7 @@ func TestStillThenMotionRunsTheModelWhereThePictureChanged(t *testing.T) {
 		t.Fatal("the model never found the disc")
 	}
 	if moving < 25 {
-		t.Fatalf("the model ran on %d of the 30 frames where the disc moves", moving)
+		t.Fatalf("the model ran on %d of the 29 frames where the disc shows", moving)
 	}
 	if !strings.Contains(out, "still") {
 		t.Errorf("the summary does not count the still frames:\n%s", out)
