@@ -51,7 +51,8 @@ type modelQueue struct {
 	turn   int         // first stream asked among equals
 	runs   uint64
 	closed bool
-	wake   chan struct{} // something came, or the queue closed
+	wake   chan struct{}   // something came, or the queue closed
+	taken  []chan struct{} // per stream: the model took one of its keyframes
 }
 
 type queued struct {
@@ -66,7 +67,31 @@ func newModelQueue(streams int, cfg infer.BatcherConfig, key func(item) string) 
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
-	return &modelQueue{cfg: cfg, key: key, lines: make([][]*queued, streams), wake: make(chan struct{}, 1)}
+	q := &modelQueue{cfg: cfg, key: key, lines: make([][]*queued, streams), wake: make(chan struct{}, 1),
+		taken: make([]chan struct{}, streams)}
+	for i := range q.taken {
+		q.taken[i] = make(chan struct{}, 1)
+	}
+	return q
+}
+
+// idle waits until stream i has no keyframe waiting; false when ctx is
+// done first. A live camera whose model sees every frame picks its newest
+// frame only then, so what the model takes is never older than one run.
+func (q *modelQueue) idle(ctx context.Context, i int) bool {
+	for {
+		q.mu.Lock()
+		n := len(q.lines[i])
+		q.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-q.taken[i]:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (q *modelQueue) push(it item) {
@@ -188,6 +213,10 @@ func (q *modelQueue) commit(p []int) []item {
 		w.it.s.run, w.it.s.waited = q.runs, w.passed
 		b[k] = w.it
 		served[i] = true
+		select {
+		case q.taken[i] <- struct{}{}:
+		default:
+		}
 	}
 	for i, l := range q.lines {
 		if !served[i] && len(l) > 0 {

@@ -502,9 +502,10 @@ func (fd feed) run(drain, hard context.Context, src Source) error {
 
 // mailbox runs a live source whose model sees every frame it outputs: the
 // source writes into a one-frame mailbox, replacing a frame that still
-// waits there (counted as dropped); a forwarder takes a credit, then the
-// newest frame, and hands it on. emit never blocks: it is the mailbox's
-// only sender.
+// waits there (counted as dropped); a forwarder takes a credit, waits
+// until the model has taken the stream's last frame, then takes the newest
+// frame and hands it on. emit never blocks: it is the mailbox's only
+// sender.
 func (fd feed) mailbox(drain, hard context.Context, src Source) error {
 	name := src.Name()
 	mailbox := make(chan *decode.Frame, 1)
@@ -515,6 +516,9 @@ func (fd feed) mailbox(drain, hard context.Context, src Source) error {
 			select {
 			case fd.credits <- struct{}{}:
 			case <-hard.Done():
+				return
+			}
+			if !fd.q.idle(hard, fd.i) {
 				return
 			}
 			f, ok := <-mailbox
