@@ -73,6 +73,7 @@ type MetricsConfig struct {
 //	htcstream_events_total{camera,type}  events made (new, update, end)
 //	htcstream_schedule_frames_total{camera,kind}  keyframe, propagated, still (model skipped: no motion)
 //	htcstream_keyframes_total{camera,why}  motion, moving, refresh, interval (why the model ran)
+//	htcstream_model_wait_seconds{camera,why}  histogram, a keyframe's wait in the model's queue
 //	htcstream_model_fps{camera}  keyframes a second over the last 10 s; htcstream_motion{camera}  1 while something moves
 //	htcstream_snapshots_total{camera,result}  saved, failed, skipped (worker behind)
 //	htcstream_snapshot_files, htcstream_snapshot_bytes  kept on disk

@@ -43,8 +43,10 @@ const (
 //
 // push never blocks (each stream's credits bound what it has waiting).
 type modelQueue struct {
-	cfg infer.BatcherConfig
-	key func(item) string
+	cfg   infer.BatcherConfig
+	key   func(item) string
+	names []string // the streams', for the wait's metric
+	m     *Metrics
 
 	mu     sync.Mutex
 	lines  [][]*queued // per stream, oldest first
@@ -63,11 +65,12 @@ type queued struct {
 	passed int
 }
 
-func newModelQueue(streams int, cfg infer.BatcherConfig, key func(item) string) *modelQueue {
+func newModelQueue(names []string, cfg infer.BatcherConfig, key func(item) string, m *Metrics) *modelQueue {
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
-	q := &modelQueue{cfg: cfg, key: key, lines: make([][]*queued, streams), wake: make(chan struct{}, 1),
+	streams := len(names)
+	q := &modelQueue{cfg: cfg, key: key, names: names, m: m, lines: make([][]*queued, streams), wake: make(chan struct{}, 1),
 		taken: make([]chan struct{}, streams)}
 	for i := range q.taken {
 		q.taken[i] = make(chan struct{}, 1)
@@ -205,6 +208,7 @@ func (q *modelQueue) take(ctx context.Context) ([]item, bool) {
 // over once more.
 func (q *modelQueue) commit(p []int) []item {
 	q.runs++
+	now := time.Now()
 	served := make([]bool, len(q.lines))
 	b := make([]item, len(p))
 	for k, i := range p {
@@ -213,6 +217,7 @@ func (q *modelQueue) commit(p []int) []item {
 		w.it.s.run, w.it.s.waited = q.runs, w.passed
 		b[k] = w.it
 		served[i] = true
+		q.m.modelWait(q.names[i], w.it.s.reason, now.Sub(w.at))
 		select {
 		case q.taken[i] <- struct{}{}:
 		default:

@@ -38,7 +38,7 @@ func takeStreams(t *testing.T, q *modelQueue, n int) [][]int {
 // Three cameras with a keyframe each always waiting take turns; a camera
 // whose motion starts takes the next run, then the turns go on.
 func TestModelQueueMotionGoesFirstThenTurns(t *testing.T) {
-	q := newModelQueue(3, infer.BatcherConfig{Size: 1}, sizeKey)
+	q := newModelQueue([]string{"a", "b", "c"}, infer.BatcherConfig{Size: 1}, sizeKey, nil)
 	for range 4 {
 		q.push(queueItem(0, KeyInterval, 320, 240))
 		q.push(queueItem(1, KeyInterval, 320, 240))
@@ -65,7 +65,7 @@ func TestModelQueueMotionGoesFirstThenTurns(t *testing.T) {
 // Motion starting over and over on two cameras never starves a third: a
 // keyframe passed over more times than there are cameras goes next.
 func TestModelQueueNeverStarves(t *testing.T) {
-	q := newModelQueue(3, infer.BatcherConfig{Size: 1}, sizeKey)
+	q := newModelQueue([]string{"a", "b", "c"}, infer.BatcherConfig{Size: 1}, sizeKey, nil)
 	q.push(queueItem(0, KeyInterval, 320, 240))
 	for range 20 {
 		q.push(queueItem(1, KeyMotion, 320, 240))
@@ -86,7 +86,7 @@ func TestModelQueueNeverStarves(t *testing.T) {
 // A run takes a keyframe of every camera that has one of the same size
 // waiting, up to the batch size; other sizes wait for a run of their own.
 func TestModelQueueBatchesAcrossCameras(t *testing.T) {
-	q := newModelQueue(3, infer.BatcherConfig{Size: 2, Deadline: time.Hour}, sizeKey)
+	q := newModelQueue([]string{"a", "b", "c"}, infer.BatcherConfig{Size: 2, Deadline: time.Hour}, sizeKey, nil)
 	q.push(queueItem(0, KeyInterval, 320, 240))
 	q.push(queueItem(1, KeyInterval, 640, 480))
 	q.push(queueItem(2, KeyInterval, 320, 240))

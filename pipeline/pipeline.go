@@ -380,9 +380,9 @@ func Run(drain, hard context.Context, cfg Config) error {
 	// Sources -> each stream's order queue (every frame, in capture order)
 	// and, for keyframes, the model's one queue, which batches frames of
 	// the same detector and size.
-	q := newModelQueue(len(cfg.Sources), cfg.Batch, func(it item) string {
+	q := newModelQueue(names, cfg.Batch, func(it item) string {
 		return fmt.Sprintf("%d/%dx%d", detGroup[it.stream], it.s.model.Width, it.s.model.Height)
-	})
+	}, cfg.Metrics)
 	var srcWG sync.WaitGroup
 	for i, src := range cfg.Sources {
 		srcWG.Add(1)

@@ -254,6 +254,7 @@ func (sc *scheduler) modelDone() { sc.atModel.Add(-1) }
 type schedMetrics struct {
 	frames  *prometheus.CounterVec // camera, kind: keyframe, propagated, still
 	keys    *prometheus.CounterVec // camera, why
+	wait    *prometheus.HistogramVec
 	modelHz *prometheus.GaugeVec
 	moving  *prometheus.GaugeVec
 
@@ -282,6 +283,11 @@ func newSchedMetrics(reg *prometheus.Registry) *schedMetrics {
 			Name: "htcstream_keyframes_total",
 			Help: "Keyframes by why the model ran: motion (motion started after a still spell; goes first for the model), moving (something keeps moving), refresh (still, max_interval reached), interval (no motion gating).",
 		}, []string{"camera", "why"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "htcstream_model_wait_seconds",
+			Help:    "How long a keyframe waited for the model: from joining the model's queue to its run starting, by why the model ran on it (motion goes first).",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"camera", "why"}),
 		modelHz: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "htcstream_model_fps", Help: "Effective model rate per camera: keyframes a second over the last 10 s (since the camera started, at first); falls to 0 while the model skips the camera.",
 		}, []string{"camera"}),
@@ -290,7 +296,7 @@ func newSchedMetrics(reg *prometheus.Registry) *schedMetrics {
 		}, []string{"camera"}),
 		window: modelFPSWindow, rate: map[string]*keyWindow{}, counts: map[string][3]uint64{},
 	}
-	reg.MustRegister(s.frames, s.keys, s.modelHz, s.moving)
+	reg.MustRegister(s.frames, s.keys, s.wait, s.modelHz, s.moving)
 	return s
 }
 
@@ -332,6 +338,14 @@ func (m *Metrics) scheduled(camera, kind string) {
 	// a rate of hundreds
 	span := min(max(now.Sub(w.start), time.Second), s.window)
 	s.modelHz.WithLabelValues(camera).Set(float64(len(w.keys)) / span.Seconds())
+}
+
+// modelWait times a keyframe's wait in the model's queue.
+func (m *Metrics) modelWait(camera string, why KeyReason, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.sched.wait.WithLabelValues(camera, string(why)).Observe(d.Seconds())
 }
 
 // keyframeWhy counts a keyframe by why the model ran on it.

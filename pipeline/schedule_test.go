@@ -157,7 +157,8 @@ func TestIntervalOnAFileInterpolatesEveryFrame(t *testing.T) {
 	}
 	for _, want := range []string{`htcstream_schedule_frames_total{camera="f",kind="keyframe"} 14`,
 		`htcstream_schedule_frames_total{camera="f",kind="propagated"} 26`, `htcstream_model_fps{camera="f"}`,
-		`htcstream_keyframes_total{camera="f",why="interval"} 14`} {
+		`htcstream_keyframes_total{camera="f",why="interval"} 14`,
+		`htcstream_model_wait_seconds_count{camera="f",why="interval"} 14`} {
 		if !strings.Contains(page.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
