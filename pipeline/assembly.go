@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
@@ -259,6 +260,9 @@ func Execute(cfg RunConfig, opt Options) error {
 		fmt.Fprintf(opt.Stdout, "stream %s: %d frames in, %d out, %d dropped%s, %s", s.Name(), sum.In, sum.Out, sum.Dropped, damage, Rate(sum.FPS))
 		if key, prop, still := metrics.ScheduleCounts(s.Name()); prop+still > 0 {
 			fmt.Fprintf(opt.Stdout, "; the model ran on %d keyframes, %d frames propagated, %d still", key, prop, still)
+		}
+		if med, n := metrics.HandoffMedian(s.Name(), "webrtc"); n > 0 {
+			fmt.Fprintf(opt.Stdout, "; capture to preview: median %d ms", med.Round(time.Millisecond).Milliseconds())
 		}
 		fmt.Fprintln(opt.Stdout)
 	}

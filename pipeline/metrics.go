@@ -255,6 +255,56 @@ func (m *Metrics) handedOff(camera, output, kind string, d time.Duration) {
 	m.handoff.WithLabelValues(camera, output, kind).Observe(d.Seconds())
 }
 
+// HandoffMedian is the median of a camera's htcstream_frame_latency_seconds
+// for one output ("webrtc", "video"), every kind together, read from the
+// buckets as Prometheus' histogram_quantile reads them (linearly within
+// the bucket that holds it); n is the frames timed, 0 when none were.
+func (m *Metrics) HandoffMedian(camera, output string) (median time.Duration, n uint64) {
+	if m == nil {
+		return 0, 0
+	}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	cum := make([]uint64, len(handoffBuckets))
+	for _, mf := range mfs {
+		if mf.GetName() != "htcstream_frame_latency_seconds" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["camera"] != camera || labels["output"] != output {
+				continue
+			}
+			h := mt.GetHistogram()
+			n += h.GetSampleCount()
+			for i, b := range h.GetBucket() {
+				if i < len(cum) {
+					cum[i] += b.GetCumulativeCount()
+				}
+			}
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	half := float64(n) / 2
+	lo, below := 0.0, 0.0
+	for i, c := range cum {
+		if float64(c) >= half {
+			v := lo + (handoffBuckets[i]-lo)*(half-below)/(float64(c)-below)
+			return time.Duration(v * float64(time.Second)), n
+		}
+		lo, below = handoffBuckets[i], float64(c)
+	}
+	// beyond the last bucket: say at least that much
+	return time.Duration(lo * float64(time.Second)), n
+}
+
 // SourceState records a source's state: one of SourceStates (a state not
 // among them shows as 0 in every series).
 func (m *Metrics) SourceState(name, state string) {

@@ -360,3 +360,28 @@ func TestSummaryRateLeavesOutTheWaitsAfterTheLastFrame(t *testing.T) {
 		t.Errorf("rate %v before the wait, %v after (%+v)", before.FPS, after.FPS, after)
 	}
 }
+
+// The run's summary reads the preview's median latency from the
+// histogram's buckets, every kind of frame together, each camera and
+// output apart.
+func TestHandoffMedian(t *testing.T) {
+	m := NewMetrics("cpu")
+	if _, n := m.HandoffMedian("cam", "webrtc"); n != 0 {
+		t.Fatalf("%d frames timed before any", n)
+	}
+	for _, ms := range []int{15, 15, 15} {
+		m.handedOff("cam", "webrtc", "propagated", time.Duration(ms)*time.Millisecond)
+	}
+	m.handedOff("cam", "webrtc", "keyframe", 25*time.Millisecond)
+	m.handedOff("cam", "video", "propagated", 600*time.Millisecond)
+	m.handedOff("other", "webrtc", "propagated", 3*time.Second)
+	// buckets 10-20 ms: 3 frames, 20-30 ms: 1; the median is the 2nd of 4,
+	// two thirds into the first
+	med, n := m.HandoffMedian("cam", "webrtc")
+	if n != 4 || (med-16667*time.Microsecond).Abs() > 100*time.Microsecond {
+		t.Fatalf("median %v of %d frames, want 16.7 ms of 4", med, n)
+	}
+	if med, n := m.HandoffMedian("cam", "video"); n != 1 || med < 500*time.Millisecond || med > time.Second {
+		t.Fatalf("video: median %v of %d frames", med, n)
+	}
+}

@@ -346,6 +346,9 @@ func TestSlowModelLiveCameraKeepsEveryFrame(t *testing.T) {
 	if first < 0 || annotated < (len(lines)-first)*95/100 {
 		t.Fatalf("%d of the %d frames after the first result annotated", annotated, len(lines)-first)
 	}
+	if !strings.Contains(out, "capture to preview: median ") {
+		t.Errorf("the summary does not give the preview's latency:\n%s", out)
+	}
 	// The viewer's frames with detections, by their data channel message
 	// (sent without retransmission; loopback loses none).
 	if annotatedRTP < (rtp-first)*95/100 {
