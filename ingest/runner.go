@@ -251,6 +251,11 @@ func (r *Runner) inputOptions() map[string]string {
 		setDefault(o, "timeout", us)
 		// Audio would only cost a second RTP session nobody reads.
 		setDefault(o, "allowed_media_types", "video")
+		// Every frame has the camera's own timestamp: probing the frame
+		// rate (20 frames by default) held the first frames back about a
+		// second and then let them go in one burst, which overflowed the
+		// preview's queue (the slow-model test lost frames 5-9 of 200).
+		setDefault(o, "fpsprobesize", "0")
 	case HTTP:
 		setDefault(o, "rw_timeout", us)
 	case Camera:

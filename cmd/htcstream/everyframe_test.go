@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,6 +366,7 @@ type previewView struct {
 	base    string
 	mu      sync.Mutex
 	frames  map[uint32]bool
+	any     map[uint32]bool
 	metrics string
 	stop    chan struct{}
 	scraped chan struct{}
@@ -400,13 +402,14 @@ func watchPreview(t *testing.T, stdout *syncbuf.Buffer, done <-chan int) *previe
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &previewView{base: base, frames: map[uint32]bool{}, stop: make(chan struct{}), scraped: make(chan struct{})}
+	p := &previewView{base: base, frames: map[uint32]bool{}, any: map[uint32]bool{}, stop: make(chan struct{}), scraped: make(chan struct{})}
 	p.v, err = whepclient.Dial(base, streams[0].ID, whepclient.Options{API: api, Messages: 10000, OnRTP: func(pk *rtp.Packet) {
+		p.mu.Lock()
+		p.any[pk.Timestamp] = true
 		if pk.Marker {
-			p.mu.Lock()
 			p.frames[pk.Timestamp] = true
-			p.mu.Unlock()
 		}
+		p.mu.Unlock()
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -475,11 +478,26 @@ func (p *previewView) finish(t *testing.T) (frames, annotated int, latency strin
 	}
 	var series []string
 	for _, l := range strings.Split(p.metrics, "\n") {
-		if strings.HasPrefix(l, "htcstream_frame_latency_seconds_") && !strings.Contains(l, "_bucket") {
+		if (strings.HasPrefix(l, "htcstream_frame_latency_seconds_") && !strings.Contains(l, "_bucket")) || strings.HasPrefix(l, "htcstream_sink_dropped_total") {
 			series = append(series, l)
 		}
 	}
-	latency = strings.Join(series, "\n")
+	latency = strings.Join(series, "\n") + fmt.Sprintf("\nRTP timestamps seen: %d, whole (marker): %d", len(p.any), len(p.frames))
+	// where the frames the viewer lacks are, by the camera's 25 fps clock
+	var tss []uint32
+	for ts := range p.frames {
+		tss = append(tss, ts)
+	}
+	slices.Sort(tss)
+	var gaps []string
+	for i := 1; i < len(tss); i++ {
+		if d := tss[i] - tss[i-1]; d != 3600 {
+			gaps = append(gaps, fmt.Sprintf("after frame %d: %d missing", i-1, d/3600-1))
+		}
+	}
+	if len(gaps) > 0 {
+		latency += fmt.Sprintf("\nWebRTC frames missing %v", gaps)
+	}
 	for _, output := range []string{"video", "webrtc"} {
 		for _, kind := range []string{"keyframe", "propagated"} {
 			re := regexp.MustCompile(`htcstream_frame_latency_seconds_count\{camera="[^"]+",kind="` + kind + `",output="` + output + `"\} (\d+)`)
