@@ -114,7 +114,7 @@ func (t Timings) Go() time.Duration {
 }
 
 // Model runs HTC's test procedure on frames with a loaded bundle. A Model is
-// used by one goroutine at a time (the batcher's).
+// used by one goroutine at a time (the pipeline's inference goroutine).
 type Model struct {
 	b        *infer.Bundle
 	m        *infer.Manifest

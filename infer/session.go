@@ -51,7 +51,7 @@ type SessionOptions struct {
 
 // Session runs one ONNX graph. Its input and output names come from the graph
 // itself, in the graph's order. A Session is not safe for concurrent Run calls
-// from several goroutines; the batcher owns one per graph.
+// from several goroutines; the pipeline's inference goroutine owns one per graph.
 type Session struct {
 	path    string
 	sess    *ort.DynamicAdvancedSession
