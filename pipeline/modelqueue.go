@@ -28,8 +28,10 @@ const (
 // every stream. The model takes from it when it is free, so what runs next
 // is chosen at the last moment, not when a frame arrived:
 //
-//   - a keyframe whose camera's motion just started (KeyMotion) goes first:
-//     the model's next run is where the picture changed;
+//   - a camera whose motion just started (a KeyMotion keyframe waiting)
+//     goes first: the model's next run is where the picture changed (an
+//     older keyframe of the camera still waiting goes just before it: a
+//     stream's keyframes keep their order);
 //   - otherwise the streams take turns (round robin), each stream's
 //     keyframes in capture order;
 //   - no one waits for ever: a keyframe first in its stream's line that
@@ -119,13 +121,16 @@ func (q *modelQueue) signal() {
 	}
 }
 
-// rank orders the keyframes first in their lines: lower goes first.
-func (q *modelQueue) rank(w *queued) int {
-	switch {
-	case w.passed > len(q.lines):
+// rank orders the lines by what waits in them from keyframe first on:
+// lower goes first.
+func (q *modelQueue) rank(line []*queued) int {
+	if line[0].passed > len(q.lines) {
 		return 0
-	case w.it.s.reason == KeyMotion:
-		return 1
+	}
+	for _, w := range line {
+		if w.it.s.reason == KeyMotion {
+			return 1
+		}
 	}
 	return 2
 }
@@ -149,7 +154,7 @@ func (q *modelQueue) plan() []int {
 			if len(out) > 0 && q.key(w.it) != key {
 				continue
 			}
-			if r := q.rank(w); r < bestRank {
+			if r := q.rank(q.lines[i][taken[i]:]); r < bestRank {
 				best, bestRank = i, r
 			}
 		}
