@@ -139,7 +139,8 @@ type Config struct {
 	// OnSinkDrop, when set, hears of every frame a live stream's sink
 	// dropped; the sink is named by its SinkName method, else "sink<k>".
 	OnSinkDrop func(stream, sink string)
-	// Batch configures the shared batcher (default: batches of 1, no wait).
+	// Batch sizes the model's runs: the keyframes of several streams in one
+	// (default: batches of 1, no wait).
 	Batch infer.BatcherConfig
 	// Metrics receives counts and timings; nil keeps none.
 	Metrics *Metrics
@@ -446,7 +447,7 @@ func Run(drain, hard context.Context, cfg Config) error {
 }
 
 // feed runs one source, handing every frame to the stream's order queue
-// and its keyframes to the batcher; each frame first takes one of the
+// and its keyframes to the model's queue; each frame first takes one of the
 // stream's credits (given back when it reaches the sinks).
 type feed struct {
 	i       int
