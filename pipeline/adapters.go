@@ -80,18 +80,43 @@ func (d *OverlayDrawer) rate(name string, now time.Time) float64 {
 // FileSink records one stream's annotated frames as H.264 mp4.
 type FileSink struct {
 	S *encode.FileSink
-
-	handoff HandoffFunc
-	// inEncoder are the frames x264 holds (its lookahead), by encoder
-	// tick, until their packets reach the file.
-	inEncoder map[int64]handed
-	closing   bool
+	held
 }
 
-// handed is what the latency metric keeps of a frame.
-type handed struct {
+// held keeps, for htcstream_frame_latency_seconds, the frames an encoder
+// with lookahead holds until their packets are written: by encoder tick.
+type held struct {
+	handoff HandoffFunc
+	frames  map[int64]heldFrame
+	// closing: the flush at Close is the run's end, not the stream's pace
+	closing bool
+}
+
+type heldFrame struct {
 	captured time.Time
 	kind     string
+}
+
+func (h *held) start(f HandoffFunc) {
+	h.handoff, h.frames = f, map[int64]heldFrame{}
+}
+
+func (h *held) add(o *Output) {
+	if h.handoff != nil {
+		h.frames[encode.ToTicks(o.Frame.PTS)] = heldFrame{o.Frame.Captured, o.Kind()}
+	}
+}
+
+func (h *held) written(pts time.Duration) {
+	k := encode.ToTicks(pts)
+	f, ok := h.frames[k]
+	if !ok {
+		return // a pts the encoder moved (not after the one before)
+	}
+	delete(h.frames, k)
+	if !h.closing {
+		h.handoff(f.captured, f.kind)
+	}
 }
 
 // SinkName implements NamedSink.
@@ -100,26 +125,13 @@ func (*FileSink) SinkName() string { return "video" }
 // Handoff implements EncodingSink: a frame is handed on when its packet
 // goes to the mp4 muxer, some frames after Write (x264's lookahead).
 func (s *FileSink) Handoff(f HandoffFunc) {
-	s.handoff, s.inEncoder = f, map[int64]handed{}
-	s.S.OnWritten(func(pts time.Duration) {
-		k := encode.ToTicks(pts)
-		h, ok := s.inEncoder[k]
-		if !ok {
-			return // a pts the encoder moved (not after the one before)
-		}
-		delete(s.inEncoder, k)
-		if !s.closing {
-			// the flush at Close is the run's end, not the stream's pace
-			s.handoff(h.captured, h.kind)
-		}
-	})
+	s.start(f)
+	s.S.OnWritten(s.written)
 }
 
 // Write implements Sink.
 func (s *FileSink) Write(o *Output) error {
-	if s.handoff != nil {
-		s.inEncoder[encode.ToTicks(o.Frame.PTS)] = handed{o.Frame.Captured, o.Kind()}
-	}
+	s.add(o)
 	return s.S.WriteFrame(o.Frame.Width, o.Frame.Height, o.Frame.RGB, o.Frame.PTS)
 }
 
@@ -305,15 +317,31 @@ func (s *IngestSource) Run(ctx context.Context, emit func(*decode.Frame) bool) e
 // RecordSink records a camera's frames as drawn into its recording
 // segments (record mode annotated). The run's recordings close the segment
 // in progress after the last frame.
-type RecordSink struct{ R *record.Recorder }
+type RecordSink struct {
+	R *record.Recorder
+	held
+}
 
 // SinkName implements NamedSink.
-func (RecordSink) SinkName() string { return "record" }
+func (*RecordSink) SinkName() string { return "record" }
+
+// Handoff implements EncodingSink: a frame is handed on when its packet
+// goes into the segment, some frames after Write (the encoder's
+// lookahead).
+func (s *RecordSink) Handoff(f HandoffFunc) {
+	s.start(f)
+	s.R.OnWritten(s.written)
+}
 
 // Write implements Sink.
-func (s RecordSink) Write(o *Output) error {
+func (s *RecordSink) Write(o *Output) error {
+	s.add(o)
 	return s.R.WriteFrame(o.Frame.Width, o.Frame.Height, o.Frame.RGB, o.Frame.PTS)
 }
 
-// Close implements Sink.
-func (RecordSink) Close() error { return nil }
+// Close implements Sink; the run's recordings close the segment in
+// progress afterwards, and its last frames are not timed.
+func (s *RecordSink) Close() error {
+	s.closing = true
+	return nil
+}

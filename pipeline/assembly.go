@@ -481,7 +481,7 @@ func (o *outputs) sinksFor(name string) ([]Sink, error) {
 		ss = append(ss, &HubSink{Hub: o.hub, ID: name})
 	}
 	if r := o.recs.Annotated(name); r != nil {
-		ss = append(ss, RecordSink{R: r})
+		ss = append(ss, &RecordSink{R: r})
 	}
 	return ss, nil
 }

@@ -68,7 +68,8 @@ type MetricsConfig struct {
 //	htcstream_sink_dropped_total{camera,sink}
 //	htcstream_latency_seconds{camera}  histogram, capture to drawn
 //	htcstream_frame_latency_seconds{camera,output,kind}  histogram, capture to the encoded picture handed on
-//	  (output video: into the mp4; webrtc: to the viewers' tracks, while someone watches); kind as in _schedule_frames_total
+//	  (output video: into the mp4; record: into the annotated recording's segment; webrtc: to the viewers' tracks,
+//	  while someone watches); kind as in _schedule_frames_total
 //	htcstream_stage_seconds{stage}, htcstream_batch_size  histograms
 //	htcstream_events_total{camera,type}  events made (new, update, end)
 //	htcstream_schedule_frames_total{camera,kind}  keyframe, propagated, still (model skipped: no motion)
@@ -147,7 +148,7 @@ func NewMetricsWith(cfg MetricsConfig) *Metrics {
 		}, []string{"camera"}),
 		handoff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "htcstream_frame_latency_seconds",
-			Help:    "From a frame's capture (its packet read from the camera's stream) to its encoded picture handed on: into the mp4 (output video), to the WebRTC viewers' tracks (output webrtc, only while someone watches); kind: keyframe, propagated, still.",
+			Help:    "From a frame's capture (its packet read from the camera's stream) to its encoded picture handed on: into the mp4 (output video) or the annotated recording (record), to the WebRTC viewers' tracks (output webrtc, only while someone watches); kind: keyframe, propagated, still.",
 			Buckets: handoffBuckets,
 		}, []string{"camera", "output", "kind"}),
 		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{

@@ -486,6 +486,11 @@ func TestRunRecordsAnnotatedSegments(t *testing.T) {
 	if now, _ := filepath.Glob(filepath.Join(dir, "rec", "porch", "porch-*.mp4")); !playable || now[len(now)-1] != growing {
 		t.Fatalf("the segment being written (%s) does not play, or it was done before it did", growing)
 	}
+	// the drawn frames written into the segments are timed from capture
+	if n := metricValue(t, run.base+"/metrics", `htcstream_frame_latency_seconds_count{camera="porch",kind="propagated",output="record"}`) +
+		metricValue(t, run.base+"/metrics", `htcstream_frame_latency_seconds_count{camera="porch",kind="keyframe",output="record"}`); n < 10 {
+		t.Errorf("htcstream_frame_latency_seconds counted %v recorded frames", n)
+	}
 	if err := run.interrupt(); err != nil {
 		t.Fatalf("run: %v", err)
 	}

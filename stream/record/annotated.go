@@ -18,6 +18,19 @@ type annotated struct {
 	seg   Segment
 	first time.Duration // the segment's first pts
 	n     int
+	// onWritten hears of each frame whose packet is in a segment
+	onWritten func(pts time.Duration)
+}
+
+// OnWritten sets a function called with a drawn frame's pts (as given to
+// WriteFrame) once its encoded packet is in a segment: the encoder looks
+// ahead, so that is some frames after WriteFrame, and the last frames of a
+// segment come out when it closes (at the next segment's first frame, or
+// at Close). Set it before the first WriteFrame.
+func (r *Recorder) OnWritten(f func(pts time.Duration)) {
+	r.ann.mu.Lock()
+	defer r.ann.mu.Unlock()
+	r.ann.onWritten = f
 }
 
 // WriteFrame records one drawn w x h RGB frame at pts (mode annotated, on
@@ -39,6 +52,10 @@ func (r *Recorder) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
 		s, err := encode.NewSegmentFile(path, encode.EncoderConfig{GOP: time.Second})
 		if err != nil {
 			return fmt.Errorf("record %s: %w", r.cfg.Camera, err)
+		}
+		if f := a.onWritten; f != nil {
+			first := pts
+			s.OnWritten(func(p time.Duration) { f(p + first) })
 		}
 		a.sink, a.first, a.n = s, pts, 0
 		a.seg = Segment{Camera: r.cfg.Camera, Path: path, Start: start}
