@@ -11,6 +11,7 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
+	"github.com/htcstream/htcstream/track"
 )
 
 // walkSource emits frames of a square walking right 2 px a frame; the
@@ -261,5 +262,33 @@ func TestModelFPSFallsWhileTheModelSkipsTheCamera(t *testing.T) {
 	met.scheduled("cam", "still")
 	if got := fps(); got != "0" {
 		t.Fatalf("model fps %s after a window of still frames, want 0", got)
+	}
+}
+
+// Between two keyframes an object pairs with the one that looks like it
+// on the other side, not with whatever the tracker let its track go on
+// with: here the tracker kept a confident circle's track on a background
+// box that overlaps it (score 0.02) and gave the circle, 10 px on, a new
+// track; and a small triangle moved more than its own size, out of its
+// track's reach.
+func TestPairTracksFollowsTheObjectNotTheTrack(t *testing.T) {
+	circle0 := track.Predicted{Key: 1, ClassID: 0, Score: 0.9, Seen: [4]float32{181, 1, 220, 30}}
+	junk1 := track.Predicted{Key: 1, ClassID: 0, Score: 0.02, Seen: [4]float32{182, 0, 214, 18}}
+	circle1 := track.Predicted{Key: 7, ClassID: 0, Score: 0.41, Seen: [4]float32{177, 10, 210, 34}}
+	tri0 := track.Predicted{Key: 2, ClassID: 2, Score: 0.9, Seen: [4]float32{37, 97, 47, 108}}
+	big0 := track.Predicted{Key: 3, ClassID: 2, Score: 0.01, Seen: [4]float32{0, 38, 115, 161}}
+	tri1 := track.Predicted{Key: 8, ClassID: 2, Score: 0.78, Seen: [4]float32{27, 90, 36, 99}}
+	prev := []track.Predicted{circle0, tri0, big0}
+	next := []track.Predicted{junk1, circle1, tri1}
+	got := pairTracks(prev, next)
+	// the circle with the circle, the triangle with the triangle; the
+	// background box has nothing like it on the earlier side
+	if want := []int{-1, 0, 1}; !slices.Equal(got, want) {
+		t.Fatalf("pairs %v, want %v", got, want)
+	}
+	// a class never pairs with another, however close
+	other := track.Predicted{Key: 9, ClassID: 1, Score: 0.9, Seen: circle0.Seen}
+	if got := pairTracks(prev, []track.Predicted{other}); got[0] != -1 {
+		t.Fatalf("a square paired with %d", got[0])
 	}
 }
