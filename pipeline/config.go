@@ -51,10 +51,11 @@ type RunConfig struct {
 	Loop    bool     `yaml:"loop"`
 	// Interval, Timing and Motion are every camera's keyframe schedule
 	// (docs/outputs.md, "Every frame"); cameras override them.
-	Interval Interval     `yaml:"interval"`
-	Timing   Timing       `yaml:"timing"`
-	Motion   MotionConfig `yaml:"motion"`
-	Outputs  struct {
+	Interval    Interval     `yaml:"interval"`
+	Timing      Timing       `yaml:"timing"`
+	Propagation Propagation  `yaml:"propagation"`
+	Motion      MotionConfig `yaml:"motion"`
+	Outputs     struct {
 		// Video: one annotated mp4; with several cameras NAME-<camera>.mp4.
 		Video string `yaml:"video"`
 		// Detections: one JSON-lines file for all cameras.
@@ -221,9 +222,13 @@ type CameraConfig struct {
 	// newest frame when the model is free; live sources' default) or N
 	// (every Nth frame; files' default 1). Timing: live (every frame at
 	// once with the latest tracks; live sources' default) or smooth (hold
-	// up to one interval and interpolate; files' default).
-	Interval Interval `yaml:"interval"`
-	Timing   Timing   `yaml:"timing"`
+	// up to one interval and interpolate; files' default). Propagation:
+	// how objects move on the frames between keyframes, flow (optical
+	// flow on each object's region; the default) or box (the tracker's
+	// prediction).
+	Interval    Interval    `yaml:"interval"`
+	Timing      Timing      `yaml:"timing"`
+	Propagation Propagation `yaml:"propagation"`
 	// Motion gates the model on motion (default on for live sources, off
 	// for files).
 	Motion MotionConfig `yaml:"motion"`
@@ -247,7 +252,7 @@ type MotionConfig struct {
 
 // Schedule is the camera's keyframe policy for its kind of source.
 func (cam CameraConfig) Schedule(live bool) Schedule {
-	sch := Schedule{Interval: cam.Interval, Timing: cam.Timing, MaxInterval: cam.Motion.MaxInterval}
+	sch := Schedule{Interval: cam.Interval, Timing: cam.Timing, Propagation: cam.Propagation, MaxInterval: cam.Motion.MaxInterval}
 	if sch.Interval == 0 && live {
 		sch.Interval = IntervalAuto
 	}
@@ -409,7 +414,7 @@ func (c RunConfig) cameraDefaults() CameraConfig {
 	cam.Events = c.Events.EventRules
 	cam.Events.Labels = append([]string(nil), c.Events.Labels...)
 	cam.Events.Zones = append([]string(nil), c.Events.Zones...)
-	cam.Interval, cam.Timing, cam.Motion = c.Interval, c.Timing, c.Motion
+	cam.Interval, cam.Timing, cam.Propagation, cam.Motion = c.Interval, c.Timing, c.Propagation, c.Motion
 	if c.Motion.Enabled != nil {
 		on := *c.Motion.Enabled
 		cam.Motion.Enabled = &on // decoding a camera's keys must not write into the globals

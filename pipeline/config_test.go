@@ -207,6 +207,8 @@ func TestConfigMistakesNameKeyAndLine(t *testing.T) {
 		{"cameras:\n  gate:\n    url: x.mp4\n    interval: sometimes\n", "interval \"sometimes\""},
 		{"cameras:\n  gate:\n    url: x.mp4\n    interval: auto\n    timing: smooth\n", "cameras.gate.timing smooth holds frames up to one interval: it needs interval: N"},
 		{"timing: fast\n", `timing "fast": want live or smooth`},
+		{"propagation: optical\n", `propagation "optical": want box or flow`},
+		{"cameras:\n  gate:\n    url: x.mp4\n    propagation: dense\n", `cameras.gate.propagation "dense": want box or flow`},
 		{"motion:\n  threshold: 300\n", "motion: invalid motion settings: threshold 300"},
 		{"motion:\n  mask: [[[0, 0], [1, 0]]]\n", "mask 0 has 2 points"},
 		{"cameras:\n  gate:\n    url: x.mp4\n    zone_overlap: 1.5\n", "cameras.gate.zone_overlap 1.5"},

@@ -14,6 +14,7 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
+	"github.com/htcstream/htcstream/flow"
 	"github.com/htcstream/htcstream/infer"
 	"github.com/htcstream/htcstream/track"
 )
@@ -419,6 +420,9 @@ func Run(drain, hard context.Context, cfg Config) error {
 		st := &streamOut{name: names[i], live: cfg.Sources[i].Live(), credits: credits[i], filter: filter, tracker: trackers[i],
 			drawer: cfg.Drawer, metrics: cfg.Metrics, queue: cfg.SinkQueue, onDrop: cfg.OnSinkDrop,
 			sch: sch, sc: scheds[i], pred: preds[i], modelDone: modelDone}
+		if preds[i] != nil && sch.Propagation != PropagateBox {
+			st.mover = flow.NewMover()
+		}
 		sinkWG.Add(1)
 		go func(i int) {
 			defer sinkWG.Done()
@@ -607,6 +611,9 @@ type streamOut struct {
 	prev     []track.Predicted
 	prevPTS  time.Duration
 	havePrev bool
+	// mover follows the tracks by optical flow (propagation: flow), nil
+	// where boxes move as the tracker predicts
+	mover *flow.Mover
 }
 
 // run consumes the stream's order queue until it is closed and every
@@ -757,8 +764,14 @@ func (st *streamOut) flush(ctx context.Context, held []*slot, final, dead bool) 
 			ko := st.apply(k.frame, k.res)
 			next := st.snapshot(k.frame.PTS)
 			pair := pairTracks(st.prev, next)
-			for _, h := range held[:j] {
-				st.interpolate(ctx, h, next, pair, k.frame.PTS)
+			flows := st.flowBetween(held[:j], k.frame, next, pair)
+			st.anchor(k.frame, next)
+			for i, h := range held[:j] {
+				var fl map[uint64][4]float32
+				if flows != nil {
+					fl = flows[i]
+				}
+				st.interpolate(ctx, h, next, pair, k.frame.PTS, fl)
 			}
 			st.send(ctx, ko, k)
 			st.prev, st.prevPTS, st.havePrev = next, k.frame.PTS, true
@@ -817,6 +830,7 @@ func (st *streamOut) keyframe(ctx context.Context, s *slot) {
 	o := st.apply(s.frame, s.res)
 	if st.pred != nil {
 		st.prev, st.prevPTS, st.havePrev = st.snapshot(s.frame.PTS), s.frame.PTS, true
+		st.anchor(s.frame, st.prev)
 	}
 	st.send(ctx, o, s)
 }
@@ -827,6 +841,7 @@ func (st *streamOut) keyframe(ctx context.Context, s *slot) {
 func (st *streamOut) lateResult(s *slot) {
 	o := st.apply(s.model, s.res)
 	st.prev, st.prevPTS, st.havePrev = st.snapshot(s.model.PTS), s.model.PTS, true
+	st.anchor(s.model, st.prev)
 	if st.drawer != nil {
 		if err := st.drawer.Draw(o); err != nil {
 			st.errs = append(st.errs, fmt.Errorf("draw frame %d: %w", o.Frame.Seq, err))
@@ -844,8 +859,23 @@ func (st *streamOut) propagate(ctx context.Context, s *slot) {
 	o := &Output{Stream: st.name, Frame: f, Keyframe: s.key, Propagated: true, Still: s.still,
 		Result: cascade.Result{Width: f.Width, Height: f.Height}}
 	if st.pred != nil && st.havePrev {
-		for _, p := range st.pred.Predict(f.PTS) {
-			st.addTrack(o, p, p.Box, p)
+		ps := st.pred.Predict(f.PTS)
+		boxes := make([][4]float32, len(ps))
+		for i, p := range ps {
+			boxes[i] = p.Box
+		}
+		if st.mover != nil {
+			// the flow moves the box as seen, not the Kalman filter's
+			// size: on the sample, live timing at interval 3, mask AP
+			// 0.451 with the filter's size, 0.471 with the seen one
+			want := make([]flow.Want, len(ps))
+			for i, p := range ps {
+				want[i] = flow.Want{Key: p.Key, Size: p.Seen, Fallback: p.Box}
+			}
+			st.mover.Step(flowFrame(f), want, boxes)
+		}
+		for i, p := range ps {
+			st.addTrack(o, p, boxes[i], p)
 		}
 	}
 	st.send(ctx, o, s)
@@ -857,7 +887,12 @@ func (st *streamOut) propagate(ctx context.Context, s *slot) {
 // between where they saw it; one seen on one side only stays where that
 // side saw it for the half of the gap nearer to it (when it came or went
 // in between is not known; the model saw it there).
-func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Predicted, pair []int, pts1 time.Duration) {
+//
+// With flow (fl: where the flow put each earlier keyframe's object on
+// this frame, by its track key), an object seen on both sides follows
+// the flow, its drift from the later keyframe taken out in proportion to
+// the time gone; one seen on the earlier side only follows the flow.
+func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Predicted, pair []int, pts1 time.Duration, fl map[uint64][4]float32) {
 	f := s.frame
 	if !st.havePrev || pts1 <= st.prevPTS || f.PTS < st.prevPTS || f.PTS > pts1 {
 		st.propagate(ctx, s) // a looping file's jump back: no straight line
@@ -878,6 +913,9 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 		paired[k] = true
 		p0 := st.prev[k]
 		box := track.LerpBox(p0.Seen, p1.Seen, a)
+		if b, ok := fl[p0.Key]; ok {
+			box = b
+		}
 		// the mask of the nearer keyframe, moved with the box; the score
 		// between the two as the box is (AP ranks by score: a detection
 		// halfway to a doubtful one is less sure than the seen one)
@@ -892,12 +930,89 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 	if a < 0.5 {
 		for k, p0 := range st.prev {
 			if !paired[k] {
-				st.addTrack(o, p0, p0.Seen, p0)
+				box := p0.Seen
+				if b, ok := fl[p0.Key]; ok {
+					box = b
+				}
+				st.addTrack(o, p0, box, p0)
 			}
 		}
 	}
 	st.send(ctx, o, s)
 }
+
+// anchor places the tracks of a keyframe for the flow to follow, before
+// the frame is drawn on.
+func (st *streamOut) anchor(f *decode.Frame, ps []track.Predicted) {
+	if st.mover == nil {
+		return
+	}
+	keys := make([]uint64, len(ps))
+	for i, p := range ps {
+		st.mover.Start(p.Key, flowFrame(f), p.Seen, p.Mask)
+		keys[i] = p.Key
+	}
+	st.mover.Keep(keys)
+}
+
+// flowBetween follows the last keyframe's objects (st.prev, anchored on
+// its frame) by flow through the held frames and on to the next keyframe
+// k, and returns for each held frame where each object is, by track key:
+// the flow's box less the share a of its drift from where k saw the
+// object (a straight line between the keyframes corrects nothing when the
+// flow lands on k's box; only the flow's error is spread). Nil without
+// flow.
+func (st *streamOut) flowBetween(held []*slot, k *decode.Frame, next []track.Predicted, pair []int) []map[uint64][4]float32 {
+	if st.mover == nil || !st.havePrev || k.PTS <= st.prevPTS {
+		return nil
+	}
+	to := make(map[uint64][4]float32, len(next)) // earlier key -> box on k
+	for i, p1 := range next {
+		if pair[i] >= 0 {
+			to[st.prev[pair[i]].Key] = p1.Seen
+		}
+	}
+	out := make([]map[uint64][4]float32, len(held))
+	want := make([]flow.Want, len(st.prev))
+	boxes := make([][4]float32, len(st.prev))
+	for i, h := range held {
+		a := float32(h.frame.PTS-st.prevPTS) / float32(k.PTS-st.prevPTS)
+		for j, p0 := range st.prev {
+			lerp := p0.Seen
+			if b, ok := to[p0.Key]; ok {
+				lerp = track.LerpBox(p0.Seen, b, a)
+			}
+			want[j] = flow.Want{Key: p0.Key, Size: lerp, Fallback: lerp}
+		}
+		st.mover.Step(flowFrame(h.frame), want, boxes)
+		out[i] = make(map[uint64][4]float32, len(st.prev))
+		for j, p0 := range st.prev {
+			out[i][p0.Key] = boxes[j]
+		}
+	}
+	// on to k, for the objects k saw: how far off the flow lands
+	want = want[:0]
+	for _, p0 := range st.prev {
+		if b1, ok := to[p0.Key]; ok {
+			want = append(want, flow.Want{Key: p0.Key, Size: b1, Fallback: b1})
+		}
+	}
+	st.mover.Step(flowFrame(k), want, boxes)
+	for j, w := range want {
+		b1, end := w.Fallback, boxes[j]
+		for i, h := range held {
+			a := float32(h.frame.PTS-st.prevPTS) / float32(k.PTS-st.prevPTS)
+			b := out[i][w.Key]
+			for c := range b {
+				b[c] += (b1[c] - end[c]) * a
+			}
+			out[i][w.Key] = b
+		}
+	}
+	return out
+}
+
+func flowFrame(f *decode.Frame) flow.Frame { return flow.Frame{RGB: f.RGB, W: f.Width, H: f.Height} }
 
 // pairTracks pairs the objects of two keyframes, cheapest first, among
 // the objects of one class whose centres are less than pairGate object

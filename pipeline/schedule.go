@@ -97,6 +97,9 @@ type Schedule struct {
 	// MaxInterval forces a keyframe after this much stream time without
 	// one, so new still objects are found; default 10 s (motion only).
 	MaxInterval time.Duration
+	// Propagation is how objects move on the frames between keyframes:
+	// flow ("" too) or box (propagate.go).
+	Propagation Propagation
 }
 
 // DefaultMaxInterval is Schedule.MaxInterval's default.
@@ -114,6 +117,9 @@ func (s Schedule) validate() error {
 	case "", TimingLive, TimingSmooth:
 	default:
 		return fmt.Errorf("%w: timing %q: want live or smooth", ErrConfig, s.Timing)
+	}
+	if err := s.Propagation.validate(); err != nil {
+		return err
 	}
 	if s.Timing == TimingSmooth && s.Interval == IntervalAuto {
 		return fmt.Errorf("%w: timing smooth holds frames up to one interval: it needs interval: N, not auto", ErrConfig)

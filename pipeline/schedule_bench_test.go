@@ -8,15 +8,22 @@ import (
 	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/detection"
+	"github.com/htcstream/htcstream/flow"
 	"github.com/htcstream/htcstream/motion"
 )
 
 // BenchmarkPropagateAndMotion1080p is the per-frame cost of a frame the
 // model does not see, at 1080p with 20 tracks: the motion detector on the
 // frame, then the 20 tracks carried to it (Kalman prediction, masks moved
-// with their boxes). Drawing and the sinks are not in it: they cost the
-// same on every frame.
+// with their boxes, or followed by optical flow). Drawing and the sinks
+// are not in it: they cost the same on every frame.
 func BenchmarkPropagateAndMotion1080p(b *testing.B) {
+	for _, p := range []Propagation{PropagateBox, PropagateFlow} {
+		b.Run(string(p), func(b *testing.B) { benchPropagate(b, p) })
+	}
+}
+
+func benchPropagate(b *testing.B, prop Propagation) {
 	const w, h, n = 1920, 1080, 20
 	pt, err := newPlainTracker()
 	if err != nil {
@@ -36,10 +43,21 @@ func BenchmarkPropagateAndMotion1080p(b *testing.B) {
 		}
 		return ds
 	}
+	// a smooth background, each object a textured patch that moves with
+	// its box, so that the flow finds corners and follows them
 	frame := func(seq int) *decode.Frame {
 		rgb := make([]byte, w*h*3)
 		for i := range rgb {
-			rgb[i] = byte(i * seq)
+			rgb[i] = byte(i / (w * 3 * 8))
+		}
+		for _, d := range dets(seq) {
+			x0, y0 := int(d.Box.X1), int(d.Box.Y1)
+			for y := y0; y < int(d.Box.Y2); y++ {
+				for x := x0; x < int(d.Box.X2); x++ {
+					v := byte(((x-x0)/6*7 ^ (y-y0)/6*13) * 37)
+					copy(rgb[(y*w+x)*3:], []byte{v, v / 2, 255 - v})
+				}
+			}
 		}
 		return &decode.Frame{Seq: int64(seq), PTS: time.Duration(seq) * 40 * time.Millisecond, Width: w, Height: h, RGB: rgb}
 	}
@@ -52,6 +70,10 @@ func BenchmarkPropagateAndMotion1080p(b *testing.B) {
 		b.Fatal(err)
 	}
 	st := &streamOut{name: "bench", credits: make(chan struct{}, 1), pred: pt, sc: sc, havePrev: true}
+	if prop == PropagateFlow {
+		st.mover = flow.NewMover()
+		st.anchor(frame(30), pt.Predict(frame(30).PTS))
+	}
 	frames := []*decode.Frame{frame(31), frame(32)}
 	ctx := context.Background()
 	b.ResetTimer()

@@ -25,6 +25,7 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 	timing := fs.String("timing", "", "frames between keyframes: smooth (interpolated between the keyframes on both sides; the default for files) or live (carried forward from the last keyframe only)")
 	reference := fs.String("reference", "", "instead of ground truth: a bundle to compare --model with on the same frames (e.g. the float bundle of an INT8 one); --data may then be any video or picture folder")
 	refScore := fs.Float64("reference-score", 0.3, "with --reference: detections scoring at least this are compared, and the reference's are the ground truth of --model's AP")
+	prop := fs.String("propagation", "", "how objects move on the frames the model skips, as in run: flow (optical flow on each object's region; the default) or box (the tracker's prediction, or a straight line between keyframes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sch := pipeline.Schedule{Interval: iv, Timing: pipeline.Timing(*timing)}
+	sch := pipeline.Schedule{Interval: iv, Timing: pipeline.Timing(*timing), Propagation: pipeline.Propagation(*prop)}
 	r, err := evaluate.Eval(context.Background(), evaluate.EvalConfig{Model: spec, Data: *data, Images: *images, Log: stderr,
 		Schedule: sch})
 	if err != nil {
@@ -61,7 +62,7 @@ func evalCmd(args []string, stdout, stderr io.Writer) error {
 	report := map[string]any{
 		"model": r.Bundle, "data": *data, "images": r.Images, "detections": len(r.Detections),
 		"views": r.Views, "seconds_per_image": r.Elapsed.Seconds() / float64(r.Images),
-		"interval": iv.String(), "timing": *timing, "keyframes": r.Keyframes,
+		"interval": iv.String(), "timing": *timing, "propagation": *prop, "keyframes": r.Keyframes,
 	}
 	for _, s := range r.Stats {
 		fmt.Fprintf(stdout, "Evaluate annotation type *%s*\n%s\n", s.Type, s.Stats)

@@ -35,6 +35,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	maxFrames := fs.Int("max-frames", 0, "stop each source after this many frames (0: no limit)")
 	interval := fs.String("interval", "", "how often the model sees a camera's frames: auto (the newest frame whenever the model is free; live sources' default) or N (every Nth frame; files' default 1); the tracker carries the masks to the other frames")
 	timing := fs.String("timing", "", "frames between keyframes: live (drawn at once with the latest tracks; live sources' default) or smooth (held up to one interval, interpolated; files' default)")
+	prop := fs.String("propagation", "", "how objects move on the frames the model skips: flow (optical flow on each object's region; the default) or box (the tracker's prediction, or a straight line between keyframes)")
 	motionOn := fs.Bool("motion", false, "skip the model while nothing moves (default: on for live sources, off for files; --motion=false turns it off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -100,6 +101,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	})
 	set("timing", func() { cfg.Timing = pipeline.Timing(*timing) })
+	set("propagation", func() { cfg.Propagation = pipeline.Propagation(*prop) })
 	set("motion", func() {
 		on := *motionOn
 		cfg.Motion.Enabled = &on
