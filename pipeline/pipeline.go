@@ -78,9 +78,11 @@ type HandoffFunc func(captured time.Time, kind string)
 // EncodingSink is a sink that encodes its frames and hands the encoded
 // pictures on (into a file, to WebRTC viewers). The pipeline calls Handoff
 // once, before the first Write; the sink then calls f for each frame when
-// its encoded picture leaves, from Write (or Close) only: that is the end
-// of htcstream_frame_latency_seconds. A frame the sink never encodes (a
-// preview nobody watches) is not reported.
+// its encoded picture leaves, from Write only: that is the end of
+// htcstream_frame_latency_seconds. A frame the sink never encodes (a
+// preview nobody watches) is not reported, nor are those an encoder
+// flushes when the run ends (their wait is the run's end, not the
+// stream's pace).
 type EncodingSink interface {
 	Sink
 	Handoff(f HandoffFunc)
