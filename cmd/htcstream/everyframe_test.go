@@ -365,8 +365,8 @@ type previewView struct {
 	v       *whepclient.Viewer
 	base    string
 	mu      sync.Mutex
-	frames  map[uint32]bool
-	any     map[uint32]bool
+	frames  map[uint32]bool // RTP timestamps whose last packet came
+	seen    map[uint32]bool // RTP timestamps of any packet
 	metrics string
 	stop    chan struct{}
 	scraped chan struct{}
@@ -402,10 +402,10 @@ func watchPreview(t *testing.T, stdout *syncbuf.Buffer, done <-chan int) *previe
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &previewView{base: base, frames: map[uint32]bool{}, any: map[uint32]bool{}, stop: make(chan struct{}), scraped: make(chan struct{})}
+	p := &previewView{base: base, frames: map[uint32]bool{}, seen: map[uint32]bool{}, stop: make(chan struct{}), scraped: make(chan struct{})}
 	p.v, err = whepclient.Dial(base, streams[0].ID, whepclient.Options{API: api, Messages: 10000, OnRTP: func(pk *rtp.Packet) {
 		p.mu.Lock()
-		p.any[pk.Timestamp] = true
+		p.seen[pk.Timestamp] = true
 		if pk.Marker {
 			p.frames[pk.Timestamp] = true
 		}
@@ -482,7 +482,7 @@ func (p *previewView) finish(t *testing.T) (frames, annotated int, latency strin
 			series = append(series, l)
 		}
 	}
-	latency = strings.Join(series, "\n") + fmt.Sprintf("\nRTP timestamps seen: %d, whole (marker): %d", len(p.any), len(p.frames))
+	latency = strings.Join(series, "\n") + fmt.Sprintf("\nRTP timestamps seen: %d, whole (marker): %d", len(p.seen), len(p.frames))
 	// where the frames the viewer lacks are, by the camera's 25 fps clock
 	var tss []uint32
 	for ts := range p.frames {
