@@ -877,7 +877,7 @@ func (st *streamOut) propagate(ctx context.Context, s *slot) {
 			st.mover.Step(flowFrame(f), want, boxes)
 		}
 		for i, p := range ps {
-			st.addTrack(o, p, boxes[i], p)
+			st.addTrack(o, p, boxes[i], warped(p, boxes[i], f))
 		}
 	}
 	st.send(ctx, o, s)
@@ -908,7 +908,7 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 		k := pair[i]
 		if k < 0 {
 			if a >= 0.5 {
-				st.addTrack(o, p1, p1.Seen, p1)
+				st.addTrack(o, p1, p1.Seen, warped(p1, p1.Seen, f))
 			}
 			continue
 		}
@@ -918,16 +918,19 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 		if b, ok := fl[p0.Key]; ok {
 			box = b
 		}
-		// the mask of the nearer keyframe, moved with the box; the score
-		// between the two as the box is (AP ranks by score: a detection
-		// halfway to a doubtful one is less sure than the seen one)
+		// the nearer keyframe's detection; the score between the two as
+		// the box is (AP ranks by score: a detection halfway to a
+		// doubtful one is less sure than the seen one), the shape too:
+		// both masks moved to the box and blended (on the sample at
+		// interval 3, 0.512 mask AP against 0.507 with the nearer
+		// keyframe's mask alone; at interval 10, 0.385 and 0.397)
 		src := p0
 		if a >= 0.5 {
 			src = p1
 		}
 		src.ID = p1.ID // a track confirmed on the later keyframe keeps its id
 		src.Score = p0.Score + (p1.Score-p0.Score)*a
-		st.addTrack(o, src, box, src)
+		st.addTrack(o, src, box, track.BlendMasks(warped(p0, box, f), warped(p1, box, f), a))
 	}
 	if a < 0.5 {
 		for k, p0 := range st.prev {
@@ -936,7 +939,7 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 				if b, ok := fl[p0.Key]; ok {
 					box = b
 				}
-				st.addTrack(o, p0, box, p0)
+				st.addTrack(o, p0, box, warped(p0, box, f))
 			}
 		}
 	}
@@ -1082,15 +1085,17 @@ func boxArea(b [4]float32) float64 {
 	return max(0, float64(b[2]-b[0])) * max(0, float64(b[3]-b[1]))
 }
 
-// addTrack adds a track's detection at box, its mask moved there from
-// where m saw it.
-func (st *streamOut) addTrack(o *Output, p track.Predicted, box [4]float32, m track.Predicted) {
-	f := o.Frame
-	wm := track.WarpMask(m.Mask, m.Seen, box, f.Width, f.Height)
+// addTrack adds a track's detection at box with mask.
+func (st *streamOut) addTrack(o *Output, p track.Predicted, box [4]float32, mask detection.Mask) {
 	o.Result.Detections = append(o.Result.Detections, detection.Detection{
 		Box: detection.Box{X1: box[0], Y1: box[1], X2: box[2], Y2: box[3]}, Score: p.Score, Label: p.ClassID,
-		Class: p.Label, StageScores: p.StageScores, Mask: wm, TrackID: p.ID, Propagated: true,
+		Class: p.Label, StageScores: p.StageScores, Mask: mask, TrackID: p.ID, Propagated: true,
 	})
+}
+
+// warped is p's mask moved from where it was seen to box on f.
+func warped(p track.Predicted, box [4]float32, f *decode.Frame) detection.Mask {
+	return track.WarpMask(p.Mask, p.Seen, box, f.Width, f.Height)
 }
 
 // send draws a frame and hands it to every sink's queue, then gives back
