@@ -923,7 +923,7 @@ func (st *streamOut) interpolate(ctx context.Context, s *slot, next []track.Pred
 		// doubtful one is less sure than the seen one), the shape too:
 		// both masks moved to the box and blended (on the sample at
 		// interval 3, 0.512 mask AP against 0.507 with the nearer
-		// keyframe's mask alone; at interval 10, 0.385 and 0.397)
+		// keyframe's mask alone; at interval 10, 0.397 against 0.385)
 		src := p0
 		if a >= 0.5 {
 			src = p1

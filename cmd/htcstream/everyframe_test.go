@@ -242,33 +242,45 @@ func TestMotionStartTakesTheNextModelRun(t *testing.T) {
 	}
 }
 
-// The model on every third frame of the sample, the tracker in between
-// (smooth timing): the AP it keeps. Every frame gives 0.551 box / 0.516
-// mask AP; interval 3 measured 0.529 / 0.488 (docs/benchmarks.md).
+// The model on every third frame of the sample, the tracker (and the
+// optical flow, the default propagation) in between: the AP it keeps.
+// Every frame gives 0.551 box / 0.516 mask AP; interval 3 measured 0.553
+// / 0.512 in smooth timing, 0.516 / 0.471 in live timing (carried
+// forward only, as a camera shows it; docs/benchmarks.md). Eval is
+// deterministic on a fixed bundle: the floors keep 0.01 of margin, so a
+// change to propagation that loses more than that shows here.
 func TestIntervalThreeKeepsItsAP(t *testing.T) {
-	statsOut := filepath.Join(t.TempDir(), "stats.json")
-	code, out, errOut := call("eval", "--model", bundle, "--data", "../../examples/sample.mp4", "--interval", "3", "--out", statsOut)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
-	var stats struct {
-		Images    int
-		Keyframes int
-		BBox      struct{ AP float64 } `json:"bbox"`
-		Segm      struct{ AP float64 } `json:"segm"`
-	}
-	b, err := os.ReadFile(statsOut)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &stats); err != nil {
-		t.Fatal(err)
-	}
-	if stats.Images != 150 || stats.Keyframes != 50 {
-		t.Fatalf("%d images, the model on %d:\n%s", stats.Images, stats.Keyframes, out)
-	}
-	if stats.BBox.AP < 0.50 || stats.Segm.AP < 0.46 {
-		t.Fatalf("interval 3: box AP %.3f (floor 0.50), mask AP %.3f (floor 0.46)", stats.BBox.AP, stats.Segm.AP)
+	for _, c := range []struct {
+		timing    string
+		box, mask float64
+	}{{"smooth", 0.54, 0.50}, {"live", 0.50, 0.46}} {
+		statsOut := filepath.Join(t.TempDir(), "stats.json")
+		code, out, errOut := call("eval", "--model", bundle, "--data", "../../examples/sample.mp4", "--interval", "3",
+			"--timing", c.timing, "--out", statsOut)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.timing, code, errOut)
+		}
+		var stats struct {
+			Images    int
+			Keyframes int
+			BBox      struct{ AP float64 } `json:"bbox"`
+			Segm      struct{ AP float64 } `json:"segm"`
+		}
+		b, err := os.ReadFile(statsOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &stats); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Images != 150 || stats.Keyframes != 50 {
+			t.Fatalf("%s: %d images, the model on %d:\n%s", c.timing, stats.Images, stats.Keyframes, out)
+		}
+		t.Logf("interval 3, %s timing: box AP %.3f, mask AP %.3f", c.timing, stats.BBox.AP, stats.Segm.AP)
+		if stats.BBox.AP < c.box || stats.Segm.AP < c.mask {
+			t.Fatalf("interval 3, %s timing: box AP %.3f (floor %.2f), mask AP %.3f (floor %.2f)",
+				c.timing, stats.BBox.AP, c.box, stats.Segm.AP, c.mask)
+		}
 	}
 }
 
