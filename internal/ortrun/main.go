@@ -14,6 +14,11 @@
 //
 // Each run writes out_dir/NNN.bin per output (in the graph's output order)
 // and out_dir/outputs.json: [{"name", "dtype", "shape", "file"}].
+//
+// "minmax": ["name", ...] in the request makes those float32 outputs come
+// back as their [min, max] (shape [2]; shape [0] when the tensor is empty)
+// instead of whole: calibrating a real-size backbone adds ~150 activations
+// as outputs, gigabytes a run that the pass only takes the range of.
 package main
 
 import (
@@ -43,9 +48,10 @@ type run struct {
 }
 
 type request struct {
-	Model   string `json:"model"`
-	Threads int    `json:"threads"`
-	Runs    []run  `json:"runs"`
+	Model   string   `json:"model"`
+	Threads int      `json:"threads"`
+	Runs    []run    `json:"runs"`
+	MinMax  []string `json:"minmax"`
 }
 
 func main() {
@@ -80,15 +86,19 @@ func realMain(path string) error {
 		return err
 	}
 	defer sess.Close()
+	reduce := map[string]bool{}
+	for _, n := range req.MinMax {
+		reduce[n] = true
+	}
 	for i, r := range req.Runs {
-		if err := runOnce(sess, r); err != nil {
+		if err := runOnce(sess, r, reduce); err != nil {
 			return fmt.Errorf("run %d: %w", i, err)
 		}
 	}
 	return nil
 }
 
-func runOnce(sess *infer.Session, r run) error {
+func runOnce(sess *infer.Session, r run, reduce map[string]bool) error {
 	byName := map[string]tensorFile{}
 	for _, in := range r.Inputs {
 		byName[in.Name] = in
@@ -130,6 +140,11 @@ func runOnce(sess *infer.Session, r run) error {
 		var data []byte
 		switch t := v.(type) {
 		case *ort.Tensor[float32]:
+			if reduce[tf.Name] {
+				r := minMax(t.GetData())
+				tf.DType, tf.Shape, data = "float32", []int64{int64(len(r))}, bytesOf(r)
+				break
+			}
 			tf.DType, data = "float32", bytesOf(t.GetData())
 		case *ort.Tensor[int64]:
 			tf.DType, data = "int64", bytesOf(t.GetData())
@@ -194,4 +209,16 @@ func bytesOf[T any](s []T) []byte {
 	}
 	var zero T
 	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
+}
+
+// minMax is [min, max] of v, or nothing for an empty v.
+func minMax(v []float32) []float32 {
+	if len(v) == 0 {
+		return nil
+	}
+	lo, hi := v[0], v[0]
+	for _, x := range v[1:] {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return []float32{lo, hi}
 }

@@ -25,7 +25,9 @@ this machine). Other ops (RoiAlign, Resize, Add, ...) stay float between a DQ an
 Calibration needs the float graphs' activations. There is no ONNX Runtime for Python here
 (and this ``onnx`` has no reference evaluator), so the graphs run through ONNX Runtime in
 a small Go helper (``internal/ortrun``, built on first use), with the tensors to calibrate
-added as graph outputs. Each calibration image is resized as Go does (``prepare_view``),
+added as graph outputs (which ortrun returns as their min and max only, so a real-size
+backbone's ~150 activations are not written out). Each calibration image is resized as Go
+does (``prepare_view``),
 the backbone runs on it, proposals are decoded from its RPN outputs (the manifest's
 anchors and NMS settings), the box heads run on the proposals, and the mask heads on the
 best-scoring last-stage boxes. The box stages run as Go runs them: each stage graph's ``roi_feats`` are pooled here from the float backbone outputs as the
@@ -76,9 +78,12 @@ class Runner:
         self.binary = binary or find_ortrun()
         self.threads = threads
 
-    def run(self, model: Path, feeds: Sequence[Dict[str, np.ndarray]]) -> Iterator[Dict[str, np.ndarray]]:
+    def run(self, model: Path, feeds: Sequence[Dict[str, np.ndarray]],
+            minmax: Iterable[str] = ()) -> Iterator[Dict[str, np.ndarray]]:
         """Run ``model`` once per feed; yields each run's outputs by name (read lazily, one
-        run at a time, so the many calibration outputs of a graph need not fit in memory)."""
+        run at a time). The float outputs named in ``minmax`` come back as ``[min, max]``
+        (empty for an empty tensor), which is all :class:`Ranges` takes of them: the
+        calibration outputs of a real-size backbone are gigabytes a run."""
         with tempfile.TemporaryDirectory(prefix="ortrun") as tmp:
             runs = []
             for i, feed in enumerate(feeds):
@@ -91,7 +96,8 @@ class Runner:
                     inputs.append({"name": name, "dtype": dtype, "shape": list(arr.shape), "file": str(f)})
                 runs.append({"inputs": inputs, "out_dir": str(Path(tmp) / f"out{i}")})
             req = Path(tmp) / "request.json"
-            req.write_text(json.dumps({"model": str(model), "threads": self.threads, "runs": runs}))
+            req.write_text(json.dumps({"model": str(model), "threads": self.threads, "runs": runs,
+                                       "minmax": sorted(set(minmax))}))
             proc = subprocess.run([self.binary, str(req)], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"ortrun failed on {model}: {proc.stderr.strip()}")
@@ -326,6 +332,7 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
     files = {k: graph_files(manifest, k) for k in GRAPHS}
     ranges = {f: Ranges() for k in GRAPHS for f in files[k]}
     models = {}
+    reduced: Dict[str, List[str]] = defaultdict(list)  # outputs added only for their range
     for k in GRAPHS:
         for f in files[k]:
             if k not in graphs:
@@ -336,10 +343,13 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
             p = work / f"calib_{Path(f).stem}.onnx"
             onnx.save(with_outputs(m, names), str(p))
             models[f] = (p, names)
+            own = {o.name for o in m.graph.output}
+            reduced[f] = [t for t in names if t not in own]
     inputs = network_inputs(images, manifest)
     box_feeds, heads_feats = [], []
     path, names = models[files["backbone"][0]]
-    for (x, size), outs in zip(inputs, runner.run(path, [{"image": x} for x, _ in inputs])):
+    for (x, size), outs in zip(inputs, runner.run(path, [{"image": x} for x, _ in inputs],
+                                                   minmax=reduced[files["backbone"][0]])):
         ranges[files["backbone"][0]].update(dict(outs, image=x), names)
         feats = {f: outs[f] for f in FEATS}
         heads_feats.append(feats)
@@ -364,7 +374,7 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
                 yield fd
 
         nxt = []
-        for i, outs in enumerate(runner.run(path, feeds())):
+        for i, outs in enumerate(runner.run(path, feeds(), minmax=reduced[f])):
             ranges[f].update(outs, names)
             logits[i].append(outs["logits"])
             boxes[i].append(outs["boxes"])
@@ -378,7 +388,7 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
             rois_m, labels = mask_rois(outs)
             mask_feeds.append(dict(feats, rois=rois_m, labels=labels))
         path, names = models[files["mask_heads"][0]]
-        for feed, outs in zip(mask_feeds, runner.run(path, mask_feeds)):
+        for feed, outs in zip(mask_feeds, runner.run(path, mask_feeds, minmax=reduced[files["mask_heads"][0]])):
             ranges[files["mask_heads"][0]].update(dict(feed, **outs), names)
     return ranges
 
