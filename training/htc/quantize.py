@@ -292,6 +292,7 @@ def mask_rois(outs: Dict[str, np.ndarray], max_dets: int = 100, min_score: float
 
 
 FEATS = ("p2", "p3", "p4", "p5", "semantic_feat")
+OUTPUTS_PER_RUN = 48  # calibration-only outputs of one backbone run (see calibrate)
 
 
 def pool_roi_feats(feats: Dict[str, np.ndarray], rois: np.ndarray, roi: dict) -> np.ndarray:
@@ -333,6 +334,7 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
     ranges = {f: Ranges() for k in GRAPHS for f in files[k]}
     models = {}
     reduced: Dict[str, List[str]] = defaultdict(list)  # outputs added only for their range
+    more_runs: Dict[str, List[Tuple[Path, List[str]]]] = defaultdict(list)
     for k in GRAPHS:
         for f in files[k]:
             if k not in graphs:
@@ -340,11 +342,22 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
                 continue
             m = onnx.load(str(bundle / f))
             names = Plan(m).tensors()
-            p = work / f"calib_{Path(f).stem}.onnx"
-            onnx.save(with_outputs(m, names), str(p))
-            models[f] = (p, names)
             own = {o.name for o in m.graph.output}
             reduced[f] = [t for t in names if t not in own]
+            # ONNX Runtime holds every output of a run at once: a real-size backbone's
+            # ~150 activations at 1333x800 took 5 GB in ortrun, so they are spread over
+            # runs (interleaved, as the early layers' are the large ones)
+            n = max(1, -(-len(reduced[f]) // OUTPUTS_PER_RUN)) if k == "backbone" else 1
+            parts = [reduced[f][i::n] for i in range(n)]
+            reduced[f] = parts[0]
+            for i, part in enumerate(parts):
+                p = work / f"calib_{Path(f).stem}_{i}.onnx"
+                onnx.save(with_outputs(m, part), str(p))
+                if i == 0:
+                    models[f] = (p, names)
+                else:
+                    more_runs[f].append((p, part))
+            del m
     inputs = network_inputs(images, manifest)
     box_feeds, heads_feats = [], []
     path, names = models[files["backbone"][0]]
@@ -355,6 +368,9 @@ def calibrate(bundle: Path, manifest: dict, images: Sequence[np.ndarray], runner
         heads_feats.append(feats)
         box_feeds.append(dict(feats, rois=proposals(outs, size, manifest),
                               image_sizes=np.array([size], np.float32)))
+    for p, part in more_runs[files["backbone"][0]]:
+        for outs in runner.run(p, [{"image": x} for x, _ in inputs], minmax=part):
+            ranges[files["backbone"][0]].update(outs, part)
     if "bbox_stages" not in graphs and "mask_heads" not in graphs:
         return ranges
     # the stage loop as Go runs it: pool, stage t, pool its boxes, ...
