@@ -102,7 +102,7 @@ func exportCmd(args []string, stdout, stderr io.Writer) error {
 	fixture := fs.String("fixture-image", "", "image for the reference fixture the Go parity test reads (default: the first val image; none for an mmdetection checkpoint)")
 	noFixture := fs.Bool("no-fixture", false, "write no reference fixture")
 	tta := fs.String("tta-scales", "", "the fixture's TTA plan, LONGxSHORT,LONGxSHORT (default: the test scale and 1.3x it)")
-	quant := fs.String("quantize", "", "int8: write INT8 (QDQ) graphs calibrated on --calib-images instead of float ones (measured on the default contract-2 bundle: 1.6x faster end to end at 3 detections a frame, 2.0-2.2x at ~31, the same AP; docs/benchmarks.md, \"INT8 (issue 14)\")")
+	quant := fs.String("quantize", "", "int8: write INT8 (QDQ) graphs calibrated on --calib-images instead of float ones (measured: the R-50 uses 2.6-2.9x less CPU at 800x480 and 1333x800, 2.5x with DCN; the default bundle keeps its AP; docs/benchmarks.md, \"INT8 at real size (issue 22)\")")
 	calib := fs.String("calib-images", "", "with --quantize: what to calibrate on, footage like what the model will see: a folder of images (.png/.jpg, searched recursively) or a video")
 	calibN := fs.Int("calib-count", 16, "with --quantize: calibration images used, spread evenly over the folder or the video")
 	root, pargs, err := c.parse(fs, args, true, "want --checkpoint (or --from-bundle) and --out")
