@@ -6,7 +6,7 @@
 // frames the model does not see (the other way moves the box as the
 // tracker's Kalman filter predicts).
 //
-// Only the regions are looked at, each scaled down to at most
+// Only the regions are looked at, each scaled down to less than twice
 // regionSide pixels a side, so the cost is per object, not per frame
 // size. A Mover is one stream's and is not safe for concurrent use.
 package flow
@@ -26,14 +26,14 @@ import (
 const (
 	// regionSide is the least longer side of the grey region an object
 	// is followed in, in pixels; larger regions are taken every second,
-	// third... pixel to stay under twice it: a 1080p person 120 x 220 is
-	// followed at a fifth of its size.
+	// third... pixel to stay under twice it: a 1080p person 120 x 220
+	// (a region of 180 x 330) is followed at a sixth of its size.
 	regionSide = 48
 	// maxPoints corners are followed per object; minPoints must come
 	// through for a step to count, else the caller's box is taken.
 	maxPoints, minPoints = 16, 3
-	// lkWindow and lkLevels: a 15 px window over 3 pyramid levels
-	// follows up to about 30 region pixels a step.
+	// lkWindow and lkLevels: an 11 px window over 2 pyramid levels
+	// follows up to about 10 region pixels a step.
 	lkWindow, lkLevels = 11, 1
 )
 
