@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -290,5 +291,100 @@ func TestPairTracksFollowsTheObjectNotTheTrack(t *testing.T) {
 	other := track.Predicted{Key: 9, ClassID: 1, Score: 0.9, Seen: circle0.Seen}
 	if got := pairTracks(prev, []track.Predicted{other}); got[0] != -1 {
 		t.Fatalf("a square paired with %d", got[0])
+	}
+}
+
+// zigzagSource draws a textured square that goes right 4 px a frame for
+// 4 frames, then left for 4, over a flat background; the frame's number
+// is in its first pixels, for zigzagDetector.
+type zigzagSource struct{ n int }
+
+const zigW, zigH = 160, 96
+
+func zigzagBox(seq int) detection.Box {
+	x := 40 + 4*min(seq%8, 8-seq%8)
+	return detection.Box{X1: float32(x), Y1: 40, X2: float32(x + 24), Y2: 64}
+}
+
+func (s *zigzagSource) Name() string { return "zig" }
+func (s *zigzagSource) Live() bool   { return false }
+func (s *zigzagSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
+	for i := range s.n {
+		rgb := make([]byte, zigW*zigH*3)
+		for p := range rgb {
+			rgb[p] = 90
+		}
+		b := zigzagBox(i)
+		for y := int(b.Y1); y < int(b.Y2); y++ {
+			for x := int(b.X1); x < int(b.X2); x++ {
+				dx, dy := x-int(b.X1), y-int(b.Y1)
+				v := byte((dx/3*37 ^ dy/3*91) * 53)
+				copy(rgb[(y*zigW+x)*3:], []byte{v, 255 - v, v / 2})
+			}
+		}
+		rgb[0], rgb[1] = byte(i), byte(i>>8)
+		f := &decode.Frame{StreamID: "zig", Seq: int64(i), PTS: time.Duration(i) * 40 * time.Millisecond,
+			Width: zigW, Height: zigH, RGB: rgb, Captured: time.Now()}
+		if !emit(f) {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// zigzagDetector finds the square where zigzagSource drew it.
+type zigzagDetector struct{}
+
+func (zigzagDetector) Detect(frames []cascade.Image) ([]cascade.Result, cascade.Timings, error) {
+	out := make([]cascade.Result, len(frames))
+	for k, f := range frames {
+		b := zigzagBox(int(f.Pix[0]) | int(f.Pix[1])<<8)
+		m := detection.Mask{X: int(b.X1), Y: int(b.Y1), W: int(b.Width()), H: int(b.Height())}
+		m.Bits = make([]byte, m.W*m.H)
+		for i := range m.Bits {
+			m.Bits[i] = 1
+		}
+		out[k] = cascade.Result{Width: f.Width, Height: f.Height,
+			Detections: []detection.Detection{{Box: b, Score: 0.9, Label: 0, Mask: m}}}
+	}
+	return out, cascade.Timings{}, nil
+}
+
+// Live timing carries the tracks forward only: a square that turns
+// between two keyframes runs away from the tracker's prediction, which
+// only knows the velocity it had; propagation flow follows it on the
+// picture.
+func TestFlowFollowsWhatThePredictionCannot(t *testing.T) {
+	errOf := func(prop Propagation) float64 {
+		sink := &outSink{}
+		err := Run(context.Background(), context.Background(), Config{
+			Sources: []Source{&zigzagSource{n: 60}}, Detector: zigzagDetector{},
+			Schedules: []Schedule{{Interval: 5, Timing: TimingLive, Propagation: prop}},
+			Sinks:     func(string) ([]Sink, error) { return []Sink{sink}, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sink.outs) != 60 {
+			t.Fatalf("%s: %d frames out of 60", prop, len(sink.outs))
+		}
+		sum, n := 0.0, 0
+		for _, o := range sink.outs {
+			if o.Keyframe || o.Frame.Seq < 10 { // the tracker learns its velocity first
+				continue
+			}
+			if len(o.Result.Detections) != 1 {
+				t.Fatalf("%s: frame %d has %d detections", prop, o.Frame.Seq, len(o.Result.Detections))
+			}
+			got, want := o.Result.Detections[0].Box, zigzagBox(int(o.Frame.Seq))
+			sum += math.Abs(float64(got.X1-want.X1)) + math.Abs(float64(got.Y1-want.Y1))
+			n++
+		}
+		return sum / float64(n)
+	}
+	box, fl := errOf(PropagateBox), errOf(PropagateFlow)
+	t.Logf("mean corner error on propagated frames: box %.2f px, flow %.2f px", box, fl)
+	if fl > 1 || fl > box/2 {
+		t.Fatalf("flow is %.2f px off the square, box %.2f px", fl, box)
 	}
 }
