@@ -141,7 +141,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	res := &CompareResult{}
 	sizes := map[int64][2]int{}
 	for i, spec := range []pipeline.ModelSpec{cfg.Model, cfg.Reference} {
-		run, _, err := detectFrames(ctx, spec, location, idOf, pipeline.Schedule{}, nil, sizes, cfg.Log, 0)
+		run, err := detectFrames(ctx, spec, location, idOf, pipeline.Schedule{}, nil, sizes, cfg.Log, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -190,20 +190,19 @@ func openFrames(data, images string) (string, func(*decode.Frame) (int64, bool),
 // detectFrames runs one model over the frames at location through a run's
 // pipeline with one sink, so that a schedule picks, tracks and propagates
 // exactly as a run does. Its detections' category ids are class index + 1;
-// it returns them and the model's thing classes, and records each frame's
-// size in sizes. check, when set, sees the classes before any frame runs;
-// total (0: unknown) sizes the progress line.
+// it records each frame's size in sizes. check, when set, sees the model's
+// thing classes before any frame runs; total (0: unknown) sizes the
+// progress line.
 func detectFrames(ctx context.Context, spec pipeline.ModelSpec, location string, idOf func(*decode.Frame) (int64, bool),
-	sch pipeline.Schedule, check func(things []string) error, sizes map[int64][2]int, log io.Writer, total int64) (*ModelRun, []string, error) {
+	sch pipeline.Schedule, check func(things []string) error, sizes map[int64][2]int, log io.Writer, total int64) (*ModelRun, error) {
 	b, md, err := spec.Load()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer b.Close()
-	things := b.Manifest.Things
 	if check != nil {
-		if err := check(things); err != nil {
-			return nil, nil, err
+		if err := check(b.Manifest.Things); err != nil {
+			return nil, err
 		}
 	}
 	run := &ModelRun{Bundle: spec.Bundle, Views: len(md.Views())}
@@ -213,7 +212,7 @@ func detectFrames(ctx context.Context, spec pipeline.ModelSpec, location string,
 	src, err := pipeline.OpenSource(location, 0)
 	if err != nil {
 		progress()
-		return nil, nil, err
+		return nil, err
 	}
 	td := &timedDetector{d: md}
 	collect := sinkFunc(func(o *pipeline.Output) error {
@@ -242,10 +241,10 @@ func detectFrames(ctx context.Context, spec pipeline.ModelSpec, location string,
 	})
 	progress()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	run.Elapsed, run.Timings, run.Keyframes = time.Since(start), td.tm, td.frames
-	return run, things, nil
+	return run, nil
 }
 
 // agree pairs the model's detections with the reference's (see Agreement).

@@ -76,7 +76,7 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 		return nil
 	}
 	sizes := map[int64][2]int{}
-	run, _, err := detectFrames(ctx, cfg.Model, location, idOf, cfg.Schedule, cats, sizes, cfg.Log, int64(len(gt.Images)))
+	run, err := detectFrames(ctx, cfg.Model, location, idOf, cfg.Schedule, cats, sizes, cfg.Log, int64(len(gt.Images)))
 	if err != nil {
 		return nil, err
 	}
