@@ -56,7 +56,7 @@ const (
 	// goes. Where too few corners are followed, the box moves as with
 	// PropagateBox. The default (""): on the sample it keeps 0.08 more
 	// mask AP than box in live timing at interval 3, 0.01 at interval 10
-	// in smooth timing, for about 1.5 ms a frame at 1080p with 20 tracks
+	// in smooth timing, for about 1 ms a frame at 1080p with 20 tracks
 	// (docs/benchmarks.md).
 	PropagateFlow Propagation = "flow"
 )

@@ -245,7 +245,7 @@ func TestMotionStartTakesTheNextModelRun(t *testing.T) {
 // The model on every third frame of the sample, the tracker (and the
 // optical flow, the default propagation) in between: the AP it keeps.
 // Every frame gives 0.551 box / 0.516 mask AP; interval 3 measured 0.553
-// / 0.512 in smooth timing, 0.516 / 0.471 in live timing (carried
+// / 0.512 in smooth timing, 0.516 / 0.470 in live timing (carried
 // forward only, as a camera shows it; docs/benchmarks.md). Eval is
 // deterministic on a fixed bundle: the floors keep 0.01 of margin, so a
 // change to propagation that loses more than that shows here.
