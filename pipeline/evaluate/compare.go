@@ -131,6 +131,10 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	var man [2]*infer.Manifest
 	for i, spec := range []pipeline.ModelSpec{cfg.Model, cfg.Reference} {
 		if man[i], err = infer.ReadManifest(spec.Bundle); err != nil {
+			if i == 1 {
+				// the candidate is --model; say which of the two is wrong
+				return nil, fmt.Errorf("reference %w", err)
+			}
 			return nil, err
 		}
 	}
