@@ -57,6 +57,8 @@ type modelQueue struct {
 	closed bool
 	wake   chan struct{}   // something came, or the queue closed
 	taken  []chan struct{} // per stream: the model took one of its keyframes
+	gone   chan struct{}   // closed by abandon: the model takes nothing more
+	dead   bool
 }
 
 type queued struct {
@@ -73,7 +75,7 @@ func newModelQueue(names []string, cfg infer.BatcherConfig, key func(item) strin
 	}
 	streams := len(names)
 	q := &modelQueue{cfg: cfg, key: key, names: names, m: m, lines: make([][]*queued, streams), wake: make(chan struct{}, 1),
-		taken: make([]chan struct{}, streams)}
+		taken: make([]chan struct{}, streams), gone: make(chan struct{})}
 	for i := range q.taken {
 		q.taken[i] = make(chan struct{}, 1)
 	}
@@ -93,6 +95,8 @@ func (q *modelQueue) idle(ctx context.Context, i int) bool {
 		}
 		select {
 		case <-q.taken[i]:
+		case <-q.gone:
+			return false
 		case <-ctx.Done():
 			return false
 		}
@@ -101,6 +105,10 @@ func (q *modelQueue) idle(ctx context.Context, i int) bool {
 
 func (q *modelQueue) push(it item) {
 	q.mu.Lock()
+	if q.dead {
+		q.mu.Unlock()
+		return
+	}
 	q.lines[it.stream] = append(q.lines[it.stream], &queued{it: it, at: time.Now()})
 	q.mu.Unlock()
 	q.signal()
@@ -235,4 +243,16 @@ func (q *modelQueue) commit(p []int) []item {
 	}
 	q.turn = (p[len(p)-1] + 1) % len(q.lines)
 	return b
+}
+
+// abandon says the model has stopped: what waits is dropped, and a
+// stream waiting in idle returns.
+func (q *modelQueue) abandon() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.dead {
+		q.dead, q.closed = true, true
+		clear(q.lines)
+		close(q.gone)
+	}
 }

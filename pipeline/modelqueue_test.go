@@ -2,11 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/htcstream/htcstream/cascade"
 	"github.com/htcstream/htcstream/decode"
 	"github.com/htcstream/htcstream/infer"
 )
@@ -103,5 +106,40 @@ func TestModelQueueBatchesAcrossCameras(t *testing.T) {
 	}
 	if _, ok := q.take(context.Background()); ok {
 		t.Fatal("a closed, empty queue gave a batch")
+	}
+}
+
+type failDetector struct{}
+
+func (failDetector) Detect([]cascade.Image) ([]cascade.Result, cascade.Timings, error) {
+	time.Sleep(20 * time.Millisecond) // a model run that fails after a while
+	return nil, cascade.Timings{}, errors.New("out of memory")
+}
+
+type countSink struct{ n int }
+
+func (c *countSink) Write(*Output) error { c.n++; return nil }
+func (c *countSink) Close() error        { return nil }
+
+// A live camera whose model sees every frame hands over its newest frame
+// only once the model took the last: when the model fails, nothing will
+// take it, and the run must still end with the model's error, not wait
+// for a hard stop.
+func TestLiveModelFailureEndsTheRun(t *testing.T) {
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), context.Background(), Config{
+			Sources:  []Source{&seqSource{name: "cam", live: true, n: 30, interval: 2 * time.Millisecond, w: 8, h: 8}},
+			Detector: failDetector{},
+			Sinks:    func(string) ([]Sink, error) { return []Sink{&countSink{}}, nil },
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "out of memory") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the model failed on a live camera (the camera waited for the model to take its frame)")
 	}
 }

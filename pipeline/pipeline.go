@@ -575,6 +575,7 @@ func runInference(ctx context.Context, q *modelQueue, detectorOf func(stream int
 		// a batch holds frames of one detector only (the batch key says so)
 		res, tm, err := detectorOf(batch[0].stream).Detect(imgs)
 		if err != nil {
+			q.abandon()
 			return fmt.Errorf("inference: %w", err)
 		}
 		m.batch(len(batch), time.Since(t0), tm)
