@@ -62,6 +62,7 @@ type Mover struct {
 type object struct {
 	box    [4]float32 // where the object is on the last frame
 	reg    region     // the region the grey picture and points are in
+	fw, fh int        // the size of the frame reg was taken on
 	grey   []byte     // the last frame's region, grey
 	pts    []float32  // x, y pairs in reg's pixels
 	mask   detection.Mask
@@ -125,7 +126,7 @@ func (m *Mover) Step(f Frame, want []Want, boxes [][4]float32) {
 		boxes[i] = w.Fallback
 		o := m.objs[w.Key]
 		objs[i] = o
-		if o != nil && len(o.pts)/2 >= minPoints && len(o.grey) > 0 {
+		if o != nil && len(o.pts)/2 >= minPoints && len(o.grey) > 0 && o.fw == f.W && o.fh == f.H {
 			tiled = append(tiled, i)
 		}
 	}
@@ -294,7 +295,7 @@ func lk(prev, next []byte, w, h int, pts, out []float32, status []byte, errs []f
 // region (o.pts in frame pixels on entry), topped up with new corners on
 // the object when too few are left.
 func (m *Mover) anchor(o *object, f Frame) {
-	o.reg = regionOf(o.box, f.W, f.H)
+	o.reg, o.fw, o.fh = regionOf(o.box, f.W, f.H), f.W, f.H
 	if o.reg.w < 4 || o.reg.h < 4 {
 		o.grey, o.pts = o.grey[:0], o.pts[:0]
 		return

@@ -113,3 +113,21 @@ func TestStepAtTheFrameEdge(t *testing.T) {
 		}
 	}
 }
+
+// An image folder's next picture may be smaller than the last (ingest logs
+// "image size changed" and goes on): the object's region, taken on the
+// larger picture, is read from the smaller one.
+func TestStepOnASmallerFrameFallsBack(t *testing.T) {
+	f := scene(250, 180, 30, true)
+	mask, box := discMask(250, 180, 30)
+	m := NewMover()
+	m.Start(1, f, box, mask)
+	small := Frame{RGB: make([]byte, 160*120*3), W: 160, H: 120}
+	boxes := make([][4]float32, 1)
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("Step panicked on a smaller frame: %v", r)
+		}
+	}()
+	m.Step(small, []Want{{Key: 1, Size: box, Fallback: box}}, boxes)
+}

@@ -388,3 +388,47 @@ func TestFlowFollowsWhatThePredictionCannot(t *testing.T) {
 		t.Fatalf("flow is %.2f px off the square, box %.2f px", fl, box)
 	}
 }
+
+// shrinkSource is zigzagSource whose pictures turn smaller from frame 8
+// on (an image folder's pictures may differ in size; ingest goes on).
+type shrinkSource struct{ zigzagSource }
+
+func (s *shrinkSource) Run(ctx context.Context, emit func(*decode.Frame) bool) error {
+	return s.zigzagSource.Run(ctx, func(f *decode.Frame) bool {
+		if f.Seq >= 8 {
+			const w, h = 100, 50
+			rgb := make([]byte, w*h*3)
+			for y := range h {
+				copy(rgb[y*w*3:(y+1)*w*3], f.RGB[y*zigW*3:])
+			}
+			f.RGB, f.Width, f.Height = rgb, w, h
+		}
+		return emit(f)
+	})
+}
+
+// A stream's pictures may change size (an image folder): propagation
+// between keyframes must not read an object's region, taken on the larger
+// picture, out of the smaller one, in either mode.
+func TestPropagationSurvivesAPictureThatShrinks(t *testing.T) {
+	for _, prop := range []Propagation{PropagateFlow, PropagateBox} {
+		t.Run(string(prop), func(t *testing.T) { propagateOnShrinkingPictures(t, prop) })
+	}
+}
+
+func propagateOnShrinkingPictures(t *testing.T, prop Propagation) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("panic: %v", r)
+		}
+	}()
+	sink := &outSink{}
+	err := Run(context.Background(), context.Background(), Config{
+		Sources: []Source{&shrinkSource{zigzagSource{n: 20}}}, Detector: zigzagDetector{},
+		Schedules: []Schedule{{Interval: 5, Timing: TimingLive, Propagation: prop}},
+		Sinks:     func(string) ([]Sink, error) { return []Sink{sink}, nil },
+	})
+	if err != nil || len(sink.outs) != 20 {
+		t.Fatalf("err %v, %d frames out", err, len(sink.outs))
+	}
+}
