@@ -43,10 +43,10 @@ type FileSink struct {
 	closed bool
 	frames int64
 
-	// pending holds the times (ticks) of frames whose packets are not
-	// written yet, oldest first: a packet's duration is the time to the
-	// next frame, which mp4 stores for the last sample.
-	pending   []int64
+	// pending holds the frames whose packets are not written yet, oldest
+	// first: a packet's duration is the time to the next frame, which mp4
+	// stores for the last sample.
+	pending   []pendingFrame
 	prevTicks int64 // the previous frame's time
 	lastDur   int64 // the latest interval between frames
 	// nomDur is the duration a lone frame gets: one nominal frame.
@@ -56,6 +56,16 @@ type FileSink struct {
 	fragmented bool
 	// onWritten hears of each frame whose packet is in the file
 	onWritten func(pts time.Duration)
+}
+
+// pendingFrame is a frame in the encoder: its time in the track's ticks,
+// and the pts WriteFrame was given, which OnWritten reports as it was: a
+// caller that keys frames by a pts it offset (a recording segment's start)
+// must get back exactly what it gave, and ticks -> pts does not round back
+// to it for every clock (microsecond camera timestamps).
+type pendingFrame struct {
+	ticks int64
+	pts   time.Duration
 }
 
 // OnWritten sets a function called with a frame's pts (as given to
@@ -175,7 +185,11 @@ func (s *FileSink) WriteFrame(w, h int, rgb []byte, pts time.Duration) error {
 		s.lastDur = ticks - s.prevTicks
 	}
 	s.prevTicks = ticks
-	s.pending = append(s.pending, ticks)
+	given := pts
+	if ToTicks(pts) != ticks { // moved past the previous frame
+		given = FromTicks(ticks)
+	}
+	s.pending = append(s.pending, pendingFrame{ticks, given})
 	s.frames++
 	if err := s.enc.send(s.enc.frame, s.writePacket); err != nil {
 		return fmt.Errorf("mp4 sink %s: %w", s.path, err)
@@ -192,12 +206,16 @@ func (s *FileSink) writePacket(p *astiav.Packet) error {
 		}
 	}
 	pts := p.Pts()
-	for len(s.pending) > 0 && s.pending[0] <= pts {
+	given := FromTicks(pts)
+	for len(s.pending) > 0 && s.pending[0].ticks <= pts {
+		if s.pending[0].ticks == pts {
+			given = s.pending[0].pts
+		}
 		s.pending = s.pending[1:]
 	}
 	dur := s.lastDur
 	if len(s.pending) > 0 {
-		dur = s.pending[0] - pts
+		dur = s.pending[0].ticks - pts
 	}
 	if dur <= 0 {
 		dur = s.nomDur
@@ -210,7 +228,7 @@ func (s *FileSink) writePacket(p *astiav.Packet) error {
 		return s.writeErr
 	}
 	if s.onWritten != nil {
-		s.onWritten(FromTicks(pts))
+		s.onWritten(given)
 	}
 	return nil
 }

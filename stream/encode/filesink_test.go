@@ -283,7 +283,10 @@ func TestFileSinkBadInput(t *testing.T) {
 
 // OnWritten names every frame once, in order, when its packet reaches the
 // muxer: some frames after WriteFrame (x264's lookahead), the rest at
-// Close.
+// Close. It gives back the pts as given, not as the track's 90 kHz ticks
+// would round it: a USB camera's clock counts microseconds, and a caller
+// that keys its frames by pts (a recording's latency) would otherwise
+// never find a quarter of them again.
 func TestFileSinkOnWritten(t *testing.T) {
 	const w, h, n = 96, 64, 40
 	path := filepath.Join(t.TempDir(), "written.mp4")
@@ -296,7 +299,7 @@ func TestFileSinkOnWritten(t *testing.T) {
 	pts := make([]time.Duration, n)
 	held := 0
 	for i := range pts {
-		pts[i] = time.Duration(i) * 40 * time.Millisecond
+		pts[i] = time.Duration(i) * 33367 * time.Microsecond // 29.97 fps on a microsecond clock
 		if err := s.WriteFrame(w, h, mediatest.Pattern(w, h, i), pts[i]); err != nil {
 			t.Fatal(err)
 		}
