@@ -343,6 +343,22 @@ def test_cli_exports_a_checkpoint(tmp_path):
     assert export.main(["--checkpoint", str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
 
 
+def test_cli_exports_a_checkpoint_handed_on_without_its_dataset(tmp_path, capsys):
+    """The fixture is the parity tests' reference: a checkpoint whose val split is not on
+    this machine still exports, without it and saying so; a fixture image asked for and
+    missing is still an error."""
+    model, cfg = build()
+    cfg.data.root = str(tmp_path / "gone")  # where it was trained, not here
+    ckpt = tmp_path / "latest.pth"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "meta": {"classes": THINGS}}, ckpt)
+    out = tmp_path / "bundle"
+    assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert (out / "manifest.yaml").is_file() and not (out / "fixture").exists()
+    assert "no reference fixture: the val split's" in capsys.readouterr().err
+    assert export.main(["--checkpoint", str(ckpt), "--out", str(out),
+                        "--fixture-image", str(tmp_path / "none.png")]) == 2
+
+
 def test_parse_scales():
     assert export.parse_scales("320x320,416x416") == [[320, 320], [416, 416]]
     assert export.parse_scales("800x1333, 1000x1600") == [[1333, 800], [1600, 1000]]

@@ -49,7 +49,7 @@ def first_val_image(cfg: Config, work_dir: Path) -> Path:
     root = data_root(cfg, work_dir)
     ann = root / cfg.data.val_ann
     if not ann.is_file():
-        raise FileNotFoundError(f"no fixture image: {ann} (data.val_ann) not found; pass --fixture-image")
+        raise FileNotFoundError(f"the val split's {ann} (data.val_ann) is not here")
     with open(ann, "r", encoding="utf-8") as f:
         images = json.load(f).get("images", [])
     if not images:
