@@ -84,10 +84,11 @@ type FileSink struct {
 }
 
 // held keeps, for htcstream_frame_latency_seconds, the frames an encoder
-// with lookahead holds until their packets are written: by encoder tick.
+// with lookahead holds until their packets are written: by pts, which the
+// encoder's OnWritten gives back as it was given.
 type held struct {
 	handoff HandoffFunc
-	frames  map[int64]heldFrame
+	frames  map[time.Duration]heldFrame
 	// closing: the flush at Close is the run's end, not the stream's pace
 	closing bool
 }
@@ -98,22 +99,21 @@ type heldFrame struct {
 }
 
 func (h *held) start(f HandoffFunc) {
-	h.handoff, h.frames = f, map[int64]heldFrame{}
+	h.handoff, h.frames = f, map[time.Duration]heldFrame{}
 }
 
 func (h *held) add(o *Output) {
 	if h.handoff != nil {
-		h.frames[encode.ToTicks(o.Frame.PTS)] = heldFrame{o.Frame.Captured, o.Kind()}
+		h.frames[o.Frame.PTS] = heldFrame{o.Frame.Captured, o.Kind()}
 	}
 }
 
 func (h *held) written(pts time.Duration) {
-	k := encode.ToTicks(pts)
-	f, ok := h.frames[k]
+	f, ok := h.frames[pts]
 	if !ok {
 		return // a pts the encoder moved (not after the one before)
 	}
-	delete(h.frames, k)
+	delete(h.frames, pts)
 	if !h.closing {
 		h.handoff(f.captured, f.kind)
 	}
