@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/htcstream/htcstream/coco"
 	"github.com/htcstream/htcstream/pipeline"
 	"github.com/htcstream/htcstream/pipeline/evaluate"
 )
@@ -109,7 +108,7 @@ func compareCmd(cfg evaluate.CompareConfig, out, results string, stdout io.Write
 		run  evaluate.ModelRun
 	}{{"model", r.Model}, {"reference", r.Reference}} {
 		fmt.Fprintf(stdout, "%-9s %s: %.1f ms/image (graphs %.1f ms), %.1f detections/image at score >= %g\n", m.role, m.run.Bundle,
-			ms(m.run.Elapsed)/n, ms(m.run.Timings.Graph())/n, float64(countAbove(m.run.Detections, a.MinScore))/n, a.MinScore)
+			ms(m.run.Elapsed)/n, ms(m.run.Timings.Graph())/n, float64(m.run.Above(a.MinScore))/n, a.MinScore)
 	}
 	fmt.Fprintf(stdout, "%d images; detections at score >= %g: reference %d, model %d\n", r.Images, a.MinScore, a.Reference, a.Model)
 	fmt.Fprintf(stdout, "matched (same class, box IoU >= %g, both at score >= %g): %d (%.1f%% of the reference's)\n",
@@ -137,16 +136,6 @@ func compareCmd(cfg evaluate.CompareConfig, out, results string, stdout io.Write
 		return writeJSON(out, report)
 	}
 	return nil
-}
-
-func countAbove(ds []coco.Detection, s float64) int {
-	n := 0
-	for _, d := range ds {
-		if d.Score >= s {
-			n++
-		}
-	}
-	return n
 }
 
 func pct(a, b int) float64 {

@@ -1,17 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"image"
-	"image/png"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/htcstream/htcstream/decode"
-
+	"github.com/htcstream/htcstream/pipeline"
 	"github.com/spf13/pflag"
 )
 
@@ -215,36 +213,13 @@ func calibrationImages(calib string, n int, dir string) (string, error) {
 		}
 		return abs, nil
 	}
-	frames, err := decode.Sample(abs, n)
-	if err != nil {
-		return "", fmt.Errorf("%w: --calib-images %s is neither a folder of images nor a readable video: %v", errUsage, calib, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := pipeline.SaveCalibrationFrames(abs, n, dir); err != nil {
+		if errors.Is(err, pipeline.ErrUnreadableVideo) {
+			return "", fmt.Errorf("%w: --calib-images %s is %v", errUsage, calib, err)
+		}
 		return "", err
 	}
-	for _, f := range frames {
-		img := &image.NRGBA{Pix: make([]byte, 4*f.Width*f.Height), Stride: 4 * f.Width, Rect: image.Rect(0, 0, f.Width, f.Height)}
-		for p := 0; p < f.Width*f.Height; p++ {
-			copy(img.Pix[4*p:4*p+3], f.RGB[3*p:3*p+3])
-			img.Pix[4*p+3] = 255
-		}
-		if err := writePNG(filepath.Join(dir, fmt.Sprintf("frame_%05d.png", f.Seq)), img); err != nil {
-			return "", err
-		}
-	}
 	return dir, nil
-}
-
-func writePNG(path string, img image.Image) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
 }
 
 // importCmd writes an mmdetection checkpoint in the training module's own

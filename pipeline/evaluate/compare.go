@@ -62,6 +62,17 @@ type ModelRun struct {
 	Timings          cascade.Timings
 }
 
+// Above counts the run's detections scoring at least s.
+func (r *ModelRun) Above(s float64) int {
+	n := 0
+	for _, d := range r.Detections {
+		if d.Score >= s {
+			n++
+		}
+	}
+	return n
+}
+
 // Agreement says how far a model's detections are from a reference's on
 // the same frames. Each reference detection, highest score first, is paired
 // with the unpaired model detection of its class that overlaps it most

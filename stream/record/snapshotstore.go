@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"image"
 	"image/jpeg"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/htcstream/htcstream/stream/encode"
 )
 
 // SnapshotStoreConfig configures a SnapshotStore. Every field but Dir has
@@ -234,10 +235,7 @@ func (s *SnapshotStore) Encode(w, h int, rgb []byte) ([]byte, error) {
 	if w <= 0 || h <= 0 || len(rgb) != w*h*3 {
 		return nil, fmt.Errorf("%d bytes for %dx%d RGB, want %d", len(rgb), w, h, max(w*h*3, 0))
 	}
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	for i, j := 0, 0; i < len(rgb); i, j = i+3, j+4 {
-		img.Pix[j], img.Pix[j+1], img.Pix[j+2], img.Pix[j+3] = rgb[i], rgb[i+1], rgb[i+2], 0xff
-	}
+	img := encode.RGBImage(w, h, rgb)
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: s.cfg.Quality}); err != nil {
 		return nil, err

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"image"
 	"image/jpeg"
 	"sync"
+
+	"github.com/htcstream/htcstream/stream/encode"
 )
 
 var (
@@ -66,10 +67,7 @@ func (l *latestFrame) jpeg() ([]byte, error) {
 		return b, nil
 	}
 	// Copy out under the lock, encode without it: Publish keeps going.
-	img := image.NewRGBA(image.Rect(0, 0, l.w, l.h))
-	for i, j := 0, 0; i+2 < len(l.rgb); i, j = i+3, j+4 {
-		img.Pix[j], img.Pix[j+1], img.Pix[j+2], img.Pix[j+3] = l.rgb[i], l.rgb[i+1], l.rgb[i+2], 255
-	}
+	img := encode.RGBImage(l.w, l.h, l.rgb)
 	seq := l.seq
 	l.mu.Unlock()
 	var buf bytes.Buffer
