@@ -979,14 +979,15 @@ func (st *streamOut) flowBetween(held []*slot, k *decode.Frame, next []track.Pre
 		}
 	}
 	out := make([]map[uint64][4]float32, len(held))
+	share := make([]float32, len(held)) // of the way from the last keyframe to k
 	want := make([]flow.Want, len(st.prev))
 	boxes := make([][4]float32, len(st.prev))
 	for i, h := range held {
-		a := float32(h.frame.PTS-st.prevPTS) / float32(k.PTS-st.prevPTS)
+		share[i] = float32(h.frame.PTS-st.prevPTS) / float32(k.PTS-st.prevPTS)
 		for j, p0 := range st.prev {
 			lerp := p0.Seen
 			if b, ok := to[p0.Key]; ok {
-				lerp = track.LerpBox(p0.Seen, b, a)
+				lerp = track.LerpBox(p0.Seen, b, share[i])
 			}
 			want[j] = flow.Want{Key: p0.Key, Size: lerp, Fallback: lerp}
 		}
@@ -1006,11 +1007,10 @@ func (st *streamOut) flowBetween(held []*slot, k *decode.Frame, next []track.Pre
 	st.mover.Step(flowFrame(k), want, boxes)
 	for j, w := range want {
 		b1, end := w.Fallback, boxes[j]
-		for i, h := range held {
-			a := float32(h.frame.PTS-st.prevPTS) / float32(k.PTS-st.prevPTS)
+		for i := range held {
 			b := out[i][w.Key]
 			for c := range b {
-				b[c] += (b1[c] - end[c]) * a
+				b[c] += (b1[c] - end[c]) * share[i]
 			}
 			out[i][w.Key] = b
 		}
